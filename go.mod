@@ -1,0 +1,10 @@
+module github.com/soplug/soplug
+
+go 1.26.8
+
+require (
+	github.com/hashicorp/go-version v1.9.0
+	github.com/stretchr/testify v1.12.1
+)
+
+require go.yaml.in/yaml/v3 v3.0.5 // indirect

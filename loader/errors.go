@@ -1,0 +1,96 @@
+package loader
+
+import (
+	"errors"
+	"fmt"
+)
+
+// Rejection reasons. Every rejected candidate carries an error that wraps
+// exactly one of these, so callers can test the reason with errors.Is.
+var (
+	// ErrBadName: the file name is not <name>_v<semver>.so.
+	ErrBadName = errors.New("loader: name is not <name>_v<semver>.so")
+	// ErrTempFile: a dotfile or a temporary or partial name (.tmp, .part, ~).
+	ErrTempFile = errors.New("loader: temporary or partial file")
+	// ErrNotRegular: a directory or another non-regular file.
+	ErrNotRegular = errors.New("loader: not a regular file")
+	// ErrSymlinkEscape: a symbolic link that leads out of the plugins folder
+	// or nowhere.
+	ErrSymlinkEscape = errors.New("loader: symlink leads out of the plugins folder")
+	// ErrDuplicateVersion: two files name the same plugin and version.
+	ErrDuplicateVersion = errors.New("loader: duplicate version")
+	// ErrEmpty: the file has no bytes.
+	ErrEmpty = errors.New("loader: empty file")
+	// ErrNotELF: the file is not an ELF object.
+	ErrNotELF = errors.New("loader: not an ELF file")
+	// ErrWrongArch: an ELF object for another machine or word size.
+	ErrWrongArch = errors.New("loader: ELF for another architecture")
+	// ErrTruncated: the ELF headers point past the end of the file, as in a
+	// half-finished copy.
+	ErrTruncated = errors.New("loader: truncated ELF file")
+	// ErrNotPlugin: an ELF object that is not a Go plugin (an executable, a
+	// C library, a Go binary of another build mode).
+	ErrNotPlugin = errors.New("loader: not a Go plugin")
+	// ErrOpen: plugin.Open failed, e.g. the plugin was built with a
+	// different version of a package it shares with the runner.
+	ErrOpen = errors.New("loader: plugin.Open failed")
+	// ErrNoAccessor: the plugin exports none of the contract's accessors.
+	ErrNoAccessor = errors.New("loader: no accessor exported")
+	// ErrAccessorType: the accessor symbol has the wrong type, or the plugin
+	// exports accessors of more than one kind.
+	ErrAccessorType = errors.New("loader: accessor has the wrong type")
+	// ErrNilPlugin: the accessor returned nil.
+	ErrNilPlugin = errors.New("loader: accessor returned nil")
+	// ErrVersionMismatch: the plugin's Version() differs from its file name.
+	ErrVersionMismatch = errors.New("loader: version differs from file name")
+	// ErrNotAcceptable: IsAcceptable() returned false.
+	ErrNotAcceptable = errors.New("loader: not acceptable on this host")
+	// ErrPanic: the plugin panicked, in init, in its accessor or in
+	// IsAcceptable.
+	ErrPanic = errors.New("loader: plugin panicked")
+	// ErrCrash: the probe child died, by a signal or an exit of its own,
+	// before it reported a verdict.
+	ErrCrash = errors.New("loader: probe child crashed")
+	// ErrTimeout: the probe, or an in-process call, did not finish in time.
+	ErrTimeout = errors.New("loader: timed out")
+	// ErrProbe: the probe child could not be started or spoke out of turn.
+	ErrProbe = errors.New("loader: probe failed")
+	// ErrAlreadyOpened: this process has already opened this file once;
+	// Go's plugin package cannot open one path twice safely.
+	ErrAlreadyOpened = errors.New("loader: file already opened in this process")
+
+	// ErrNoAcceptable is returned, wrapped with the plugin's name, for every
+	// plugin name that has no acceptable version.
+	ErrNoAcceptable = errors.New("loader: no acceptable version")
+	// ErrNoCandidates is returned when the folder holds no plugin file at
+	// all.
+	ErrNoCandidates = errors.New("loader: no plugin candidates")
+)
+
+// RejectError says why one candidate was rejected: the file, the stage that
+// rejected it, and the reason, which wraps one of the Err* sentinels.
+type RejectError struct {
+	// Path is the candidate's file.
+	Path string
+	// Stage is the stage that rejected it.
+	Stage Stage
+	// Err is the reason.
+	Err error
+}
+
+// Error returns "path: stage: reason".
+func (e *RejectError) Error() string {
+	return fmt.Sprintf("%s: %s: %v", e.Path, e.Stage, e.Err)
+}
+
+// Unwrap returns the reason.
+func (e *RejectError) Unwrap() error { return e.Err }
+
+// reject builds a RejectError whose reason is sentinel with detail appended.
+func reject(path string, stage Stage, sentinel error, format string, args ...any) *RejectError {
+	err := sentinel
+	if format != "" {
+		err = fmt.Errorf("%w: %s", sentinel, fmt.Sprintf(format, args...))
+	}
+	return &RejectError{Path: path, Stage: stage, Err: err}
+}

@@ -1,0 +1,233 @@
+// Package loader turns a folder of plugin files into the newest acceptable
+// version of each plugin, without letting a bad file harm the process.
+//
+// Data flows one way, and every stage either passes a candidate on or
+// rejects it with a reason:
+//
+//	Discover   the folder: names, versions, file types, duplicates
+//	CheckFile  the file, read not loaded: ELF headers, Go build info
+//	Prober     a child process opens it, finds the accessor, asks IsAcceptable
+//	load       this process opens the winner only, once, and asks again
+//
+// Candidates of one plugin name are tried newest first; the first that
+// passes every stage is selected and the older ones are not tried.
+package loader
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	version "github.com/hashicorp/go-version"
+
+	"github.com/soplug/soplug/contract"
+	"github.com/soplug/soplug/loader/probe"
+)
+
+// DefaultDir is the plugins folder when Config.Dir is empty.
+const DefaultDir = "plugins"
+
+// DefaultLoadTimeout bounds the in-process calls into the winner when
+// Config.LoadTimeout is zero.
+const DefaultLoadTimeout = 10 * time.Second
+
+// Config configures a Loader. The zero value reads ./plugins, probes each
+// candidate by re-executing this program with probe.Arg, and logs nothing.
+type Config struct {
+	// Dir is the plugins folder. Empty means DefaultDir.
+	Dir string
+	// Prober runs the child-process preflight.
+	Prober Prober
+	// LoadTimeout bounds the calls into the winner in this process. Zero
+	// means DefaultLoadTimeout.
+	LoadTimeout time.Duration
+	// Logger receives a record for every verdict. Nil means none.
+	Logger *slog.Logger
+}
+
+// Loader selects plugins from a folder.
+type Loader struct {
+	cfg Config
+	log *slog.Logger
+}
+
+// New returns a Loader for cfg.
+func New(cfg Config) *Loader {
+	if cfg.Dir == "" {
+		cfg.Dir = DefaultDir
+	}
+	if cfg.LoadTimeout <= 0 {
+		cfg.LoadTimeout = DefaultLoadTimeout
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Loader{cfg: cfg, log: log}
+}
+
+// Selection is the outcome of a selection: every entry of the folder with
+// its verdict.
+type Selection struct {
+	// Dir is the folder that was read.
+	Dir string `json:"dir"`
+	// Candidates are ordered as Discover orders them: by plugin name, newest
+	// version first, unparsed names last.
+	Candidates []Candidate `json:"candidates"`
+	// Loaded is true when the selected plugins were opened in this process
+	// (Load), false when only probed (Check).
+	Loaded bool `json:"loaded"`
+}
+
+// Selected returns the selected candidate of each plugin name, in name
+// order.
+func (s *Selection) Selected() []*Candidate {
+	var out []*Candidate
+	for i := range s.Candidates {
+		if s.Candidates[i].Verdict == Selected {
+			out = append(out, &s.Candidates[i])
+		}
+	}
+	return out
+}
+
+// Check selects the newest acceptable version of every plugin in the folder
+// by the child-process probe alone; nothing is opened in this process. See
+// Load for the error.
+func (l *Loader) Check(ctx context.Context) (*Selection, error) {
+	return l.run(ctx, false)
+}
+
+// Load selects like Check, then opens each winner in this process and asks
+// it again; if that fails the next older version is tried. The winners'
+// plugin values are in their candidates' Plugin field. The selection is
+// returned even with an error. The error wraps ErrNoAcceptable once for each
+// plugin name with no acceptable version, ErrNoCandidates when the folder has
+// no plugin file at all, a reading error of the folder, or ctx's error.
+func (l *Loader) Load(ctx context.Context) (*Selection, error) {
+	return l.run(ctx, true)
+}
+
+func (l *Loader) run(ctx context.Context, load bool) (*Selection, error) {
+	cands, err := Discover(l.cfg.Dir)
+	if err != nil {
+		return &Selection{Dir: l.cfg.Dir}, err
+	}
+	sel := &Selection{Dir: l.cfg.Dir, Candidates: cands, Loaded: load}
+	for i := range cands {
+		if c := &cands[i]; c.Verdict == Rejected && c.Stage == StageDiscover {
+			l.logVerdict(c)
+		}
+	}
+	var errs []error
+	named := 0
+	for start := 0; start < len(cands) && cands[start].Version != nil; {
+		end := start + 1
+		for end < len(cands) && cands[end].Version != nil && cands[end].Name == cands[start].Name {
+			end++
+		}
+		named += end - start
+		if err := l.selectOne(ctx, cands[start:end], load); err != nil {
+			if ctx.Err() != nil {
+				return sel, err
+			}
+			errs = append(errs, err)
+		}
+		start = end
+	}
+	if named == 0 {
+		return sel, fmt.Errorf("%w in %s", ErrNoCandidates, l.cfg.Dir)
+	}
+	return sel, errors.Join(errs...)
+}
+
+// selectOne tries the versions of one plugin, newest first, until one
+// passes every stage.
+func (l *Loader) selectOne(ctx context.Context, group []Candidate, load bool) error {
+	name := group[0].Name
+	for i := range group {
+		c := &group[i]
+		if c.Verdict == Rejected {
+			continue
+		}
+		start := time.Now()
+		err := l.try(ctx, c, load)
+		if err != nil && ctx.Err() != nil {
+			return ctx.Err()
+		}
+		var rerr *RejectError
+		if errors.As(err, &rerr) {
+			c.rejectWith(rerr)
+			l.logVerdict(c, "took", time.Since(start).Round(time.Millisecond))
+			continue
+		}
+		c.Verdict = Selected
+		l.logVerdict(c, "took", time.Since(start).Round(time.Millisecond))
+		return nil
+	}
+	return fmt.Errorf("%w: %s (%d candidates in %s, none acceptable)", ErrNoAcceptable, name, len(group), l.cfg.Dir)
+}
+
+// try passes one candidate through the check, the probe and, with load,
+// the in-process load. The error is a *RejectError or ctx's error.
+func (l *Loader) try(ctx context.Context, c *Candidate, load bool) error {
+	if err := CheckFile(c.Path); err != nil {
+		return err
+	}
+	rep, err := l.cfg.Prober.Probe(ctx, c.Path)
+	if err != nil {
+		return err
+	}
+	if err := matchVersion(c, rep, StageProbe); err != nil {
+		return err
+	}
+	c.Kind = rep.Kind
+	if !load {
+		return nil
+	}
+	lctx, cancel := context.WithTimeout(ctx, l.cfg.LoadTimeout)
+	defer cancel()
+	rep, err = loadInProcess(lctx, c.Path)
+	if err != nil {
+		return err
+	}
+	if err := matchVersion(c, rep, StageLoad); err != nil {
+		return err
+	}
+	c.Plugin = rep.Plugin
+	return nil
+}
+
+// matchVersion rejects a plugin whose Version() is not its file's version.
+func matchVersion(c *Candidate, rep probe.Report, stage Stage) error {
+	v, err := version.NewSemver(rep.Version)
+	if err != nil {
+		return reject(c.Path, stage, ErrVersionMismatch, "Version() returned %q, not a version", rep.Version)
+	}
+	if !v.Equal(c.Version) {
+		return reject(c.Path, stage, ErrVersionMismatch, "Version() returned %q, the file name says %s", rep.Version, c.Version)
+	}
+	return nil
+}
+
+func (l *Loader) logVerdict(c *Candidate, attrs ...any) {
+	attrs = append([]any{"file", c.File, "plugin", c.Name}, attrs...)
+	switch c.Verdict {
+	case Selected:
+		l.log.Info("plugin selected", append(attrs, "version", c.Version.String(), "kind", string(c.Kind))...)
+	case Rejected:
+		l.log.Warn("plugin candidate rejected", append(attrs, "stage", string(c.Stage), "reason", c.Reason)...)
+	}
+}
+
+// Transformer returns the loaded Transformer named name, or nil.
+func (s *Selection) Transformer(name string) contract.Transformer {
+	for _, c := range s.Selected() {
+		if t, ok := c.Plugin.(contract.Transformer); ok && c.Name == name {
+			return t
+		}
+	}
+	return nil
+}

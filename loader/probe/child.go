@@ -1,0 +1,79 @@
+package probe
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"plugin"
+	"time"
+
+	"github.com/soplug/soplug/contract"
+)
+
+// Arg is the first command-line argument that tells a program to act as a
+// probe child: a program that uses the loader's default probe command must
+// call Main when it sees it, before doing anything else.
+const Arg = "__probe"
+
+// ReportFD is the file descriptor of the report pipe in the child.
+const ReportFD = 3
+
+// Message is one line of the child's report. A child writes a Message with
+// Step set before each step, then one with Done set.
+type Message struct {
+	// Step is the step about to start.
+	Step Step `json:"step,omitempty"`
+	// Done marks the final message.
+	Done bool `json:"done,omitempty"`
+	// ABI is the child's contract.ABIVersion, in the final message.
+	ABI int `json:"abi,omitempty"`
+	// Report is set in the final message when the plugin is acceptable.
+	Report *Report `json:"report,omitempty"`
+	// Error is set in the final message when it is not.
+	Error *Error `json:"error,omitempty"`
+}
+
+// ReportWriter returns the report pipe the parent passed as ReportFD, or
+// stdout when the program was started by hand without one.
+func ReportWriter() io.Writer {
+	f := os.NewFile(ReportFD, "probe-report")
+	if f == nil {
+		return os.Stdout
+	}
+	if _, err := f.Stat(); err != nil {
+		return os.Stdout
+	}
+	return f
+}
+
+// Main is the probe child: args are the arguments after Arg,
+// [-timeout D] PATH. It inspects the plugin at PATH with plugin.Open and
+// writes its Messages to report. It returns the process exit status: 0 when
+// it wrote a final message (whatever the verdict), 2 for bad arguments.
+func Main(args []string, report io.Writer) int {
+	fs := flag.NewFlagSet(Arg, flag.ContinueOnError)
+	timeout := fs.Duration("timeout", 10*time.Second, "how long the plugin's calls may take in all")
+	enc := json.NewEncoder(report)
+	if err := fs.Parse(args); err != nil || fs.NArg() != 1 {
+		_ = enc.Encode(Message{Done: true, ABI: contract.ABIVersion, Error: &Error{
+			Code: CodeUsage, Msg: fmt.Sprintf("usage: %s [-timeout D] PATH (got %q)", Arg, args)}})
+		return 2
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
+	defer cancel()
+	rep, err := Inspect(ctx, fs.Arg(0), plugin.Open, func(s Step) { _ = enc.Encode(Message{Step: s}) })
+	final := Message{Done: true, ABI: contract.ABIVersion}
+	if err != nil {
+		final.Error = err.(*Error)
+	} else {
+		final.Report = &rep
+	}
+	if err := enc.Encode(final); err != nil {
+		fmt.Fprintf(os.Stderr, "probe: writing report: %v\n", err)
+		return 1
+	}
+	return 0
+}

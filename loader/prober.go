@@ -1,0 +1,241 @@
+package loader
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/soplug/soplug/contract"
+	"github.com/soplug/soplug/loader/probe"
+)
+
+// DefaultProbeTimeout is how long a probe child may take when
+// Prober.Timeout is zero.
+const DefaultProbeTimeout = 10 * time.Second
+
+// Prober runs the preflight of one candidate in a child process: the child
+// opens the plugin, finds its accessor and asks IsAcceptable, so that
+// whatever the plugin does (fault, panic, exit, hang) happens to the child.
+// The zero value re-executes this program with probe.Arg and a 10 s timeout.
+type Prober struct {
+	// Command is the child's command line; the probe arguments are appended.
+	// Empty means this executable followed by probe.Arg.
+	Command []string
+	// Env is added to this process's environment for the child.
+	Env []string
+	// Timeout bounds the whole child, from start to verdict. Zero means
+	// DefaultProbeTimeout.
+	Timeout time.Duration
+}
+
+// Probe runs the child on path and returns what it learned of an
+// acceptable plugin. A refusal, a crash or a timeout of the child is a
+// *RejectError at StageProbe; an end of ctx is returned as ctx's error.
+func (p Prober) Probe(ctx context.Context, path string) (probe.Report, error) {
+	timeout := p.Timeout
+	if timeout <= 0 {
+		timeout = DefaultProbeTimeout
+	}
+	argv := p.Command
+	if len(argv) == 0 {
+		exe, err := os.Executable()
+		if err != nil {
+			return probe.Report{}, reject(path, StageProbe, ErrProbe, "finding this executable: %v", err)
+		}
+		argv = []string{exe, probe.Arg}
+	}
+	cctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+
+	// The child gets a little less time for the plugin's calls than we
+	// give it, so that a hang it notices itself is reported by it.
+	args := append(append([]string{}, argv[1:]...), "-timeout", (timeout * 9 / 10).String(), path)
+	cmd := exec.CommandContext(cctx, argv[0], args...)
+	cmd.Env = append(os.Environ(), p.Env...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
+	cmd.WaitDelay = time.Second
+	out := &headBuffer{max: 8 << 10}
+	cmd.Stdout, cmd.Stderr = out, out
+	rd, wr, err := os.Pipe()
+	if err != nil {
+		return probe.Report{}, reject(path, StageProbe, ErrProbe, "report pipe: %v", err)
+	}
+	defer rd.Close()
+	cmd.ExtraFiles = []*os.File{wr} // probe.ReportFD
+	err = cmd.Start()
+	wr.Close()
+	if err != nil {
+		return probe.Report{}, reject(path, StageProbe, ErrProbe, "starting %s: %v", argv[0], err)
+	}
+
+	var (
+		last  probe.Step
+		final *probe.Message
+		bad   string
+	)
+	read := make(chan struct{})
+	go func() {
+		defer close(read)
+		sc := bufio.NewScanner(rd)
+		sc.Buffer(make([]byte, 0, 4096), 1<<20)
+		for sc.Scan() {
+			var m probe.Message
+			if err := json.Unmarshal(sc.Bytes(), &m); err != nil {
+				bad = fmt.Sprintf("unreadable report line %q", truncate(sc.Text(), 120))
+				return
+			}
+			if m.Done {
+				final = &m
+				return
+			}
+			last = m.Step
+		}
+	}()
+	werr := cmd.Wait()
+	rd.Close() // a grandchild holding the pipe must not keep us waiting
+	<-read
+
+	if final != nil && final.Error == nil && final.Report != nil && final.ABI == contract.ABIVersion {
+		return *final.Report, nil
+	}
+	if ctx.Err() != nil {
+		return probe.Report{}, ctx.Err()
+	}
+	switch {
+	case final != nil && final.ABI != contract.ABIVersion:
+		return probe.Report{}, reject(path, StageProbe, ErrProbe,
+			"the probe child speaks contract ABI %d, this program %d (wrong probe command?)", final.ABI, contract.ABIVersion)
+	case final != nil && final.Error != nil:
+		return probe.Report{}, &RejectError{Path: path, Stage: StageProbe, Err: codeError(final.Error)}
+	case bad != "":
+		return probe.Report{}, reject(path, StageProbe, ErrProbe, "%s", bad)
+	case errors.Is(cctx.Err(), context.DeadlineExceeded):
+		return probe.Report{}, reject(path, StageProbe, ErrTimeout, "no verdict within %s %s", timeout, last.Doing())
+	}
+	return probe.Report{}, reject(path, StageProbe, crashKind(out.String()), "%s", crashReason(werr, last, out.String()))
+}
+
+// codeError maps the child's refusal to its sentinel.
+func codeError(e *probe.Error) error {
+	sentinel := map[probe.Code]error{
+		probe.CodeOpen:          ErrOpen,
+		probe.CodeNoAccessor:    ErrNoAccessor,
+		probe.CodeAccessorType:  ErrAccessorType,
+		probe.CodeNil:           ErrNilPlugin,
+		probe.CodePanic:         ErrPanic,
+		probe.CodeTimeout:       ErrTimeout,
+		probe.CodeNotAcceptable: ErrNotAcceptable,
+	}[e.Code]
+	if sentinel == nil {
+		sentinel = ErrProbe
+	}
+	if e.Err != nil {
+		return fmt.Errorf("%w: %w", sentinel, e.Err)
+	}
+	return fmt.Errorf("%w: %s", sentinel, e.Msg)
+}
+
+// crashKind tells a Go panic from any other death of the child.
+func crashKind(output string) error {
+	if strings.HasPrefix(firstLine(output, "panic: "), "panic: ") {
+		return ErrPanic
+	}
+	return ErrCrash
+}
+
+// crashReason describes how the child died, during which step, and with the
+// runtime's own words when it left any.
+func crashReason(werr error, last probe.Step, output string) string {
+	var how string
+	var ee *exec.ExitError
+	switch {
+	case errors.As(werr, &ee) && ee.Sys() != nil:
+		ws := ee.Sys().(syscall.WaitStatus)
+		switch {
+		case ws.Signaled():
+			how = fmt.Sprintf("the probe child was killed by %s (%s)", signalName(ws.Signal()), ws.Signal())
+		default:
+			how = fmt.Sprintf("the probe child exited with status %d", ws.ExitStatus())
+		}
+	case werr != nil:
+		how = fmt.Sprintf("the probe child failed: %v", werr)
+	default:
+		how = "the probe child exited with status 0 without a verdict"
+	}
+	how += " " + last.Doing()
+	crash := firstLine(output, "panic: ", "fatal error: ", "unexpected fault address", "SIGSEGV", "SIGBUS")
+	if crash != "" {
+		how += ": " + truncate(crash, 300)
+		if sig := firstLine(output, "[signal "); sig != "" && sig != crash {
+			how += " " + truncate(sig, 120)
+		}
+	} else if last == probe.StepOpen && !strings.Contains(how, "killed") {
+		how += " (did its init call os.Exit?)"
+	}
+	return how
+}
+
+func signalName(s syscall.Signal) string {
+	names := map[syscall.Signal]string{
+		syscall.SIGBUS: "SIGBUS", syscall.SIGSEGV: "SIGSEGV", syscall.SIGKILL: "SIGKILL",
+		syscall.SIGABRT: "SIGABRT", syscall.SIGILL: "SIGILL", syscall.SIGFPE: "SIGFPE",
+		syscall.SIGTERM: "SIGTERM", syscall.SIGTRAP: "SIGTRAP",
+	}
+	if n, ok := names[s]; ok {
+		return n
+	}
+	return fmt.Sprintf("signal %d", int(s))
+}
+
+// firstLine returns the first line of s that starts with one of prefixes.
+func firstLine(s string, prefixes ...string) string {
+	for line := range strings.Lines(s) {
+		line = strings.TrimSpace(line)
+		for _, p := range prefixes {
+			if strings.HasPrefix(line, p) {
+				return line
+			}
+		}
+	}
+	return ""
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "…"
+}
+
+// headBuffer keeps the first max bytes written to it: the runtime prints the
+// reason for a crash first, and a plugin that floods its output must not
+// grow the daemon's memory.
+type headBuffer struct {
+	mu  sync.Mutex
+	max int
+	buf []byte
+}
+
+func (t *headBuffer) Write(p []byte) (int, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if room := t.max - len(t.buf); room > 0 {
+		t.buf = append(t.buf, p[:min(room, len(p))]...)
+	}
+	return len(p), nil
+}
+
+func (t *headBuffer) String() string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return string(t.buf)
+}
