@@ -83,11 +83,12 @@ if [[ $what != --examples ]]; then
 
 	# A plugin built against another version of the contract package, as if
 	# from an older soplug release: a copy of contract/ with one more
-	# exported function, in a module of its own (built with -trimpath so that
-	# its temporary folder does not make every build differ).
+	# exported function, in a module of its own. Its folder is always the
+	# same, so that the build is reproducible (-trimpath would change every
+	# standard package too and hide the difference this fixture is for).
 	step="building $out/othercontract.so"
-	tmp=$(mktemp -d)
-	trap 'rm -rf "$tmp"' EXIT
+	tmp=$out/.othercontract
+	rm -rf "$tmp"
 	mkdir -p "$tmp/soplug/contract" "$tmp/fx"
 	for f in contract/*.go; do [[ $f == *_test.go ]] || cp "$f" "$tmp/soplug/contract/"; done
 	printf '\n// FixtureSkew makes this copy of the package differ.\nfunc FixtureSkew() {}\n' >>"$tmp/soplug/contract/contract.go"
@@ -114,6 +115,6 @@ func Transformer() contract.Transformer { return t{} }
 
 func main() {}
 GO
-	(cd "$tmp/fx" && GOWORK=off GOFLAGS="${GOFLAGS:-} -mod=mod" go build -trimpath -buildmode=plugin -o "$OLDPWD/$out/.othercontract.so.tmp" .)
+	(cd "$tmp/fx" && GOWORK=off GOFLAGS="${GOFLAGS:-} -mod=mod" go build -buildmode=plugin -o "$OLDPWD/$out/.othercontract.so.tmp" .)
 	place "$out/.othercontract.so.tmp" "$out/othercontract.so"
 fi
