@@ -103,8 +103,11 @@ func Discover(dir string) ([]Candidate, error) {
 
 // classify parses one entry's name and type.
 func classify(realDir string, c *Candidate, e fs.DirEntry) *RejectError {
+	if strings.HasPrefix(c.File, ".") {
+		return reject(c.Path, StageDiscover, ErrTempFile, "a dotfile")
+	}
 	if IsTempName(c.File) {
-		return reject(c.Path, StageDiscover, ErrTempFile, "")
+		return reject(c.Path, StageDiscover, ErrTempFile, "a name that copy tools and editors use while writing")
 	}
 	name, v, err := ParseFileName(c.File)
 	if err != nil {

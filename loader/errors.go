@@ -11,7 +11,7 @@ var (
 	// ErrBadName: the file name is not <name>_v<semver>.so.
 	ErrBadName = errors.New("loader: name is not <name>_v<semver>.so")
 	// ErrTempFile: a dotfile or a temporary or partial name (.tmp, .part, ~).
-	ErrTempFile = errors.New("loader: temporary or partial file")
+	ErrTempFile = errors.New("loader: temporary, partial or hidden file")
 	// ErrNotRegular: a directory or another non-regular file.
 	ErrNotRegular = errors.New("loader: not a regular file")
 	// ErrSymlinkEscape: a symbolic link that leads out of the plugins folder

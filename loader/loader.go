@@ -177,13 +177,13 @@ func (l *Loader) try(ctx context.Context, c *Candidate, load bool) error {
 		return err
 	}
 	rep, err := l.cfg.Prober.Probe(ctx, c.Path)
+	c.Kind = rep.Kind
 	if err != nil {
 		return err
 	}
 	if err := matchVersion(c, rep, StageProbe); err != nil {
 		return err
 	}
-	c.Kind = rep.Kind
 	if !load {
 		return nil
 	}

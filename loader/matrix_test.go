@@ -70,7 +70,7 @@ func TestBadInputMatrix(t *testing.T) {
 			for _, f := range []string{"p_v2.0.0.so.tmp", "p_v2.0.0.so.part", "p_v2.0.0.so~", ".p_v2.0.0.so"} {
 				write(t, dir, f, truncated(t))
 			}
-		}, []string{"p_v2.0.0.so.tmp", "p_v2.0.0.so.part", "p_v2.0.0.so~", ".p_v2.0.0.so"}, loader.StageDiscover, loader.ErrTempFile, "temporary or partial"},
+		}, []string{"p_v2.0.0.so.tmp", "p_v2.0.0.so.part", "p_v2.0.0.so~", ".p_v2.0.0.so"}, loader.StageDiscover, loader.ErrTempFile, "temporary, partial or hidden"},
 		{"directory named like a plugin", func(t *testing.T, dir string) {
 			require.NoError(t, os.Mkdir(filepath.Join(dir, "p_v2.0.0.so"), 0o755))
 		}, nil, loader.StageDiscover, loader.ErrNotRegular, "a directory"},

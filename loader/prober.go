@@ -36,9 +36,11 @@ type Prober struct {
 	Timeout time.Duration
 }
 
-// Probe runs the child on path and returns what it learned of an
-// acceptable plugin. A refusal, a crash or a timeout of the child is a
-// *RejectError at StageProbe; an end of ctx is returned as ctx's error.
+// Probe runs the child on path and returns what it learned of the plugin:
+// everything when it is acceptable, and with a refusal whatever the child
+// learned before it (such as the kind). A refusal, a crash or a timeout of
+// the child is a *RejectError at StageProbe; an end of ctx is returned as
+// ctx's error.
 func (p Prober) Probe(ctx context.Context, path string) (probe.Report, error) {
 	timeout := p.Timeout
 	if timeout <= 0 {
@@ -115,7 +117,11 @@ func (p Prober) Probe(ctx context.Context, path string) (probe.Report, error) {
 		return probe.Report{}, reject(path, StageProbe, ErrProbe,
 			"the probe child speaks contract ABI %d, this program %d (wrong probe command?)", final.ABI, contract.ABIVersion)
 	case final != nil && final.Error != nil:
-		return probe.Report{}, &RejectError{Path: path, Stage: StageProbe, Err: codeError(final.Error)}
+		var rep probe.Report
+		if final.Report != nil {
+			rep = *final.Report
+		}
+		return rep, &RejectError{Path: path, Stage: StageProbe, Err: codeError(final.Error)}
 	case bad != "":
 		return probe.Report{}, reject(path, StageProbe, ErrProbe, "%s", bad)
 	case errors.Is(cctx.Err(), context.DeadlineExceeded):

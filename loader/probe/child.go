@@ -30,7 +30,8 @@ type Message struct {
 	Done bool `json:"done,omitempty"`
 	// ABI is the child's contract.ABIVersion, in the final message.
 	ABI int `json:"abi,omitempty"`
-	// Report is set in the final message when the plugin is acceptable.
+	// Report is set in the final message: all Inspect learned, which is
+	// everything when the plugin is acceptable.
 	Report *Report `json:"report,omitempty"`
 	// Error is set in the final message when it is not.
 	Error *Error `json:"error,omitempty"`
@@ -65,11 +66,9 @@ func Main(args []string, report io.Writer) int {
 	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
 	defer cancel()
 	rep, err := Inspect(ctx, fs.Arg(0), plugin.Open, func(s Step) { _ = enc.Encode(Message{Step: s}) })
-	final := Message{Done: true, ABI: contract.ABIVersion}
+	final := Message{Done: true, ABI: contract.ABIVersion, Report: &rep}
 	if err != nil {
 		final.Error = err.(*Error)
-	} else {
-		final.Report = &rep
 	}
 	if err := enc.Encode(final); err != nil {
 		fmt.Fprintf(os.Stderr, "probe: writing report: %v\n", err)

@@ -1,0 +1,76 @@
+// Command runner is the soplug daemon: it selects the newest acceptable
+// version of every plugin in a folder and serves it.
+//
+// Usage:
+//
+//	runner run [flags]              select, load and serve until SIGTERM
+//	runner plugins check [flags]    print the candidate table and verdicts
+//	runner version                  print the contract ABI and Go version
+//
+// Exit statuses:
+//
+//	0  success; for run, a clean stop on SIGTERM or SIGINT
+//	1  a plugin has no acceptable version, or the folder holds no plugin
+//	2  bad usage, or the plugins folder cannot be read
+//
+// The runner is also its own probe child: the loader re-executes it with the
+// hidden first argument __probe to open an untried plugin in a separate
+// process.
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"runtime"
+	"syscall"
+
+	"github.com/soplug/soplug/contract"
+	"github.com/soplug/soplug/loader/probe"
+)
+
+// Exit statuses.
+const (
+	exitOK       = 0
+	exitNoPlugin = 1
+	exitUsage    = 2
+)
+
+const usage = `usage:
+  runner run [--plugins DIR] [--probe-timeout D] [--log-level L]
+  runner plugins check [--plugins DIR] [--probe-timeout D] [--json]
+  runner version
+
+exit status: 0 ok, 1 a plugin has no acceptable version, 2 bad usage or unreadable folder
+`
+
+func main() {
+	if len(os.Args) > 1 && os.Args[1] == probe.Arg {
+		os.Exit(probe.Main(os.Args[2:], probe.ReportWriter()))
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	code := runMain(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
+}
+
+// runMain runs the command in args and returns its exit status. The
+// context ends on SIGTERM or SIGINT.
+func runMain(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	switch {
+	case len(args) >= 1 && args[0] == "run":
+		return runCmd(ctx, args[1:], stderr)
+	case len(args) >= 2 && args[0] == "plugins" && args[1] == "check":
+		return checkCmd(ctx, args[2:], stdout, stderr)
+	case len(args) == 1 && args[0] == "version":
+		fmt.Fprintf(stdout, "soplug runner: contract ABI %d, %s %s/%s\n", contract.ABIVersion, runtime.Version(), runtime.GOOS, runtime.GOARCH)
+		return exitOK
+	case len(args) == 1 && (args[0] == "-h" || args[0] == "--help" || args[0] == "help"):
+		fmt.Fprint(stdout, usage)
+		return exitOK
+	}
+	fmt.Fprintf(stderr, "runner: unknown command %q\n%s", args, usage)
+	return exitUsage
+}

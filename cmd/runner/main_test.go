@@ -1,0 +1,154 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/soplug/soplug/loader/probe"
+)
+
+// TestMain lets the test binary act as the runner's probe child.
+func TestMain(m *testing.M) {
+	if len(os.Args) > 1 && os.Args[1] == probe.Arg {
+		os.Exit(probe.Main(os.Args[2:], probe.ReportWriter()))
+	}
+	os.Exit(m.Run())
+}
+
+const examples = "../../plugins"
+
+// fixture copies a built fixture plugin into dir as file.
+func fixture(t *testing.T, dir, name, file string) {
+	t.Helper()
+	data, err := os.ReadFile(filepath.Join("..", "..", "testdata", "fixtures", "bin", name+".so"))
+	require.NoError(t, err, "run ./build_plugins.sh first")
+	require.NoError(t, os.WriteFile(filepath.Join(dir, file), data, 0o755))
+}
+
+func runner(t *testing.T, args ...string) (code int, stdout, stderr string) {
+	t.Helper()
+	var out, errb bytes.Buffer
+	code = runMain(context.Background(), args, &out, &errb)
+	return code, out.String(), errb.String()
+}
+
+func TestCheckExamples(t *testing.T) {
+	_, err := os.Stat(filepath.Join(examples, "wasmtag_v2.0.0.so"))
+	require.NoError(t, err, "run ./build_plugins.sh first")
+	t.Setenv("SOPLUG_WASMTAG_V2", "")
+
+	code, out, _ := runner(t, "plugins", "check", "--plugins", examples)
+	assert.Equal(t, exitOK, code, out)
+	assert.Regexp(t, `wasmtag\s+2\.0\.0\s+transformer\s+rejected\s+probe\s+wasmtag_v2\.0\.0\.so\s+not acceptable on this host: IsAcceptable\(\) returned false`, out)
+	assert.Regexp(t, `wasmtag\s+1\.1\.0\s+transformer\s+selected`, out)
+	assert.Regexp(t, `wasmtag\s+1\.0\.0\s+-\s+not tried`, out)
+	assert.Contains(t, out, "selected: wasmtag 1.1.0 (transformer) from wasmtag_v1.1.0.so")
+	assert.Contains(t, out, "selected: kindcount 1.0.0 (oplog-processor) from kindcount_v1.0.0.so")
+
+	code, out, _ = runner(t, "plugins", "check", "--plugins", examples, "--json")
+	assert.Equal(t, exitOK, code)
+	var rep struct {
+		OK         bool
+		Candidates []struct{ File, Verdict, Stage, Reason string }
+	}
+	require.NoError(t, json.Unmarshal([]byte(out), &rep), out)
+	assert.True(t, rep.OK)
+	verdicts := map[string]string{}
+	for _, c := range rep.Candidates {
+		verdicts[c.File] = c.Verdict
+	}
+	assert.Equal(t, map[string]string{
+		"kindcount_v1.0.0.so": "selected", "wasmtag_v2.0.0.so": "rejected", "wasmtag_v1.1.0.so": "selected",
+		"wasmtag_v1.0.0.so": "not tried", "README.md": "rejected", ".gitignore": "rejected",
+	}, verdicts)
+}
+
+func TestCheckFailures(t *testing.T) {
+	noGood := t.TempDir()
+	fixture(t, noGood, "notacceptable", "p_v2.0.0.so")
+	fixture(t, noGood, "initpanic", "p_v1.0.0.so")
+	empty := t.TempDir()
+
+	cases := []struct {
+		name     string
+		args     []string
+		code     int
+		contains []string
+	}{
+		{"no acceptable version", []string{"plugins", "check", "--plugins", noGood}, exitNoPlugin,
+			[]string{"p_v2.0.0.so", "IsAcceptable() returned false", "p_v1.0.0.so", "initpanic: cannot start", "error: loader: no acceptable version: p"}},
+		{"no plugin at all", []string{"plugins", "check", "--plugins", empty}, exitNoPlugin, []string{"no plugin candidates in " + empty}},
+		{"missing folder", []string{"plugins", "check", "--plugins", filepath.Join(empty, "nope")}, exitUsage, []string{"nope", "no such file or directory"}},
+		{"unknown flag", []string{"plugins", "check", "--bogus"}, exitUsage, []string{"-bogus"}},
+		{"stray argument", []string{"plugins", "check", "extra"}, exitUsage, []string{"unexpected arguments"}},
+		{"unknown command", []string{"frobnicate"}, exitUsage, []string{"unknown command", "usage:"}},
+		{"run with nothing acceptable", []string{"run", "--plugins", noGood}, exitNoPlugin, []string{"no plugin could be selected", "p_v2.0.0.so"}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			code, out, errs := runner(t, tc.args...)
+			assert.Equal(t, tc.code, code, "stdout:\n%s\nstderr:\n%s", out, errs)
+			for _, s := range tc.contains {
+				assert.Contains(t, out+errs, s)
+			}
+		})
+	}
+}
+
+// TestRunUntilSIGTERM builds the runner, runs it on the examples, waits
+// until it has selected, and stops it with SIGTERM.
+func TestRunUntilSIGTERM(t *testing.T) {
+	bin := filepath.Join(t.TempDir(), "runner")
+	build := exec.Command("go", "build", "-o", bin, ".")
+	out, err := build.CombinedOutput()
+	require.NoError(t, err, "%s", out)
+
+	cmd := exec.Command(bin, "run", "--plugins", examples)
+	cmd.Env = append(os.Environ(), "SOPLUG_WASMTAG_V2=")
+	stderr, err := cmd.StderrPipe()
+	require.NoError(t, err)
+	require.NoError(t, cmd.Start())
+	t.Cleanup(func() { _ = cmd.Process.Kill() })
+
+	var logs strings.Builder
+	running := make(chan bool, 1)
+	go func() {
+		sc := bufio.NewScanner(stderr)
+		for sc.Scan() {
+			logs.WriteString(sc.Text() + "\n")
+			if strings.Contains(sc.Text(), "msg=running") {
+				running <- true
+			}
+		}
+		close(running)
+	}()
+	select {
+	case ok := <-running:
+		require.True(t, ok, "the runner stopped before running:\n%s", logs.String())
+	case <-time.After(time.Minute):
+		t.Fatal("the runner did not start within a minute")
+	}
+	require.NoError(t, cmd.Process.Signal(syscall.SIGTERM))
+	err = cmd.Wait()
+	<-running
+	require.NoError(t, err, "a SIGTERM stop exits 0:\n%s", logs.String())
+
+	text := logs.String()
+	assert.Regexp(t, `level=WARN msg=candidate file=wasmtag_v2\.0\.0\.so verdict=rejected .*stage=probe reason="not acceptable on this host`, text)
+	assert.Regexp(t, `msg=candidate file=wasmtag_v1\.0\.0\.so verdict="not tried"`, text)
+	assert.Regexp(t, `msg="plugin active" plugin=wasmtag version=1\.1\.0 kind=transformer`, text)
+	assert.Regexp(t, `msg="plugin active" plugin=kindcount version=1\.0\.0 kind=oplog-processor`, text)
+	assert.Contains(t, text, "msg=stopping")
+}

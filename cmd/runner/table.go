@@ -1,0 +1,73 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/soplug/soplug/loader"
+)
+
+// reason returns a candidate's reason without the loader's prefix.
+func reason(c loader.Candidate) string {
+	return strings.TrimPrefix(c.Reason, "loader: ")
+}
+
+func dash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+// writeTable writes the candidate table of sel, then a line per selected
+// plugin, then the selection's error, if any.
+func writeTable(w io.Writer, sel *loader.Selection, err error) error {
+	fmt.Fprintf(w, "plugins folder: %s\n\n", sel.Dir)
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "PLUGIN\tVERSION\tKIND\tVERDICT\tSTAGE\tFILE\tREASON")
+	for _, c := range sel.Candidates {
+		v := ""
+		if c.Version != nil {
+			v = c.Version.String()
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n",
+			dash(c.Name), dash(v), dash(string(c.Kind)), c.Verdict, dash(string(c.Stage)), c.File, reason(c))
+	}
+	if ferr := tw.Flush(); ferr != nil {
+		return ferr
+	}
+	fmt.Fprintln(w)
+	for _, c := range sel.Selected() {
+		fmt.Fprintf(w, "selected: %s %s (%s) from %s\n", c.Name, c.Version, c.Kind, c.File)
+	}
+	for _, e := range unwrapJoined(err) {
+		fmt.Fprintf(w, "error: %v\n", e)
+	}
+	_, werr := fmt.Fprint(w)
+	return werr
+}
+
+// unwrapJoined splits an errors.Join result into its errors.
+func unwrapJoined(err error) []error {
+	if err == nil {
+		return nil
+	}
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		return j.Unwrap()
+	}
+	return []error{err}
+}
+
+// exitFor maps a selection error to an exit status.
+func exitFor(err error) int {
+	switch {
+	case err == nil:
+		return exitOK
+	case errors.Is(err, loader.ErrNoAcceptable), errors.Is(err, loader.ErrNoCandidates):
+		return exitNoPlugin
+	}
+	return exitUsage
+}
