@@ -22,7 +22,6 @@ import (
 
 	version "github.com/hashicorp/go-version"
 
-	"github.com/soplug/soplug/contract"
 	"github.com/soplug/soplug/loader/probe"
 )
 
@@ -43,7 +42,8 @@ type Config struct {
 	// LoadTimeout bounds the calls into the winner in this process. Zero
 	// means DefaultLoadTimeout.
 	LoadTimeout time.Duration
-	// Logger receives a record for every verdict. Nil means none.
+	// Logger receives progress at debug level: a record before each probe
+	// and one for every verdict, with how long it took. Nil means none.
 	Logger *slog.Logger
 }
 
@@ -153,6 +153,7 @@ func (l *Loader) selectOne(ctx context.Context, group []Candidate, load bool) er
 			continue
 		}
 		start := time.Now()
+		l.log.Debug("probing plugin candidate", "file", c.File, "plugin", c.Name, "version", c.Version.String())
 		err := l.try(ctx, c, load)
 		if err != nil && ctx.Err() != nil {
 			return ctx.Err()
@@ -216,18 +217,8 @@ func (l *Loader) logVerdict(c *Candidate, attrs ...any) {
 	attrs = append([]any{"file", c.File, "plugin", c.Name}, attrs...)
 	switch c.Verdict {
 	case Selected:
-		l.log.Info("plugin selected", append(attrs, "version", c.Version.String(), "kind", string(c.Kind))...)
+		l.log.Debug("plugin selected", append(attrs, "version", c.Version.String(), "kind", string(c.Kind))...)
 	case Rejected:
-		l.log.Warn("plugin candidate rejected", append(attrs, "stage", string(c.Stage), "reason", c.Reason)...)
+		l.log.Debug("plugin candidate rejected", append(attrs, "stage", string(c.Stage), "reason", c.Reason)...)
 	}
-}
-
-// Transformer returns the loaded Transformer named name, or nil.
-func (s *Selection) Transformer(name string) contract.Transformer {
-	for _, c := range s.Selected() {
-		if t, ok := c.Plugin.(contract.Transformer); ok && c.Name == name {
-			return t
-		}
-	}
-	return nil
 }

@@ -72,7 +72,7 @@ func TestLoadFallsBackWhenTheProcessRefuses(t *testing.T) {
 	dir := t.TempDir()
 	install(t, dir, "flipflop", "p_v1.5.0.so")
 	install(t, dir, "good-1.1.0", "p_v1.1.0.so")
-	l := loader.New(loader.Config{Dir: dir})
+	l := loader.New(loader.Config{Dir: dir, Prober: loader.Prober{Env: []string{"SOPLUG_FIXTURE_FLIPFLOP=1"}}})
 
 	sel, err := l.Load(context.Background())
 	require.NoError(t, err)
