@@ -21,6 +21,8 @@ type Stage string
 const (
 	// StageDiscover reads the folder: names, versions, file types.
 	StageDiscover Stage = "discover"
+	// StageAdmit asks the caller's policy (Config.Admit), e.g. quarantine.
+	StageAdmit Stage = "admit"
 	// StageCheck reads the file without loading it: ELF headers, Go build
 	// info.
 	StageCheck Stage = "check"

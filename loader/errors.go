@@ -19,6 +19,9 @@ var (
 	ErrSymlinkEscape = errors.New("loader: symlink leads out of the plugins folder")
 	// ErrDuplicateVersion: two files name the same plugin and version.
 	ErrDuplicateVersion = errors.New("loader: duplicate version")
+	// ErrNotAdmitted: Config.Admit refused the candidate; its error is
+	// wrapped too.
+	ErrNotAdmitted = errors.New("loader: not admitted")
 	// ErrEmpty: the file has no bytes.
 	ErrEmpty = errors.New("loader: empty file")
 	// ErrNotELF: the file is not an ELF object.

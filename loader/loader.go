@@ -42,6 +42,14 @@ type Config struct {
 	// LoadTimeout bounds the calls into the winner in this process. Zero
 	// means DefaultLoadTimeout.
 	LoadTimeout time.Duration
+	// Admit, when set, is asked about each candidate before it is checked;
+	// an error rejects the candidate at StageAdmit with that error as the
+	// reason (wrapped with ErrNotAdmitted) and the next older one is tried.
+	Admit func(*Candidate) error
+	// BeforeLoad, when set, is called right before a candidate is opened in
+	// this process (by Load, never by Check); an error rejects it at
+	// StageLoad. The daemon records there which version it is starting.
+	BeforeLoad func(*Candidate) error
 	// Logger receives progress at debug level: a record before each probe
 	// and one for every verdict, with how long it took. Nil means none.
 	Logger *slog.Logger
@@ -174,6 +182,11 @@ func (l *Loader) selectOne(ctx context.Context, group []Candidate, load bool) er
 // try passes one candidate through the check, the probe and, with load,
 // the in-process load. The error is a *RejectError or ctx's error.
 func (l *Loader) try(ctx context.Context, c *Candidate, load bool) error {
+	if l.cfg.Admit != nil {
+		if err := l.cfg.Admit(c); err != nil {
+			return &RejectError{Path: c.Path, Stage: StageAdmit, Err: fmt.Errorf("%w: %w", ErrNotAdmitted, err)}
+		}
+	}
 	if err := CheckFile(c.Path); err != nil {
 		return err
 	}
@@ -187,6 +200,11 @@ func (l *Loader) try(ctx context.Context, c *Candidate, load bool) error {
 	}
 	if !load {
 		return nil
+	}
+	if l.cfg.BeforeLoad != nil {
+		if err := l.cfg.BeforeLoad(c); err != nil {
+			return &RejectError{Path: c.Path, Stage: StageLoad, Err: err}
+		}
 	}
 	lctx, cancel := context.WithTimeout(ctx, l.cfg.LoadTimeout)
 	defer cancel()

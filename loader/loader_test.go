@@ -201,3 +201,35 @@ func TestCanceled(t *testing.T) {
 		assert.NotEqual(t, loader.Rejected, c.Verdict, "%s: %s", c.File, c.Reason)
 	}
 }
+
+// TestAdmitAndBeforeLoad: a candidate the policy refuses is rejected at the
+// admit stage with the policy's reason, and BeforeLoad sees exactly the
+// version about to be opened in this process.
+func TestAdmitAndBeforeLoad(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	install(t, dir, "good-2.0.0", "p_v2.0.0.so")
+	install(t, dir, "good-1.2.0", "p_v1.2.0.so")
+	errPolicy := errors.New("on the deny list")
+	var loading []string
+	l := loader.New(loader.Config{
+		Dir: dir,
+		Admit: func(c *loader.Candidate) error {
+			if c.Version.String() == "2.0.0" {
+				return errPolicy
+			}
+			return nil
+		},
+		BeforeLoad: func(c *loader.Candidate) error { loading = append(loading, c.File); return nil },
+	})
+	sel, err := l.Load(context.Background())
+	require.NoError(t, err)
+	require.Len(t, sel.Candidates, 2)
+	denied := sel.Candidates[0]
+	assert.Equal(t, loader.StageAdmit, denied.Stage)
+	assert.ErrorIs(t, denied.Err, loader.ErrNotAdmitted)
+	assert.ErrorIs(t, denied.Err, errPolicy)
+	assert.Contains(t, denied.Reason, "on the deny list")
+	assert.Equal(t, loader.Selected, sel.Candidates[1].Verdict)
+	assert.Equal(t, []string{"p_v1.2.0.so"}, loading)
+}
