@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"io"
 
+	version "github.com/hashicorp/go-version"
+
 	"github.com/soplug/soplug/loader"
 )
 
@@ -27,7 +29,10 @@ func checkCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	if !parse(fs, args, stderr) {
 		return exitUsage
 	}
-	sel, err := loader.New(lf.config()).Check(ctx)
+	cfg := lf.config()
+	store := lf.store()
+	cfg.Admit = func(c *loader.Candidate) error { return store.Admit(c.Name, c.Version.String(), c.Path) }
+	sel, err := loader.New(cfg).Check(ctx)
 	code := exitFor(err)
 	if code == exitUsage {
 		fmt.Fprintf(stderr, "runner plugins check: %v\n", err)
@@ -51,4 +56,38 @@ func checkCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		return exitUsage
 	}
 	return code
+}
+
+// unquarantineCmd is "runner plugins unquarantine NAME VERSION".
+func unquarantineCmd(args []string, stdout, stderr io.Writer) int {
+	var lf loaderFlags
+	fs := flag.NewFlagSet("plugins unquarantine", flag.ContinueOnError)
+	lf.register(fs)
+	fs.SetOutput(stderr)
+	if err := fs.Parse(args); err != nil {
+		return exitUsage
+	}
+	if fs.NArg() != 2 {
+		fmt.Fprintf(stderr, "usage: runner plugins unquarantine [--state-dir DIR] NAME VERSION\n")
+		return exitUsage
+	}
+	if lf.stateDir == "" {
+		fmt.Fprintf(stderr, "runner plugins unquarantine: no state directory: give --state-dir or set STATE_DIRECTORY\n")
+		return exitUsage
+	}
+	name, ver := fs.Arg(0), fs.Arg(1)
+	if v, err := version.NewSemver(ver); err == nil {
+		ver = v.String()
+	}
+	found, err := lf.store().Lift(name, ver)
+	if err != nil {
+		fmt.Fprintf(stderr, "runner plugins unquarantine: %v\n", err)
+		return exitFailure
+	}
+	if !found {
+		fmt.Fprintf(stderr, "runner plugins unquarantine: %s %s has no record in %s\n", name, ver, lf.stateDir)
+		return exitNoPlugin
+	}
+	fmt.Fprintf(stdout, "%s %s: quarantine lifted; the daemon tries it at its next start\n", name, ver)
+	return exitOK
 }

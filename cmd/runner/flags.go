@@ -4,21 +4,29 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"os"
 	"time"
 
 	"github.com/soplug/soplug/loader"
+	"github.com/soplug/soplug/quarantine"
 )
 
 // loaderFlags are the flags every command that selects plugins takes.
 type loaderFlags struct {
 	dir          string
 	probeTimeout time.Duration
+	stateDir     string
 }
 
 func (f *loaderFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.dir, "plugins", loader.DefaultDir, "the plugins folder")
 	fs.DurationVar(&f.probeTimeout, "probe-timeout", loader.DefaultProbeTimeout, "how long one plugin's probe child may take")
+	fs.StringVar(&f.stateDir, "state-dir", os.Getenv("STATE_DIRECTORY"),
+		"the folder of the quarantine records (default $STATE_DIRECTORY, which systemd's StateDirectory= sets; empty: no quarantine)")
 }
+
+// store returns the quarantine store of the state directory.
+func (f *loaderFlags) store() *quarantine.Store { return &quarantine.Store{Dir: f.stateDir} }
 
 func (f *loaderFlags) config() loader.Config {
 	return loader.Config{Dir: f.dir, Prober: loader.Prober{Timeout: f.probeTimeout}}

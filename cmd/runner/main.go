@@ -3,15 +3,18 @@
 //
 // Usage:
 //
-//	runner run [flags]              select, load and serve until SIGTERM
-//	runner plugins check [flags]    print the candidate table and verdicts
-//	runner version                  print the contract ABI and Go version
+//	runner run [flags]                              select, load and serve until SIGTERM
+//	runner plugins check [flags]                    print the candidate table and verdicts
+//	runner plugins unquarantine [flags] NAME VERSION lift a version's quarantine
+//	runner version                                  print the contract ABI and Go version
 //
 // Exit statuses:
 //
-//	0  success; for run, a clean stop on SIGTERM or SIGINT
-//	1  a plugin has no acceptable version, or the folder holds no plugin
-//	2  bad usage, or the plugins folder cannot be read
+//	0   success; for run, a clean stop on SIGTERM or SIGINT
+//	1   check: a plugin has no acceptable version, or the folder holds no
+//	    plugin; run: a failure (folder, state or socket unusable)
+//	2   bad usage, or the plugins folder cannot be read
+//	75  run: the plugins changed; start me again (EX_TEMPFAIL)
 //
 // The runner is also its own probe child: the loader re-executes it with the
 // hidden first argument __probe to open an untried plugin in a separate
@@ -35,15 +38,19 @@ import (
 const (
 	exitOK       = 0
 	exitNoPlugin = 1
+	exitFailure  = 1
 	exitUsage    = 2
 )
 
 const usage = `usage:
-  runner run [--plugins DIR] [--probe-timeout D] [--log-level L]
-  runner plugins check [--plugins DIR] [--probe-timeout D] [--json]
+  runner run [--plugins DIR] [--listen ADDR] [--state-dir DIR] [--probe-timeout D]
+             [--debounce D] [--drain-timeout D] [--min-uptime D] [--quarantine-after N] [--log-level L]
+  runner plugins check [--plugins DIR] [--state-dir DIR] [--probe-timeout D] [--json]
+  runner plugins unquarantine [--state-dir DIR] NAME VERSION
   runner version
 
-exit status: 0 ok, 1 a plugin has no acceptable version, 2 bad usage or unreadable folder
+exit status: 0 ok; 1 check: a plugin has no acceptable version, run: failure;
+2 bad usage or unreadable folder; 75 run: plugins changed, start again
 `
 
 func main() {
@@ -64,6 +71,8 @@ func runMain(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return runCmd(ctx, args[1:], stderr)
 	case len(args) >= 2 && args[0] == "plugins" && args[1] == "check":
 		return checkCmd(ctx, args[2:], stdout, stderr)
+	case len(args) >= 2 && args[0] == "plugins" && args[1] == "unquarantine":
+		return unquarantineCmd(args[2:], stdout, stderr)
 	case len(args) == 1 && args[0] == "version":
 		fmt.Fprintf(stdout, "soplug runner: contract ABI %d, %s %s/%s\n", contract.ABIVersion, runtime.Version(), runtime.GOOS, runtime.GOARCH)
 		return exitOK

@@ -1,17 +1,12 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"strings"
-	"syscall"
 	"testing"
-	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -94,7 +89,9 @@ func TestCheckFailures(t *testing.T) {
 		{"unknown flag", []string{"plugins", "check", "--bogus"}, exitUsage, []string{"-bogus"}},
 		{"stray argument", []string{"plugins", "check", "extra"}, exitUsage, []string{"unexpected arguments"}},
 		{"unknown command", []string{"frobnicate"}, exitUsage, []string{"unknown command", "usage:"}},
-		{"run with nothing acceptable", []string{"run", "--plugins", noGood}, exitNoPlugin, []string{"no plugin could be selected", "p_v2.0.0.so"}},
+		{"run with a bad flag", []string{"run", "--listen"}, exitUsage, []string{"flag needs an argument"}},
+		{"unquarantine without a state dir", []string{"plugins", "unquarantine", "--state-dir", "", "p", "1.0.0"}, exitUsage, []string{"no state directory"}},
+		{"unquarantine of an unknown version", []string{"plugins", "unquarantine", "--state-dir", empty, "p", "1.0.0"}, exitNoPlugin, []string{"p 1.0.0 has no record"}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -107,48 +104,3 @@ func TestCheckFailures(t *testing.T) {
 	}
 }
 
-// TestRunUntilSIGTERM builds the runner, runs it on the examples, waits
-// until it has selected, and stops it with SIGTERM.
-func TestRunUntilSIGTERM(t *testing.T) {
-	bin := filepath.Join(t.TempDir(), "runner")
-	build := exec.Command("go", "build", "-o", bin, ".")
-	out, err := build.CombinedOutput()
-	require.NoError(t, err, "%s", out)
-
-	cmd := exec.Command(bin, "run", "--plugins", examples)
-	cmd.Env = append(os.Environ(), "SOPLUG_WASMTAG_V2=")
-	stderr, err := cmd.StderrPipe()
-	require.NoError(t, err)
-	require.NoError(t, cmd.Start())
-	t.Cleanup(func() { _ = cmd.Process.Kill() })
-
-	var logs strings.Builder
-	running := make(chan bool, 1)
-	go func() {
-		sc := bufio.NewScanner(stderr)
-		for sc.Scan() {
-			logs.WriteString(sc.Text() + "\n")
-			if strings.Contains(sc.Text(), "msg=running") {
-				running <- true
-			}
-		}
-		close(running)
-	}()
-	select {
-	case ok := <-running:
-		require.True(t, ok, "the runner stopped before running:\n%s", logs.String())
-	case <-time.After(time.Minute):
-		t.Fatal("the runner did not start within a minute")
-	}
-	require.NoError(t, cmd.Process.Signal(syscall.SIGTERM))
-	err = cmd.Wait()
-	<-running
-	require.NoError(t, err, "a SIGTERM stop exits 0:\n%s", logs.String())
-
-	text := logs.String()
-	assert.Regexp(t, `level=WARN msg=candidate file=wasmtag_v2\.0\.0\.so verdict=rejected .*stage=probe reason="not acceptable on this host`, text)
-	assert.Regexp(t, `msg=candidate file=wasmtag_v1\.0\.0\.so verdict="not tried"`, text)
-	assert.Regexp(t, `msg="plugin active" plugin=wasmtag version=1\.1\.0 kind=transformer`, text)
-	assert.Regexp(t, `msg="plugin active" plugin=kindcount version=1\.0\.0 kind=oplog-processor`, text)
-	assert.Contains(t, text, "msg=stopping")
-}

@@ -1,0 +1,260 @@
+package main
+
+import (
+	"bufio"
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/soplug/soplug/daemon"
+)
+
+var (
+	buildOnce sync.Once
+	runnerBin string
+	buildErr  error
+)
+
+// binary builds the runner once for the package's tests, with the flags
+// build_plugins.sh uses for the plugins.
+func binary(t *testing.T) string {
+	t.Helper()
+	buildOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "soplug-runner-test-")
+		if err != nil {
+			buildErr = err
+			return
+		}
+		runnerBin = filepath.Join(dir, "runner")
+		out, err := exec.Command("go", "build", "-o", runnerBin, ".").CombinedOutput()
+		if err != nil {
+			buildErr = errors.New(string(out))
+		}
+	})
+	require.NoError(t, buildErr)
+	return runnerBin
+}
+
+// daemonProc is a runner run process under test.
+type daemonProc struct {
+	cmd  *exec.Cmd
+	mu   sync.Mutex
+	logs strings.Builder
+	addr chan string
+	done chan struct{}
+	err  error
+}
+
+var listenRE = regexp.MustCompile(`msg=listening addrs=\[([^\]]+)\]`)
+
+// start runs the runner on dir with extra flags, logging to a buffer.
+func start(t *testing.T, dir string, flags ...string) *daemonProc {
+	t.Helper()
+	args := append([]string{"run", "--plugins", dir, "--listen", "127.0.0.1:0", "--debounce", "100ms", "--min-uptime", "-1s"}, flags...)
+	d := &daemonProc{cmd: exec.Command(binary(t), args...), addr: make(chan string, 1), done: make(chan struct{})}
+	d.cmd.Env = append(os.Environ(), "SOPLUG_WASMTAG_V2=")
+	stderr, err := d.cmd.StderrPipe()
+	require.NoError(t, err)
+	require.NoError(t, d.cmd.Start())
+	t.Cleanup(func() { _ = d.cmd.Process.Kill(); <-d.done })
+	go func() {
+		sc := bufio.NewScanner(stderr)
+		for sc.Scan() {
+			d.mu.Lock()
+			d.logs.WriteString(sc.Text() + "\n")
+			d.mu.Unlock()
+			if m := listenRE.FindStringSubmatch(sc.Text()); m != nil {
+				d.addr <- m[1]
+			}
+		}
+		d.err = d.cmd.Wait()
+		close(d.done)
+	}()
+	return d
+}
+
+func (d *daemonProc) text() string {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.logs.String()
+}
+
+// waitLog waits until the log matches re.
+func (d *daemonProc) waitLog(t *testing.T, re string) {
+	t.Helper()
+	rx := regexp.MustCompile(re)
+	deadline := time.Now().Add(time.Minute)
+	for !rx.MatchString(d.text()) {
+		select {
+		case <-d.done:
+			require.Regexp(t, rx, d.text(), "the runner exited before logging it")
+			return
+		case <-time.After(20 * time.Millisecond):
+		}
+		require.True(t, time.Now().Before(deadline), "no %q in the log within a minute:\n%s", re, d.text())
+	}
+}
+
+// exitCode waits for the process to end and returns its exit status, or
+// -signal when a signal ended it.
+func (d *daemonProc) exitCode(t *testing.T) int {
+	t.Helper()
+	select {
+	case <-d.done:
+	case <-time.After(time.Minute):
+		t.Fatalf("the runner did not exit within a minute:\n%s", d.text())
+	}
+	if d.err == nil {
+		return 0
+	}
+	var ee *exec.ExitError
+	require.ErrorAs(t, d.err, &ee)
+	if ws := ee.Sys().(syscall.WaitStatus); ws.Signaled() {
+		return -int(ws.Signal())
+	}
+	return ee.ExitCode()
+}
+
+func getJSON(t *testing.T, url string, v any) int {
+	t.Helper()
+	resp, err := http.Get(url)
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	require.NoError(t, err)
+	if v != nil {
+		require.NoError(t, json.Unmarshal(body, v), "%s", body)
+	}
+	return resp.StatusCode
+}
+
+// copyPlugins makes a plugins folder holding the given files from
+// the examples (file names) or the fixtures (fixture=file).
+func copyPlugins(t *testing.T, specs ...string) string {
+	dir := t.TempDir()
+	for _, s := range specs {
+		src, dst := filepath.Join(examples, s), s
+		if name, file, ok := strings.Cut(s, "="); ok {
+			src, dst = filepath.Join("..", "..", "testdata", "fixtures", "bin", name+".so"), file
+		}
+		data, err := os.ReadFile(src)
+		require.NoError(t, err, "run ./build_plugins.sh first")
+		require.NoError(t, os.WriteFile(filepath.Join(dir, dst), data, 0o755))
+	}
+	return dir
+}
+
+func TestRunServesAndStopsOnSIGTERM(t *testing.T) {
+	t.Parallel()
+	d := start(t, examples)
+	addr := <-d.addr
+	d.waitLog(t, `msg=ready status="serving kindcount 1.0.0, wasmtag 1.1.0"`)
+
+	var rep daemon.Report
+	require.Equal(t, http.StatusOK, getJSON(t, "http://"+addr+"/v1/health", &rep))
+	assert.True(t, rep.Ready)
+	assert.Equal(t, d.cmd.Process.Pid, rep.PID)
+	assert.Equal(t, []daemon.PluginHealth{
+		{Name: "kindcount", Kind: "oplog-processor", Version: "1.0.0", File: "kindcount_v1.0.0.so"},
+		{Name: "wasmtag", Kind: "transformer", Version: "1.1.0", File: "wasmtag_v1.1.0.so"},
+	}, rep.Plugins)
+	assert.Equal(t, http.StatusOK, getJSON(t, "http://"+addr+"/readyz", nil))
+	assert.Equal(t, http.StatusOK, getJSON(t, "http://"+addr+"/healthz", nil))
+
+	require.NoError(t, d.cmd.Process.Signal(syscall.SIGTERM))
+	assert.Equal(t, 0, d.exitCode(t), d.text())
+	text := d.text()
+	assert.Regexp(t, `level=WARN msg=candidate file=wasmtag_v2\.0\.0\.so verdict=rejected .*stage=probe reason="not acceptable on this host`, text)
+	assert.Regexp(t, `msg=candidate file=wasmtag_v1\.0\.0\.so verdict="not tried"`, text)
+	assert.Regexp(t, `msg="plugin active" plugin=wasmtag version=1\.1\.0 kind=transformer`, text)
+	assert.Contains(t, text, "msg=stopping")
+}
+
+// TestRunRestartsOnChange: a temporary file does not restart the runner; a
+// new version does, with status 75 and what changed in the log.
+func TestRunRestartsOnChange(t *testing.T) {
+	t.Parallel()
+	dir := copyPlugins(t, "wasmtag_v1.0.0.so")
+	d := start(t, dir)
+	d.waitLog(t, `msg=ready`)
+
+	require.NoError(t, os.WriteFile(filepath.Join(dir, ".wasmtag_v1.1.0.so.tmp"), []byte("partial"), 0o644))
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "wasmtag_v1.1.0.so.part"), []byte("partial"), 0o644))
+	select {
+	case <-d.done:
+		t.Fatalf("a temporary file restarted the runner:\n%s", d.text())
+	case <-time.After(time.Second): // ten debounce periods
+	}
+
+	data, err := os.ReadFile(filepath.Join(examples, "wasmtag_v1.1.0.so"))
+	require.NoError(t, err)
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "wasmtag_v1.1.0.so"), data, 0o755))
+	assert.Equal(t, daemon.ExitRestart, d.exitCode(t), d.text())
+	assert.Contains(t, d.text(), `change="added wasmtag_v1.1.0.so"`)
+	assert.Contains(t, d.text(), `msg="exiting for a restart" status=75`)
+}
+
+// TestRunWithNothingAcceptable: the runner stays up, not ready, and
+// restarts when the folder changes.
+func TestRunWithNothingAcceptable(t *testing.T) {
+	t.Parallel()
+	dir := copyPlugins(t, "notacceptable=p_v2.0.0.so")
+	d := start(t, dir)
+	addr := <-d.addr
+	d.waitLog(t, `msg=ready`)
+	resp, err := http.Get("http://" + addr + "/readyz")
+	require.NoError(t, err)
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	assert.Equal(t, http.StatusServiceUnavailable, resp.StatusCode)
+	assert.Contains(t, string(body), "no acceptable plugin in "+dir)
+	assert.Contains(t, d.text(), "loader: no acceptable version: p")
+
+	require.NoError(t, os.Remove(filepath.Join(dir, "p_v2.0.0.so")))
+	assert.Equal(t, daemon.ExitRestart, d.exitCode(t), d.text())
+	assert.Contains(t, d.text(), `change="removed p_v2.0.0.so"`)
+}
+
+// TestQuarantineAfterCrashes runs the runner three times on a version that
+// crashes the process a second after it is loaded: two real crashes, then a
+// start that skips it and serves the older version; unquarantine lifts it.
+func TestQuarantineAfterCrashes(t *testing.T) {
+	t.Parallel()
+	dir := copyPlugins(t, "wasmtag_v1.1.0.so", "crashafterload=wasmtag_v3.0.0.so")
+	state := t.TempDir()
+	for i := 1; i <= 2; i++ {
+		d := start(t, dir, "--state-dir", state)
+		d.waitLog(t, `msg=ready status="serving wasmtag 3.0.0"`)
+		assert.Equal(t, 2, d.exitCode(t), "run %d dies of the plugin's panic:\n%s", i, d.text())
+		assert.Contains(t, d.text(), "crashafterload: fatal error after load")
+	}
+	d := start(t, dir, "--state-dir", state)
+	d.waitLog(t, `msg=ready status="serving wasmtag 1.1.0"`)
+	assert.Regexp(t, `msg=candidate file=wasmtag_v3\.0\.0\.so verdict=rejected .*stage=admit reason="not admitted: quarantine: quarantined after 2 crashes`, d.text())
+	require.NoError(t, d.cmd.Process.Signal(syscall.SIGTERM))
+	assert.Equal(t, 0, d.exitCode(t))
+
+	code, out, _ := runner(t, "plugins", "check", "--plugins", dir, "--state-dir", state)
+	assert.Equal(t, exitOK, code)
+	assert.Regexp(t, `wasmtag\s+3\.0\.0\s+-\s+rejected\s+admit\s+wasmtag_v3\.0\.0\.so\s+not admitted: quarantine: quarantined after 2 crashes`, out)
+
+	code, out, _ = runner(t, "plugins", "unquarantine", "--state-dir", state, "wasmtag", "v3.0.0")
+	assert.Equal(t, exitOK, code)
+	assert.Contains(t, out, "wasmtag 3.0.0: quarantine lifted")
+	code, out, _ = runner(t, "plugins", "check", "--plugins", dir, "--state-dir", state)
+	assert.Equal(t, exitOK, code)
+	assert.Regexp(t, `wasmtag\s+3\.0\.0\s+transformer\s+selected`, out)
+}

@@ -1,0 +1,281 @@
+// Package daemon is the soplug runner's lifecycle: it selects and loads the
+// plugins, serves them, tells systemd how it is doing, and exits for a
+// restart when the plugins folder changes.
+//
+// One run of the daemon is one selection: Go plugins cannot be unloaded, so
+// a new set of plugins takes a new process. When the folder changes in a way
+// that can alter the selection, Run stops accepting work, drains what is in
+// flight, sends STOPPING=1 and returns ErrRestart; the runner exits with
+// ExitRestart and systemd (RestartForceExitStatus=75) starts it again. With
+// socket activation the listening socket stays open in systemd meanwhile,
+// so connections made during the restart wait in its queue instead of
+// being refused.
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/soplug/soplug/loader"
+	"github.com/soplug/soplug/quarantine"
+)
+
+// ExitRestart is the runner's exit status after a change of plugins: 75,
+// EX_TEMPFAIL in sysexits.h, "try again later". The unit file lists it in
+// RestartForceExitStatus= and SuccessExitStatus=.
+const ExitRestart = 75
+
+// ErrRestart is returned, wrapped with what changed, by Run when the
+// plugins changed and the process should be started again.
+var ErrRestart = errors.New("daemon: plugins changed, restart")
+
+// Defaults for the zero Config.
+const (
+	DefaultListen       = "127.0.0.1:7420"
+	DefaultDebounce     = 300 * time.Millisecond
+	DefaultDrainTimeout = 10 * time.Second
+	DefaultMinUptime    = 2 * time.Second
+)
+
+// Config configures Run. The zero value serves ./plugins on DefaultListen
+// (or on the sockets systemd passes), keeps no quarantine state, and logs
+// nothing.
+type Config struct {
+	// Loader selects the plugins. Its Admit and BeforeLoad hooks are set by
+	// Run when a StateDir is given.
+	Loader loader.Config
+	// Listen is the TCP address to serve on when systemd passes no socket.
+	// Empty means DefaultListen.
+	Listen string
+	// StateDir keeps the quarantine records. Empty means no quarantine.
+	StateDir string
+	// QuarantineAfter is how many unclean ends in a row quarantine a
+	// version. Zero means quarantine.DefaultThreshold.
+	QuarantineAfter int
+	// Debounce is the quiet period that ends a burst of folder events.
+	// Zero means DefaultDebounce.
+	Debounce time.Duration
+	// DrainTimeout bounds the wait for in-flight requests on the way out.
+	// Zero means DefaultDrainTimeout.
+	DrainTimeout time.Duration
+	// MinUptime is the least time a process serves before it exits for a
+	// change, so that a stream of drops cannot restart it faster than
+	// systemd's start limit allows. Zero means DefaultMinUptime; negative
+	// means none.
+	MinUptime time.Duration
+	// Logger receives the daemon's log. Nil means none.
+	Logger *slog.Logger
+}
+
+func (c *Config) defaults() {
+	if c.Loader.Dir == "" {
+		c.Loader.Dir = loader.DefaultDir
+	}
+	if c.Listen == "" {
+		c.Listen = DefaultListen
+	}
+	if c.Debounce <= 0 {
+		c.Debounce = DefaultDebounce
+	}
+	if c.DrainTimeout <= 0 {
+		c.DrainTimeout = DefaultDrainTimeout
+	}
+	if c.MinUptime == 0 {
+		c.MinUptime = DefaultMinUptime
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+}
+
+// Run is one life of the daemon. It returns nil after a clean stop (ctx
+// ended: SIGTERM), an error wrapping ErrRestart after a change of plugins,
+// and any other error for a failure (the folder or the state cannot be
+// read, no socket to serve on).
+func Run(ctx context.Context, cfg Config) error {
+	cfg.defaults()
+	log := cfg.Logger
+	start := time.Now()
+	dir := cfg.Loader.Dir
+
+	store := &quarantine.Store{Dir: cfg.StateDir, Threshold: cfg.QuarantineAfter}
+	blamed, err := store.Begin()
+	if err != nil {
+		return err
+	}
+	for _, r := range blamed {
+		log.Warn("the previous run ended uncleanly with this version loaded", "plugin", r.Name, "version", r.Version,
+			"crashes", r.Crashes, "quarantined", r.Quarantined(store.Threshold))
+	}
+
+	// Watch before taking the fingerprint, and take it before selecting, so
+	// that no change can fall between what was selected and what is watched.
+	w, err := NewWatcher(dir, cfg.Debounce)
+	if err != nil {
+		return err
+	}
+	defer w.Close()
+	fp, err := TakeFingerprint(dir)
+	if err != nil {
+		return err
+	}
+	lns, source, err := listeners(cfg.Listen)
+	if err != nil {
+		return err
+	}
+	var addrs []string
+	for _, ln := range lns {
+		addrs = append(addrs, ln.Addr().String())
+	}
+	log.Info("listening", "addrs", addrs, "from", source)
+
+	wctx, stopWatchdog := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopWatchdog()
+	go watchdog(wctx, log)
+
+	lcfg := cfg.Loader
+	if lcfg.Logger == nil {
+		lcfg.Logger = log
+	}
+	lcfg.Admit = func(c *loader.Candidate) error { return store.Admit(c.Name, c.Version.String(), c.Path) }
+	lcfg.BeforeLoad = func(c *loader.Candidate) error { return store.Loading(c.Name, c.Version.String(), c.Path) }
+	log.Info("selecting plugins", "dir", dir)
+	sel, selErr := loader.New(lcfg).Load(ctx)
+	if ctx.Err() != nil {
+		closeAll(lns)
+		return cleanExit(store, nil)
+	}
+	if selErr != nil && !errors.Is(selErr, loader.ErrNoAcceptable) && !errors.Is(selErr, loader.ErrNoCandidates) {
+		closeAll(lns)
+		return selErr
+	}
+	logTable(log, sel, selErr)
+
+	h := newHealth()
+	h.setSelection(sel)
+	mux := http.NewServeMux()
+	h.register(mux)
+	srv := &http.Server{
+		Handler:           mux,
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       60 * time.Second,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+	serveErr := make(chan error, len(lns))
+	for _, ln := range lns {
+		go func(ln net.Listener) { serveErr <- srv.Serve(ln) }(ln)
+	}
+
+	active := sel.Selected()
+	status := statusLine(active, dir)
+	h.set(len(active) > 0, status)
+	notify(log, "READY=1\nSTATUS="+status)
+	log.Info("ready", "status", status, "startup", time.Since(start).Round(time.Millisecond))
+
+	changed := make(chan string, 1)
+	go func() {
+		why, err := w.Wait(ctx, fp)
+		if err == nil {
+			changed <- why
+		}
+	}()
+
+	var result error
+	select {
+	case <-ctx.Done():
+		log.Info("stopping", "cause", context.Cause(ctx))
+	case why := <-changed:
+		log.Info("plugins folder changed; restarting onto the new set", "change", why)
+		if wait := cfg.MinUptime - time.Since(start); wait > 0 {
+			log.Info("holding the restart until the minimum uptime", "wait", wait.Round(time.Millisecond))
+			select {
+			case <-time.After(wait):
+			case <-ctx.Done():
+			}
+		}
+		result = fmt.Errorf("%w: %s", ErrRestart, why)
+	case err := <-serveErr:
+		result = fmt.Errorf("daemon: serving: %w", err)
+	}
+
+	drain := "stopping"
+	if errors.Is(result, ErrRestart) {
+		drain = "restarting: plugins changed"
+	}
+	h.set(false, drain)
+	notify(log, "STOPPING=1\nSTATUS="+drain)
+	srv.SetKeepAlivesEnabled(false)
+	dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cfg.DrainTimeout)
+	defer cancel()
+	if err := srv.Shutdown(dctx); err != nil {
+		log.Warn("drain did not finish", "timeout", cfg.DrainTimeout, "err", err)
+	}
+	if result != nil && !errors.Is(result, ErrRestart) {
+		return result
+	}
+	return cleanExit(store, result)
+}
+
+// cleanExit records a clean end of this run and returns result.
+func cleanExit(store *quarantine.Store, result error) error {
+	if err := store.Clean(); err != nil {
+		return errors.Join(result, err)
+	}
+	return result
+}
+
+func closeAll(lns []net.Listener) {
+	for _, ln := range lns {
+		ln.Close()
+	}
+}
+
+// statusLine says which versions are active, for STATUS= and /readyz.
+func statusLine(active []*loader.Candidate, dir string) string {
+	if len(active) == 0 {
+		return "no acceptable plugin in " + dir + "; waiting for a change"
+	}
+	var parts []string
+	for _, c := range active {
+		parts = append(parts, fmt.Sprintf("%s %s", c.Name, c.Version))
+	}
+	return "serving " + strings.Join(parts, ", ")
+}
+
+// logTable logs one record per candidate, the whole table with the versions
+// not tried, then the selection's errors.
+func logTable(log *slog.Logger, sel *loader.Selection, err error) {
+	for _, c := range sel.Candidates {
+		attrs := []any{"file", c.File, "verdict", string(c.Verdict)}
+		if c.Version != nil {
+			attrs = append(attrs, "plugin", c.Name, "version", c.Version.String())
+		}
+		if c.Kind != "" {
+			attrs = append(attrs, "kind", string(c.Kind))
+		}
+		level := slog.LevelInfo
+		if c.Verdict == loader.Rejected {
+			level = slog.LevelWarn
+			attrs = append(attrs, "stage", string(c.Stage), "reason", strings.TrimPrefix(c.Reason, "loader: "))
+		}
+		log.Log(context.Background(), level, "candidate", attrs...)
+	}
+	if err != nil {
+		if j, ok := err.(interface{ Unwrap() []error }); ok {
+			for _, e := range j.Unwrap() {
+				log.Error("plugin selection", "err", e)
+			}
+		} else {
+			log.Error("plugin selection", "err", err)
+		}
+	}
+	for _, c := range sel.Selected() {
+		log.Info("plugin active", "plugin", c.Name, "version", c.Version.String(), "kind", string(c.Kind), "file", c.File)
+	}
+}

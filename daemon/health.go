@@ -1,0 +1,105 @@
+package daemon
+
+import (
+	"encoding/json"
+	"net/http"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/soplug/soplug/loader"
+)
+
+// PluginHealth names one active plugin.
+type PluginHealth struct {
+	Name    string `json:"name"`
+	Kind    string `json:"kind"`
+	Version string `json:"version"`
+	File    string `json:"file"`
+}
+
+// CandidateHealth is one rejected candidate and why.
+type CandidateHealth struct {
+	File   string `json:"file"`
+	Stage  string `json:"stage"`
+	Reason string `json:"reason"`
+}
+
+// Report is the daemon's health report, served at /v1/health.
+type Report struct {
+	// Ready is what /readyz says: plugins selected and serving.
+	Ready bool `json:"ready"`
+	// Status is the line also sent to systemd as STATUS=.
+	Status string `json:"status"`
+	// PID is this process; it changes with every restart.
+	PID int `json:"pid"`
+	// Started is when this process started.
+	Started time.Time `json:"started"`
+	// Plugins are the active plugins.
+	Plugins []PluginHealth `json:"plugins"`
+	// Rejected are the candidates refused at the last selection.
+	Rejected []CandidateHealth `json:"rejected,omitempty"`
+}
+
+// health is the state the health endpoints serve.
+type health struct {
+	mu  sync.RWMutex
+	rep Report
+}
+
+func newHealth() *health {
+	return &health{rep: Report{PID: os.Getpid(), Started: time.Now().UTC(), Plugins: []PluginHealth{}}}
+}
+
+func (h *health) setSelection(sel *loader.Selection) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.rep.Plugins = h.rep.Plugins[:0]
+	for _, c := range sel.Selected() {
+		h.rep.Plugins = append(h.rep.Plugins, PluginHealth{Name: c.Name, Kind: string(c.Kind), Version: c.Version.String(), File: c.File})
+	}
+	h.rep.Rejected = nil
+	for _, c := range sel.Candidates {
+		if c.Verdict == loader.Rejected {
+			h.rep.Rejected = append(h.rep.Rejected, CandidateHealth{File: c.File, Stage: string(c.Stage), Reason: c.Reason})
+		}
+	}
+}
+
+func (h *health) set(ready bool, status string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.rep.Ready, h.rep.Status = ready, status
+}
+
+func (h *health) report() Report {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	r := h.rep
+	r.Plugins = append([]PluginHealth(nil), r.Plugins...)
+	r.Rejected = append([]CandidateHealth(nil), r.Rejected...)
+	return r
+}
+
+// register adds /healthz (the process is alive), /readyz (plugins selected
+// and serving, not draining) and /v1/health (the report) to mux.
+func (h *health) register(mux *http.ServeMux) {
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		_, _ = w.Write([]byte("ok\n"))
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
+		r := h.report()
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		if !r.Ready {
+			w.WriteHeader(http.StatusServiceUnavailable)
+		}
+		_, _ = w.Write([]byte(r.Status + "\n"))
+	})
+	mux.HandleFunc("GET /v1/health", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		_ = enc.Encode(h.report())
+	})
+}

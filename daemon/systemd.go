@@ -1,0 +1,74 @@
+package daemon
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"time"
+
+	"github.com/coreos/go-systemd/v22/activation"
+	sd "github.com/coreos/go-systemd/v22/daemon"
+)
+
+// notify sends state to systemd. Without systemd (no NOTIFY_SOCKET) it does
+// nothing; a failure to send is logged, never fatal.
+func notify(log *slog.Logger, state string) {
+	sent, err := sd.SdNotify(false, state)
+	if err != nil {
+		log.Warn("sd_notify failed", "state", state, "err", err)
+		return
+	}
+	if sent {
+		log.Debug("sd_notify", "state", state)
+	}
+}
+
+// watchdog sends WATCHDOG=1 at half of WatchdogSec until ctx ends, when
+// systemd asks for it; otherwise it returns at once.
+func watchdog(ctx context.Context, log *slog.Logger) {
+	interval, err := sd.SdWatchdogEnabled(false)
+	if err != nil {
+		log.Warn("reading the systemd watchdog settings", "err", err)
+		return
+	}
+	if interval <= 0 {
+		return
+	}
+	log.Info("systemd watchdog enabled", "interval", interval, "ping_every", interval/2)
+	t := time.NewTicker(interval / 2)
+	defer t.Stop()
+	for {
+		notify(log, sd.SdNotifyWatchdog)
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// listeners returns the sockets systemd passed (socket activation), or,
+// when it passed none, a TCP listener on addr. The activation variables are
+// removed from the environment and the sockets marked close-on-exec, so
+// probe children inherit neither.
+func listeners(addr string) ([]net.Listener, string, error) {
+	lns, err := activation.Listeners()
+	if err != nil {
+		return nil, "", fmt.Errorf("daemon: sockets from systemd: %w", err)
+	}
+	var got []net.Listener
+	for _, ln := range lns {
+		if ln != nil { // nil for a passed socket that is not a stream listener
+			got = append(got, ln)
+		}
+	}
+	if len(got) > 0 {
+		return got, "systemd socket activation", nil
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, "", fmt.Errorf("daemon: listening on %s: %w", addr, err)
+	}
+	return []net.Listener{ln}, "--listen", nil
+}
