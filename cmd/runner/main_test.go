@@ -103,4 +103,3 @@ func TestCheckFailures(t *testing.T) {
 		})
 	}
 }
-
