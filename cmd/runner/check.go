@@ -34,7 +34,7 @@ func checkCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	cfg.Admit = func(c *loader.Candidate) error { return store.Admit(c.Name, c.Version.String(), c.Path) }
 	sel, err := loader.New(cfg).Check(ctx)
 	code := exitFor(err)
-	if code == exitUsage {
+	if code == exitNoInput {
 		fmt.Fprintf(stderr, "runner plugins check: %v\n", err)
 		return code
 	}
@@ -47,13 +47,13 @@ func checkCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		enc.SetIndent("", "  ")
 		if werr := enc.Encode(rep); werr != nil {
 			fmt.Fprintf(stderr, "runner plugins check: %v\n", werr)
-			return exitUsage
+			return exitFailure
 		}
 		return code
 	}
 	if werr := writeTable(stdout, sel, err); werr != nil {
 		fmt.Fprintf(stderr, "runner plugins check: %v\n", werr)
-		return exitUsage
+		return exitFailure
 	}
 	return code
 }

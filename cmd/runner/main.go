@@ -13,7 +13,9 @@
 //	0   success; for run, a clean stop on SIGTERM or SIGINT
 //	1   check: a plugin has no acceptable version, or the folder holds no
 //	    plugin; run: a failure (folder, state or socket unusable)
-//	2   bad usage, or the plugins folder cannot be read
+//	2   the Go runtime's status for a panic or fatal error (a crash)
+//	64  bad usage (EX_USAGE)
+//	66  check: the plugins folder cannot be read (EX_NOINPUT)
 //	75  run: the plugins changed; start me again (EX_TEMPFAIL)
 //
 // The runner is also its own probe child: the loader re-executes it with the
@@ -39,7 +41,8 @@ const (
 	exitOK       = 0
 	exitNoPlugin = 1
 	exitFailure  = 1
-	exitUsage    = 2
+	exitUsage    = 64 // EX_USAGE
+	exitNoInput  = 66 // EX_NOINPUT
 )
 
 const usage = `usage:
@@ -50,7 +53,7 @@ const usage = `usage:
   runner version
 
 exit status: 0 ok; 1 check: a plugin has no acceptable version, run: failure;
-2 bad usage or unreadable folder; 75 run: plugins changed, start again
+64 bad usage; 66 check: unreadable plugins folder; 75 run: plugins changed, start again
 `
 
 func main() {

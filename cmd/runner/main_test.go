@@ -85,7 +85,7 @@ func TestCheckFailures(t *testing.T) {
 		{"no acceptable version", []string{"plugins", "check", "--plugins", noGood}, exitNoPlugin,
 			[]string{"p_v2.0.0.so", "IsAcceptable() returned false", "p_v1.0.0.so", "initpanic: cannot start", "error: loader: no acceptable version: p"}},
 		{"no plugin at all", []string{"plugins", "check", "--plugins", empty}, exitNoPlugin, []string{"no plugin candidates in " + empty}},
-		{"missing folder", []string{"plugins", "check", "--plugins", filepath.Join(empty, "nope")}, exitUsage, []string{"nope", "no such file or directory"}},
+		{"missing folder", []string{"plugins", "check", "--plugins", filepath.Join(empty, "nope")}, exitNoInput, []string{"nope", "no such file or directory"}},
 		{"unknown flag", []string{"plugins", "check", "--bogus"}, exitUsage, []string{"-bogus"}},
 		{"stray argument", []string{"plugins", "check", "extra"}, exitUsage, []string{"unexpected arguments"}},
 		{"unknown command", []string{"frobnicate"}, exitUsage, []string{"unknown command", "usage:"}},

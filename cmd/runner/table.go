@@ -69,5 +69,5 @@ func exitFor(err error) int {
 	case errors.Is(err, loader.ErrNoAcceptable), errors.Is(err, loader.ErrNoCandidates):
 		return exitNoPlugin
 	}
-	return exitUsage
+	return exitNoInput
 }
