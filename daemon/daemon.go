@@ -167,10 +167,8 @@ func Run(ctx context.Context, cfg Config) error {
 		IdleTimeout:       60 * time.Second,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
-	serveErr := make(chan error, len(lns))
-	for _, ln := range lns {
-		go func(ln net.Listener) { serveErr <- srv.Serve(ln) }(ln)
-	}
+	hs := newServer(srv, lns)
+	hs.start()
 
 	active := sel.Selected()
 	status := statusLine(active, dir)
@@ -200,7 +198,7 @@ func Run(ctx context.Context, cfg Config) error {
 			}
 		}
 		result = fmt.Errorf("%w: %s", ErrRestart, why)
-	case err := <-serveErr:
+	case err := <-hs.errs:
 		result = fmt.Errorf("daemon: serving: %w", err)
 	}
 
@@ -210,10 +208,9 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	h.set(false, drain)
 	notify(log, "STOPPING=1\nSTATUS="+drain)
-	srv.SetKeepAlivesEnabled(false)
 	dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cfg.DrainTimeout)
 	defer cancel()
-	if err := srv.Shutdown(dctx); err != nil {
+	if err := hs.drain(dctx); err != nil {
 		log.Warn("drain did not finish", "timeout", cfg.DrainTimeout, "err", err)
 	}
 	if result != nil && !errors.Is(result, ErrRestart) {

@@ -1,0 +1,319 @@
+// Package integration runs the built runner under a real systemd, with the
+// shipped unit files, and checks the deploy flow end to end: serve, drop a
+// new version, roll back, restart with no failed request, quarantine a
+// version that crashes the daemon.
+package integration
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/soplug/soplug/daemon"
+)
+
+const unit = "soplug.service"
+
+// deployment is the runner installed under systemd for the test.
+type deployment struct {
+	t       *testing.T
+	work    string
+	plugins string
+	base    string
+	sd      *systemd
+	client  *http.Client
+}
+
+func TestUnderSystemd(t *testing.T) {
+	if why := canBoot(); why != "" {
+		t.Skip("systemd cannot boot here: " + why)
+	}
+	d := deploy(t)
+
+	t.Run("serves the newest acceptable version", func(t *testing.T) {
+		p := d.sd.show(unit, "ActiveState", "SubState", "Type", "NRestarts")
+		assert.Equal(t, map[string]string{"ActiveState": "active", "SubState": "running", "Type": "notify", "NRestarts": "0"}, p)
+		rep := d.health()
+		assert.Equal(t, "1.1.0", version(rep, "wasmtag"))
+		assert.Equal(t, "1.0.0", version(rep, "kindcount"))
+		status := d.sd.show(unit, "StatusText")["StatusText"]
+		assert.Equal(t, "serving kindcount 1.0.0, wasmtag 1.1.0", status, "STATUS= names the active versions")
+	})
+
+	t.Run("a slowly copied new version ends up serving", func(t *testing.T) {
+		before := d.sd.nrestarts(unit)
+		var failures atomic.Int64
+		stop := d.load(2, &failures, nil)
+		d.slowCopy(fixture(t, "good-1.2.0"), "wasmtag_v1.2.0.so", 6, 500*time.Millisecond)
+		d.waitVersion("wasmtag", "1.2.0")
+		stop()
+		assert.Greater(t, d.sd.nrestarts(unit), before)
+		assert.Zero(t, failures.Load(), "requests failed during the copy")
+		log := d.serviceLog()
+		assert.Contains(t, log, "truncated ELF file", "a restart during the copy saw the half-written file and fell back")
+	})
+
+	t.Run("deleting the newest version rolls back", func(t *testing.T) {
+		require.NoError(t, os.Remove(filepath.Join(d.plugins, "wasmtag_v1.2.0.so")))
+		d.waitVersion("wasmtag", "1.1.0")
+		assert.Equal(t, "active", d.sd.show(unit, "ActiveState")["ActiveState"])
+	})
+
+	t.Run("20 drops and rollbacks under load fail no request", func(t *testing.T) {
+		before := d.sd.nrestarts(unit)
+		var failures, served atomic.Int64
+		stop := d.load(4, &failures, &served)
+		var dropToServing []time.Duration
+		for range 20 {
+			start := d.drop(fixture(t, "good-1.2.0"), "wasmtag_v1.2.0.so")
+			d.waitVersion("wasmtag", "1.2.0")
+			dropToServing = append(dropToServing, time.Since(start))
+			require.NoError(t, os.Remove(filepath.Join(d.plugins, "wasmtag_v1.2.0.so")))
+			d.waitVersion("wasmtag", "1.1.0")
+		}
+		stop()
+		restarts := d.sd.nrestarts(unit) - before
+		assert.GreaterOrEqual(t, restarts, 40, "one restart per change")
+		assert.Zero(t, failures.Load(), "failed requests out of %d", served.Load()+failures.Load())
+		assert.Greater(t, served.Load(), int64(100))
+		p50, p95 := percentile(dropToServing, 50), percentile(dropToServing, 95)
+		t.Logf("drop-to-serving over %d drops: p50 %s, p95 %s; %d restarts; %d requests served, %d failed",
+			len(dropToServing), p50, p95, restarts, served.Load(), failures.Load())
+		if out := os.Getenv("SOPLUG_DROP_BENCH_OUT"); out != "" {
+			ms := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+			var all []float64
+			for _, d := range dropToServing {
+				all = append(all, ms(d))
+			}
+			data, _ := json.Marshal(map[string]any{"drops": len(dropToServing), "p50_ms": ms(p50), "p95_ms": ms(p95),
+				"all_ms": all, "restarts": restarts, "requests": served.Load(), "failed": failures.Load()})
+			require.NoError(t, os.WriteFile(out, data, 0o644))
+		}
+	})
+
+	t.Run("a version that crashes the daemon is quarantined", func(t *testing.T) {
+		before := d.sd.nrestarts(unit)
+		d.drop(fixture(t, "crashafterload"), "wasmtag_v3.0.0.so")
+		var rep daemon.Report
+		eventually(t, "quarantined and back on 1.1.0", 2*time.Minute, func() (bool, string) {
+			rep = d.health()
+			return version(rep, "wasmtag") == "1.1.0" && rejectedFor(rep, "wasmtag_v3.0.0.so", "quarantined after 2 crashes"),
+				fmt.Sprintf("%+v", rep)
+		})
+		p := d.sd.show(unit, "ActiveState", "SubState", "NRestarts", "Result")
+		assert.Equal(t, "active", p["ActiveState"])
+		assert.Equal(t, "running", p["SubState"])
+		assert.GreaterOrEqual(t, d.sd.nrestarts(unit)-before, 3, "the drop, then two crashes")
+		assert.Contains(t, d.serviceLog(), "crashafterload: fatal error after load")
+	})
+
+	t.Run("stop is clean", func(t *testing.T) {
+		d.sd.ctl("stop", unit)
+		p := d.sd.show(unit, "ActiveState", "Result", "ExecMainStatus")
+		assert.Equal(t, "inactive", p["ActiveState"])
+		assert.Equal(t, "success", p["Result"])
+		assert.Equal(t, "0", p["ExecMainStatus"])
+	})
+}
+
+// deploy installs the runner, the example plugins and the shipped units
+// (with the paths and port of this test) and starts the service.
+func deploy(t *testing.T) *deployment {
+	// DynamicUser= implies PrivateTmp=, so nothing the service reads may be
+	// under /tmp; the namespace shares the host's other folders.
+	work, err := os.MkdirTemp("/opt", "soplug-it-")
+	require.NoError(t, err)
+	tag := filepath.Base(work)
+	t.Cleanup(func() {
+		for _, p := range []string{work, "/var/lib/private/" + tag, "/var/lib/" + tag} {
+			os.RemoveAll(p)
+		}
+	})
+	d := &deployment{t: t, work: work, plugins: filepath.Join(work, "plugins"), client: &http.Client{Timeout: 30 * time.Second}}
+	for _, dir := range []string{work, d.plugins, filepath.Join(work, "bin"), filepath.Join(work, "units", unit+".d")} {
+		require.NoError(t, os.MkdirAll(dir, 0o755))
+		require.NoError(t, os.Chmod(dir, 0o755)) // the service's dynamic user reads them
+	}
+	bin := filepath.Join(work, "bin", "runner")
+	out, err := exec.Command("go", "build", "-o", bin, "../cmd/runner").CombinedOutput()
+	require.NoError(t, err, "%s", out)
+	for _, f := range []string{"wasmtag_v1.0.0.so", "wasmtag_v1.1.0.so", "kindcount_v1.0.0.so"} {
+		d.drop(filepath.Join("..", "plugins", f), f)
+	}
+
+	port := freePort(t)
+	d.base = fmt.Sprintf("http://127.0.0.1:%d", port)
+	units := filepath.Join(work, "units")
+	install := func(name string, repl ...string) {
+		data, err := os.ReadFile(filepath.Join("..", "deploy", "systemd", name))
+		require.NoError(t, err)
+		text := string(data)
+		for i := 0; i < len(repl); i += 2 {
+			require.Contains(t, text, repl[i], "the shipped %s changed; update the test", name)
+			text = strings.ReplaceAll(text, repl[i], repl[i+1])
+		}
+		require.NoError(t, os.WriteFile(filepath.Join(units, name), []byte(text), 0o644))
+	}
+	install("soplug.socket", "127.0.0.1:7420", fmt.Sprintf("127.0.0.1:%d", port))
+	install(unit, "/opt/soplug/bin/runner", bin, "/opt/soplug/plugins", d.plugins, "StateDirectory=soplug", "StateDirectory="+tag)
+	logFile := filepath.Join(work, "service.log")
+	dropIn := fmt.Sprintf("[Service]\nStandardOutput=append:%s\nStandardError=append:%s\nUnsetEnvironment=SOPLUG_WASMTAG_V2\n", logFile, logFile)
+	require.NoError(t, os.WriteFile(filepath.Join(units, unit+".d", "test.conf"), []byte(dropIn), 0o644))
+	verifyUnits(t, filepath.Join(units, unit), filepath.Join(units, "soplug.socket"))
+
+	d.sd = bootSystemd(t, units, filepath.Join(work, "sdns"))
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("service log:\n%s", d.serviceLog())
+			t.Logf("systemd console (tail):\n%s", tail(d.sd.console(), 60))
+		}
+	})
+	d.sd.ctl("start", "soplug.socket", unit) // returns after READY=1
+	return d
+}
+
+// drop places src in the plugins folder as name the way a deploy should:
+// a dotfile copy, then a rename. It returns the time of the rename.
+func (d *deployment) drop(src, name string) time.Time {
+	d.t.Helper()
+	data, err := os.ReadFile(src)
+	require.NoError(d.t, err, "run ./build_plugins.sh first")
+	tmp := filepath.Join(d.plugins, "."+name+".tmp")
+	require.NoError(d.t, os.WriteFile(tmp, data, 0o644))
+	now := time.Now()
+	require.NoError(d.t, os.Rename(tmp, filepath.Join(d.plugins, name)))
+	return now
+}
+
+// slowCopy writes src into the plugins folder as name directly, in chunks
+// with pauses longer than the debounce: the way a careless cp over a slow
+// link looks to the daemon.
+func (d *deployment) slowCopy(src, name string, chunks int, pause time.Duration) {
+	d.t.Helper()
+	data, err := os.ReadFile(src)
+	require.NoError(d.t, err)
+	f, err := os.OpenFile(filepath.Join(d.plugins, name), os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o644)
+	require.NoError(d.t, err)
+	defer f.Close()
+	size := (len(data) + chunks - 1) / chunks
+	for off := 0; off < len(data); off += size {
+		_, err := f.Write(data[off:min(off+size, len(data))])
+		require.NoError(d.t, err)
+		time.Sleep(pause)
+	}
+}
+
+func (d *deployment) health() daemon.Report {
+	d.t.Helper()
+	var rep daemon.Report
+	resp, err := d.client.Get(d.base + "/v1/health")
+	require.NoError(d.t, err)
+	defer resp.Body.Close()
+	require.NoError(d.t, json.NewDecoder(resp.Body).Decode(&rep))
+	return rep
+}
+
+func (d *deployment) waitVersion(name, want string) {
+	d.t.Helper()
+	eventually(d.t, name+" "+want+" serving", time.Minute, func() (bool, string) {
+		rep := d.health()
+		return version(rep, name) == want, fmt.Sprintf("%s %s, pid %d", name, version(rep, name), rep.PID)
+	})
+}
+
+// load runs n clients that request /v1/health until stop is called,
+// counting failures (a transport error or a status other than 200).
+func (d *deployment) load(n int, failures, served *atomic.Int64) (stop func()) {
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	for range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case <-done:
+					return
+				default:
+				}
+				resp, err := d.client.Get(d.base + "/v1/health")
+				if err != nil {
+					failures.Add(1)
+					d.t.Logf("request failed: %v", err)
+					continue
+				}
+				_, _ = io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				if resp.StatusCode != http.StatusOK {
+					failures.Add(1)
+					d.t.Logf("request failed: %s", resp.Status)
+				} else if served != nil {
+					served.Add(1)
+				}
+			}
+		}()
+	}
+	return func() { close(done); wg.Wait() }
+}
+
+func (d *deployment) serviceLog() string {
+	data, _ := os.ReadFile(filepath.Join(d.work, "service.log"))
+	return string(data)
+}
+
+func fixture(t *testing.T, name string) string {
+	p := filepath.Join("..", "testdata", "fixtures", "bin", name+".so")
+	_, err := os.Stat(p)
+	require.NoError(t, err, "run ./build_plugins.sh first")
+	return p
+}
+
+func version(rep daemon.Report, name string) string {
+	for _, p := range rep.Plugins {
+		if p.Name == name {
+			return p.Version
+		}
+	}
+	return ""
+}
+
+func rejectedFor(rep daemon.Report, file, reason string) bool {
+	for _, c := range rep.Rejected {
+		if c.File == file && strings.Contains(c.Reason, reason) {
+			return true
+		}
+	}
+	return false
+}
+
+func freePort(t *testing.T) int {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+func percentile(ds []time.Duration, p int) time.Duration {
+	s := slices.Clone(ds)
+	slices.Sort(s)
+	return s[(len(s)-1)*p/100]
+}
+
+func tail(s string, n int) string {
+	lines := strings.Split(s, "\n")
+	return strings.Join(lines[max(0, len(lines)-n):], "\n")
+}
