@@ -145,4 +145,3 @@ func eventually(t *testing.T, what string, timeout time.Duration, cond func() (b
 	}
 	t.Fatalf("%s: not within %s (last: %s)", what, timeout, last)
 }
-
