@@ -21,7 +21,7 @@ func TestMain(m *testing.M) {
 }
 
 // fixture returns the path of a built fixture plugin.
-func fixture(t *testing.T, name string) string {
+func fixture(t testing.TB, name string) string {
 	t.Helper()
 	p := filepath.Join("..", "testdata", "fixtures", "bin", name+".so")
 	_, err := os.Stat(p)
@@ -30,14 +30,14 @@ func fixture(t *testing.T, name string) string {
 }
 
 // install copies the fixture named name into dir as file.
-func install(t *testing.T, dir, name, file string) string {
+func install(t testing.TB, dir, name, file string) string {
 	t.Helper()
 	data, err := os.ReadFile(fixture(t, name))
 	require.NoError(t, err)
 	return write(t, dir, file, data)
 }
 
-func write(t *testing.T, dir, file string, data []byte) string {
+func write(t testing.TB, dir, file string, data []byte) string {
 	t.Helper()
 	p := filepath.Join(dir, file)
 	require.NoError(t, os.WriteFile(p, data, 0o755))
@@ -46,14 +46,14 @@ func write(t *testing.T, dir, file string, data []byte) string {
 
 // truncated returns the first half of a good plugin: a copy interrupted
 // half way.
-func truncated(t *testing.T) []byte {
+func truncated(t testing.TB) []byte {
 	data, err := os.ReadFile(fixture(t, "good-1.0.0"))
 	require.NoError(t, err)
 	return data[:len(data)/2]
 }
 
 // wrongArch returns a good plugin whose ELF header says AArch64.
-func wrongArch(t *testing.T) []byte {
+func wrongArch(t testing.TB) []byte {
 	data, err := os.ReadFile(fixture(t, "good-1.0.0"))
 	require.NoError(t, err)
 	binary.LittleEndian.PutUint16(data[18:20], 183) // e_machine = EM_AARCH64

@@ -23,7 +23,7 @@ func TestBadInputMatrix(t *testing.T) {
 	fx := func(name string) func(*testing.T, string) {
 		return func(t *testing.T, dir string) { install(t, dir, name, "p_v2.0.0.so") }
 	}
-	bytesOf := func(data func(*testing.T) []byte) func(*testing.T, string) {
+	bytesOf := func(data func(testing.TB) []byte) func(*testing.T, string) {
 		return func(t *testing.T, dir string) { write(t, dir, "p_v2.0.0.so", data(t)) }
 	}
 	cases := []struct {
@@ -35,8 +35,8 @@ func TestBadInputMatrix(t *testing.T) {
 		reason string
 	}{
 		{"truncated .so", bytesOf(truncated), nil, loader.StageCheck, loader.ErrTruncated, "ends at byte"},
-		{"empty file", bytesOf(func(*testing.T) []byte { return nil }), nil, loader.StageCheck, loader.ErrEmpty, "empty file"},
-		{"not ELF", bytesOf(func(*testing.T) []byte { return []byte("#!/bin/sh\necho not a plugin\n") }), nil, loader.StageCheck, loader.ErrNotELF, "ELF magic"},
+		{"empty file", bytesOf(func(testing.TB) []byte { return nil }), nil, loader.StageCheck, loader.ErrEmpty, "empty file"},
+		{"not ELF", bytesOf(func(testing.TB) []byte { return []byte("#!/bin/sh\necho not a plugin\n") }), nil, loader.StageCheck, loader.ErrNotELF, "ELF magic"},
 		{"wrong-arch ELF", bytesOf(wrongArch), nil, loader.StageCheck, loader.ErrWrongArch, "EM_AARCH64"},
 		{"executable", fx("executable"), nil, loader.StageCheck, loader.ErrNotPlugin, "executable"},
 		{"C shared library", fx("clib"), nil, loader.StageCheck, loader.ErrNotPlugin, "no Go build info"},
