@@ -61,7 +61,9 @@ func TestUnderSystemd(t *testing.T) {
 		before := d.sd.nrestarts(unit)
 		var failures atomic.Int64
 		stop := d.load(2, &failures, nil)
-		d.slowCopy(fixture(t, "good-1.2.0"), "wasmtag_v1.2.0.so", 6, 500*time.Millisecond)
+		// 4 s of copying: longer than --min-uptime plus a start, so at least
+		// one restart lands while the file is still half-written.
+		d.slowCopy(fixture(t, "good-1.2.0"), "wasmtag_v1.2.0.so", 8, 500*time.Millisecond)
 		d.waitVersion("wasmtag", "1.2.0")
 		stop()
 		assert.Greater(t, d.sd.nrestarts(unit), before)
