@@ -68,7 +68,14 @@ if [[ $what != --examples ]]; then
 		dir=$(dirname "$main")
 		rel=${dir#testdata/fixtures/}
 		plugin "$dir" "$out/${rel//\//-}.so"
-	done < <(find testdata/fixtures -name main.go -not -path '*/internal/*' -not -path '*/bin/*' | sort)
+	done < <(find testdata/fixtures -name main.go -not -path '*/internal/*' -not -path '*/bin/*' -not -path '*/otherdep/*' | sort)
+
+	# A plugin in a module of its own that pins another version of a module
+	# the runner links (github.com/hashicorp/go-version).
+	step="building $out/otherdep.so"
+	(cd testdata/fixtures/otherdep && GOWORK=off GOFLAGS="${GOFLAGS:-} -mod=mod" \
+		go build -buildmode=plugin -o "$OLDPWD/$out/.otherdep.so.tmp" .)
+	place "$out/.otherdep.so.tmp" "$out/otherdep.so"
 
 	# A Go executable built as a position-independent executable: ET_DYN
 	# like a plugin, but not one.
@@ -117,4 +124,23 @@ func main() {}
 GO
 	(cd "$tmp/fx" && GOWORK=off GOFLAGS="${GOFLAGS:-} -mod=mod" go build -buildmode=plugin -o "$OLDPWD/$out/.othercontract.so.tmp" .)
 	place "$out/.othercontract.so.tmp" "$out/othercontract.so"
+
+	# A plugin built by another Go release, fetched as a toolchain module
+	# from the Go module proxy. Optional: the tests that use it skip when it
+	# could not be built.
+	step="building $out/othergo.so"
+	othergo=go1.25.5
+	tmp=$out/.othergo
+	rm -rf "$tmp"
+	mkdir -p "$tmp/soplug/contract" "$tmp/fx"
+	for f in contract/*.go; do [[ $f == *_test.go ]] || cp "$f" "$tmp/soplug/contract/"; done
+	printf 'module github.com/soplug/soplug\n\ngo 1.25\n' >"$tmp/soplug/go.mod"
+	sed 's/^go 1.26$/go 1.25/' "$out/.othercontract/fx/go.mod" | sed 's/othercontract/othergo/' >"$tmp/fx/go.mod"
+	cp "$out/.othercontract/fx/main.go" "$tmp/fx/main.go"
+	if (cd "$tmp/fx" && GOWORK=off GOTOOLCHAIN=$othergo GOFLAGS="${GOFLAGS:-} -mod=mod" \
+		go build -buildmode=plugin -o "$OLDPWD/$out/.othergo.so.tmp" . 2>"$OLDPWD/$out/.othergo.log"); then
+		place "$out/.othergo.so.tmp" "$out/othergo.so"
+	else
+		echo "skipped   $out/othergo.so: the $othergo toolchain could not be used ($(tail -n1 "$out/.othergo.log"))"
+	fi
 fi

@@ -34,6 +34,10 @@ var (
 	// ErrNotPlugin: an ELF object that is not a Go plugin (an executable, a
 	// C library, a Go binary of another build mode).
 	ErrNotPlugin = errors.New("loader: not a Go plugin")
+	// ErrBuildMismatch: the plugin links a package that the runner also
+	// links, compiled differently (another module version, toolchain or
+	// flags); plugin.Open would refuse it.
+	ErrBuildMismatch = errors.New("loader: built differently from the runner")
 	// ErrOpen: plugin.Open failed, e.g. the plugin was built with a
 	// different version of a package it shares with the runner.
 	ErrOpen = errors.New("loader: plugin.Open failed")

@@ -22,6 +22,7 @@ import (
 
 	version "github.com/hashicorp/go-version"
 
+	"github.com/soplug/soplug/buildcheck"
 	"github.com/soplug/soplug/loader/probe"
 )
 
@@ -50,6 +51,10 @@ type Config struct {
 	// this process (by Load, never by Check); an error rejects it at
 	// StageLoad. The daemon records there which version it is starting.
 	BeforeLoad func(*Candidate) error
+	// Runner is the build plugins must match, read with buildcheck; nil
+	// means this executable's. A build without package hashes (or an
+	// unreadable executable) skips the check, and the probe finds the same.
+	Runner *buildcheck.Build
 	// Logger receives progress at debug level: a record before each probe
 	// and one for every verdict, with how long it took. Nil means none.
 	Logger *slog.Logger
@@ -190,6 +195,9 @@ func (l *Loader) try(ctx context.Context, c *Candidate, load bool) error {
 	if err := CheckFile(c.Path); err != nil {
 		return err
 	}
+	if err := l.checkBuild(c.Path); err != nil {
+		return err
+	}
 	rep, err := l.cfg.Prober.Probe(ctx, c.Path)
 	c.Kind = rep.Kind
 	if err != nil {
@@ -216,6 +224,30 @@ func (l *Loader) try(ctx context.Context, c *Candidate, load bool) error {
 		return err
 	}
 	c.Plugin = rep.Plugin
+	return nil
+}
+
+// checkBuild rejects a plugin that links a package the runner also links,
+// compiled differently: what plugin.Open would refuse, found without it.
+func (l *Loader) checkBuild(path string) error {
+	runner := l.cfg.Runner
+	if runner == nil {
+		var err error
+		if runner, err = buildcheck.Self(); err != nil {
+			l.log.Debug("no build check: cannot read this executable", "err", err)
+			return nil
+		}
+	}
+	if len(runner.PkgHashes) == 0 {
+		return nil
+	}
+	plugin, err := buildcheck.Read(path)
+	if err != nil {
+		return reject(path, StageCheck, ErrNotPlugin, "%v", err)
+	}
+	if rep := buildcheck.Compare(plugin, runner); !rep.Compatible() {
+		return reject(path, StageCheck, ErrBuildMismatch, "%s", rep.Summary())
+	}
 	return nil
 }
 

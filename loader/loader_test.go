@@ -17,7 +17,7 @@ import (
 
 // badFixtures are fixture plugins the probe must reject.
 var badFixtures = []string{
-	"othercontract", "noaccessor", "wrongtype", "variable", "bothkinds", "nilaccessor", "badversion",
+	"othercontract", "otherdep", "noaccessor", "wrongtype", "variable", "bothkinds", "nilaccessor", "badversion",
 	"notacceptable", "acceptpanic", "accepthang", "initpanic", "initexit", "initsegv", "initsleep", "initstop",
 	"executable", "clib",
 }
@@ -232,4 +232,17 @@ func TestAdmitAndBeforeLoad(t *testing.T) {
 	assert.Contains(t, denied.Reason, "on the deny list")
 	assert.Equal(t, loader.Selected, sel.Candidates[1].Verdict)
 	assert.Equal(t, []string{"p_v1.2.0.so"}, loading)
+}
+
+// TestProbeExplainsOpenFailure: when plugin.Open itself refuses a plugin
+// for a package version (the check stage was bypassed), the reason says
+// which module differs. (This test binary records no module versions; the
+// runner's own do, see buildcheck's tests.)
+func TestProbeExplainsOpenFailure(t *testing.T) {
+	t.Parallel()
+	path := install(t, t.TempDir(), "otherdep", "p_v9.0.0.so")
+	_, err := loader.Prober{}.Probe(context.Background(), path)
+	require.ErrorIs(t, err, loader.ErrOpen)
+	assert.Contains(t, err.Error(), "plugin was built with a different version of package github.com/hashicorp/go-version")
+	assert.Contains(t, err.Error(), "(github.com/hashicorp/go-version: plugin => github.com/hashicorp/go-version v1.7.0, runner (not recorded))")
 }

@@ -40,8 +40,16 @@ func TestBadInputMatrix(t *testing.T) {
 		{"wrong-arch ELF", bytesOf(wrongArch), nil, loader.StageCheck, loader.ErrWrongArch, "EM_AARCH64"},
 		{"executable", fx("executable"), nil, loader.StageCheck, loader.ErrNotPlugin, "executable"},
 		{"C shared library", fx("clib"), nil, loader.StageCheck, loader.ErrNotPlugin, "no Go build info"},
-		{"different contract version", fx("othercontract"), nil, loader.StageProbe, loader.ErrOpen,
-			"plugin was built with a different version of package github.com/soplug/soplug/contract"},
+		{"different contract version", fx("othercontract"), nil, loader.StageCheck, loader.ErrBuildMismatch,
+			"package github.com/soplug/soplug/contract differs"},
+		{"different dependency version", fx("otherdep"), nil, loader.StageCheck, loader.ErrBuildMismatch,
+			"package github.com/hashicorp/go-version differs (github.com/hashicorp/go-version: plugin => github.com/hashicorp/go-version v1.7.0, runner (not recorded))"},
+		{"different Go release", func(t *testing.T, dir string) {
+			if _, err := os.Stat(filepath.Join("..", "testdata", "fixtures", "bin", "othergo.so")); err != nil {
+				t.Skip("build_plugins.sh could not fetch the other Go toolchain")
+			}
+			install(t, dir, "othergo", "p_v2.0.0.so")
+		}, nil, loader.StageCheck, loader.ErrBuildMismatch, "built with another Go toolchain or other flags (go: plugin go1.25.5, runner go1.26.8)"},
 		{"missing accessor", fx("noaccessor"), nil, loader.StageProbe, loader.ErrNoAccessor, "exports neither func Transformer()"},
 		{"accessor of the wrong type", fx("wrongtype"), nil, loader.StageProbe, loader.ErrAccessorType, "has type func() string"},
 		{"exported interface variable", fx("variable"), nil, loader.StageProbe, loader.ErrAccessorType, "is an exported variable"},

@@ -8,11 +8,13 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"regexp"
 	"strings"
 	"sync"
 	"syscall"
 	"time"
 
+	"github.com/soplug/soplug/buildcheck"
 	"github.com/soplug/soplug/contract"
 	"github.com/soplug/soplug/loader/probe"
 )
@@ -121,13 +123,42 @@ func (p Prober) Probe(ctx context.Context, path string) (probe.Report, error) {
 		if final.Report != nil {
 			rep = *final.Report
 		}
-		return rep, &RejectError{Path: path, Stage: StageProbe, Err: codeError(final.Error)}
+		err := codeError(final.Error)
+		if final.Error.Code == probe.CodeOpen {
+			err = explainOpen(path, err)
+		}
+		return rep, &RejectError{Path: path, Stage: StageProbe, Err: err}
 	case bad != "":
 		return probe.Report{}, reject(path, StageProbe, ErrProbe, "%s", bad)
 	case errors.Is(cctx.Err(), context.DeadlineExceeded):
 		return probe.Report{}, reject(path, StageProbe, ErrTimeout, "no verdict within %s %s", timeout, last.Doing())
 	}
 	return probe.Report{}, reject(path, StageProbe, crashKind(out.String()), "%s", crashReason(werr, last, out.String()))
+}
+
+// differentPackageRE finds the package in plugin.Open's version error.
+var differentPackageRE = regexp.MustCompile(`different version of package (\S+)`)
+
+// explainOpen adds to plugin.Open's "different version of package X" the
+// build-info differences that explain it, when any are found.
+func explainOpen(path string, err error) error {
+	m := differentPackageRE.FindStringSubmatch(err.Error())
+	if m == nil {
+		return err
+	}
+	runner, rerr := buildcheck.Self()
+	plugin, perr := buildcheck.Read(path)
+	if rerr != nil || perr != nil {
+		return err
+	}
+	var causes []string
+	for _, d := range buildcheck.Explain(plugin, runner, m[1]) {
+		causes = append(causes, d.String())
+	}
+	if len(causes) == 0 {
+		return err
+	}
+	return fmt.Errorf("%w (%s)", err, strings.Join(causes, "; "))
 }
 
 // codeError maps the child's refusal to its sentinel.

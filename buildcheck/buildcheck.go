@@ -1,0 +1,346 @@
+// Package buildcheck compares how a plugin file and the runner were built,
+// without loading the plugin.
+//
+// Go refuses to load a plugin when a package that both the plugin and the
+// runner link was compiled differently: another version of its module,
+// another Go toolchain, other flags. It finds out inside dlopen, by
+// comparing per-package hashes that the linker writes into both files as
+// go:link.pkghashbytes.<package> symbols. Read reads those hashes and the
+// Go build info (debug/buildinfo) from a file, and Compare does what
+// plugin.Open will do, with the reason spelled out: for each package whose
+// hashes differ, the difference in the build info that explains it
+// ("github.com/x/y: plugin v1.2.0, runner v1.3.0", "go: plugin go1.25.5,
+// runner go1.26.8").
+//
+// A module that both contain at different versions is listed as a
+// difference but is a conflict only when a package of it is linked into
+// both: a plugin may use another version of a module through packages the
+// runner does not link, and then it loads.
+package buildcheck
+
+import (
+	"debug/buildinfo"
+	"debug/elf"
+	"errors"
+	"fmt"
+	"os"
+	"runtime/debug"
+	"slices"
+	"strings"
+	"sync"
+)
+
+const hashPrefix = "go:link.pkghashbytes."
+
+// Build is what Read learned of one Go binary.
+type Build struct {
+	// Path is the file read.
+	Path string
+	// Info is its Go build info.
+	Info *debug.BuildInfo
+	// PkgHashes maps each package linked into the file, by import path, to
+	// the hash Go's plugin loader compares. Empty when the file has no such
+	// symbols (a stripped plugin, a binary that does not use plugins).
+	PkgHashes map[string]string
+}
+
+// Read reads the build info and package hashes of the Go binary at path.
+func Read(path string) (*Build, error) {
+	info, err := buildinfo.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("buildcheck: %s: no Go build info: %w", path, err)
+	}
+	b := &Build{Path: path, Info: info, PkgHashes: map[string]string{}}
+	f, err := elf.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("buildcheck: %s: %w", path, err)
+	}
+	defer f.Close()
+	for _, read := range []func() ([]elf.Symbol, error){f.Symbols, f.DynamicSymbols} {
+		syms, err := read()
+		if err != nil {
+			continue // elf.ErrNoSymbols: stripped
+		}
+		for _, s := range syms {
+			pkg, ok := strings.CutPrefix(s.Name, hashPrefix)
+			if !ok || s.Size == 0 || s.Size > 64 {
+				continue
+			}
+			if _, seen := b.PkgHashes[pkg]; seen {
+				continue
+			}
+			if h, err := symbolBytes(f, s); err == nil {
+				b.PkgHashes[pkg] = fmt.Sprintf("%x", h)
+			}
+		}
+	}
+	return b, nil
+}
+
+// symbolBytes returns the bytes of a symbol that lies in a section with
+// file content.
+func symbolBytes(f *elf.File, s elf.Symbol) ([]byte, error) {
+	if int(s.Section) >= len(f.Sections) {
+		return nil, errors.New("no section")
+	}
+	sec := f.Sections[s.Section]
+	if sec.Type == elf.SHT_NOBITS || s.Value < sec.Addr || s.Value+s.Size > sec.Addr+sec.Size {
+		return nil, errors.New("not in the section's content")
+	}
+	buf := make([]byte, s.Size)
+	if _, err := sec.ReadAt(buf, int64(s.Value-sec.Addr)); err != nil {
+		return nil, err
+	}
+	return buf, nil
+}
+
+var self struct {
+	once  sync.Once
+	build *Build
+	err   error
+}
+
+// Self reads the running executable, once.
+func Self() (*Build, error) {
+	self.once.Do(func() {
+		exe, err := os.Executable()
+		if err != nil {
+			self.err = fmt.Errorf("buildcheck: finding this executable: %w", err)
+			return
+		}
+		self.build, self.err = Read(exe)
+	})
+	return self.build, self.err
+}
+
+// Difference is one way two builds differ: the Go version, a build setting
+// or a module's version or checksum.
+type Difference struct {
+	// Name is "go", a setting ("CGO_ENABLED", "-race", "-tags", ...) or a
+	// module path.
+	Name string `json:"name"`
+	// Plugin and Runner are the two values; "(none)" where one side has
+	// none.
+	Plugin string `json:"plugin"`
+	Runner string `json:"runner"`
+}
+
+// String returns "NAME: plugin P, runner R".
+func (d Difference) String() string {
+	return fmt.Sprintf("%s: plugin %s, runner %s", d.Name, d.Plugin, d.Runner)
+}
+
+// Conflict is a package both builds link with different hashes: the reason
+// plugin.Open will give.
+type Conflict struct {
+	// Package is the import path.
+	Package string `json:"package"`
+	// Causes are the differences that explain it: its module's, or, for a
+	// package of the standard library or one whose module matches, the
+	// toolchain's and the settings'. Empty when nothing in the build info
+	// explains it (e.g. the same version built from edited sources).
+	Causes []Difference `json:"causes,omitempty"`
+}
+
+// String returns the conflict as a reason.
+func (c Conflict) String() string {
+	s := "package " + c.Package + " differs"
+	if len(c.Causes) == 0 {
+		return s + " (the build info shows no cause: the same module version built from other sources?)"
+	}
+	var causes []string
+	for _, d := range c.Causes {
+		causes = append(causes, d.String())
+	}
+	return s + " (" + strings.Join(causes, "; ") + ")"
+}
+
+// Report is the comparison of a plugin's build with the runner's.
+type Report struct {
+	// Differences are every difference in the build info, compatible or not.
+	Differences []Difference `json:"differences,omitempty"`
+	// Toolchain are the differences of Go version and build settings, which
+	// change every package.
+	Toolchain []Difference `json:"toolchain,omitempty"`
+	// Conflicts are the packages that keep the plugin from loading.
+	Conflicts []Conflict `json:"conflicts,omitempty"`
+	// Checked is the number of packages both builds link, whose hashes were
+	// compared; zero when either side had no package hashes.
+	Checked int `json:"checked"`
+}
+
+// Compatible reports whether no package conflicts.
+func (r Report) Compatible() bool { return len(r.Conflicts) == 0 }
+
+// settings are the build settings that change how packages compile.
+var settings = []string{"GOOS", "GOARCH", "GOAMD64", "GOARM", "GOARM64", "GO386", "GOPPC64", "GORISCV64",
+	"CGO_ENABLED", "-compiler", "-trimpath", "-race", "-msan", "-asan", "-tags", "-gcflags", "GOEXPERIMENT"}
+
+// Compare compares a plugin's build with the runner's.
+func Compare(plugin, runner *Build) Report {
+	var r Report
+	toolchain := toolchainDiffs(plugin.Info, runner.Info)
+	r.Toolchain = toolchain
+	r.Differences = append(r.Differences, toolchain...)
+	pmods, rmods := modules(plugin.Info), modules(runner.Info)
+	for _, path := range slices.Sorted(mapKeys(pmods)) {
+		rm, ok := rmods[path]
+		if !ok {
+			continue
+		}
+		if d, differs := moduleDiff(path, pmods[path], rm); differs {
+			r.Differences = append(r.Differences, d)
+		}
+	}
+	for _, pkg := range slices.Sorted(mapKeys(plugin.PkgHashes)) {
+		rh, ok := runner.PkgHashes[pkg]
+		if !ok {
+			continue
+		}
+		r.Checked++
+		if rh == plugin.PkgHashes[pkg] {
+			continue
+		}
+		r.Conflicts = append(r.Conflicts, Conflict{Package: pkg, Causes: Explain(plugin, runner, pkg)})
+	}
+	return r
+}
+
+func mapKeys[V any](m map[string]V) func(func(string) bool) {
+	return func(yield func(string) bool) {
+		for k := range m {
+			if !yield(k) {
+				return
+			}
+		}
+	}
+}
+
+// toolchainDiffs compares the Go version and the settings that change code.
+func toolchainDiffs(p, r *debug.BuildInfo) []Difference {
+	var out []Difference
+	if p.GoVersion != r.GoVersion {
+		out = append(out, Difference{Name: "go", Plugin: p.GoVersion, Runner: r.GoVersion})
+	}
+	ps, rs := settingsOf(p), settingsOf(r)
+	for _, k := range settings {
+		if ps[k] != rs[k] {
+			out = append(out, Difference{Name: k, Plugin: none(ps[k]), Runner: none(rs[k])})
+		}
+	}
+	return out
+}
+
+func settingsOf(bi *debug.BuildInfo) map[string]string {
+	m := map[string]string{}
+	for _, s := range bi.Settings {
+		m[s.Key] = s.Value
+	}
+	// Defaults that the build info leaves out.
+	if m["-trimpath"] == "" {
+		m["-trimpath"] = "false"
+	}
+	if m["-race"] == "" {
+		m["-race"] = "false"
+	}
+	return m
+}
+
+func none(s string) string {
+	if s == "" {
+		return "(none)"
+	}
+	return s
+}
+
+// modules returns the modules a build contains, by path: the main module
+// and the dependencies, each as replaced.
+func modules(bi *debug.BuildInfo) map[string]*debug.Module {
+	m := map[string]*debug.Module{}
+	if bi.Main.Path != "" {
+		main := bi.Main
+		m[main.Path] = &main
+	}
+	for _, d := range bi.Deps {
+		m[d.Path] = d
+	}
+	return m
+}
+
+// moduleDiff compares one module's version, after replacement, and its
+// checksum when the versions are the same.
+func moduleDiff(path string, p, r *debug.Module) (Difference, bool) {
+	pv, rv := describe(p), describe(r)
+	if pv == rv {
+		ps, rs := sum(p), sum(r)
+		if ps == rs {
+			return Difference{}, false
+		}
+		pv, rv = pv+" "+none(ps), rv+" "+none(rs)
+	}
+	return Difference{Name: path, Plugin: pv, Runner: rv}, true
+}
+
+// describe is a module's version, or its replacement.
+func describe(m *debug.Module) string {
+	if m.Replace != nil {
+		return strings.TrimSpace("=> " + m.Replace.Path + " " + m.Replace.Version)
+	}
+	return m.Version
+}
+
+func sum(m *debug.Module) string {
+	if m.Replace != nil {
+		return m.Replace.Sum
+	}
+	return m.Sum
+}
+
+// Explain returns the differences that can explain why plugin.Open found
+// pkg built differently: its module's, then the toolchain's.
+func Explain(plugin, runner *Build, pkg string) []Difference {
+	var out []Difference
+	pm, rm := owner(pkg, modules(plugin.Info)), owner(pkg, modules(runner.Info))
+	switch {
+	case pm != nil && rm != nil && pm.Path == rm.Path:
+		if d, differs := moduleDiff(pm.Path, pm, rm); differs {
+			out = append(out, d)
+		}
+	case pm != nil && pm.Path != plugin.Info.Main.Path:
+		// The runner links the package but its build info does not say from
+		// which module version (a test binary records none).
+		out = append(out, Difference{Name: pm.Path, Plugin: describe(pm), Runner: "(not recorded)"})
+	}
+	return append(out, toolchainDiffs(plugin.Info, runner.Info)...)
+}
+
+// owner returns the module whose path is the longest prefix of pkg.
+func owner(pkg string, mods map[string]*debug.Module) *debug.Module {
+	var best *debug.Module
+	for path, m := range mods {
+		if (pkg == path || strings.HasPrefix(pkg, path+"/")) && (best == nil || len(path) > len(best.Path)) {
+			best = m
+		}
+	}
+	return best
+}
+
+// Summary returns the conflicts as one reason, or "" when compatible.
+func (r Report) Summary() string {
+	if r.Compatible() {
+		return ""
+	}
+	if len(r.Toolchain) > 0 {
+		var ds []string
+		for _, d := range r.Toolchain {
+			ds = append(ds, d.String())
+		}
+		return fmt.Sprintf("built with another Go toolchain or other flags (%s): %d of %d shared packages differ, among them %s",
+			strings.Join(ds, "; "), len(r.Conflicts), r.Checked, r.Conflicts[0].Package)
+	}
+	s := r.Conflicts[0].String()
+	if n := len(r.Conflicts) - 1; n > 0 {
+		s += fmt.Sprintf(", and %d more package(s)", n)
+	}
+	return s
+}
