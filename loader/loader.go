@@ -230,13 +230,10 @@ func (l *Loader) try(ctx context.Context, c *Candidate, load bool) error {
 // checkBuild rejects a plugin that links a package the runner also links,
 // compiled differently: what plugin.Open would refuse, found without it.
 func (l *Loader) checkBuild(path string) error {
-	runner := l.cfg.Runner
-	if runner == nil {
-		var err error
-		if runner, err = buildcheck.Self(); err != nil {
-			l.log.Debug("no build check: cannot read this executable", "err", err)
-			return nil
-		}
+	runner, err := l.runner()
+	if err != nil {
+		l.log.Debug("no build check: cannot read this executable", "err", err)
+		return nil
 	}
 	if len(runner.PkgHashes) == 0 {
 		return nil
@@ -249,6 +246,15 @@ func (l *Loader) checkBuild(path string) error {
 		return reject(path, StageCheck, ErrBuildMismatch, "%s", rep.Summary())
 	}
 	return nil
+}
+
+// runner returns the build plugins must match: Config.Runner, or this
+// executable's.
+func (l *Loader) runner() (*buildcheck.Build, error) {
+	if l.cfg.Runner != nil {
+		return l.cfg.Runner, nil
+	}
+	return buildcheck.Self()
 }
 
 // matchVersion rejects a plugin whose Version() is not its file's version.

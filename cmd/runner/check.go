@@ -63,11 +63,11 @@ func unquarantineCmd(args []string, stdout, stderr io.Writer) int {
 	var lf loaderFlags
 	fs := flag.NewFlagSet("plugins unquarantine", flag.ContinueOnError)
 	lf.register(fs)
-	fs.SetOutput(stderr)
-	if err := fs.Parse(args); err != nil {
+	pos, ok := parseArgs(fs, args, stderr)
+	if !ok {
 		return exitUsage
 	}
-	if fs.NArg() != 2 {
+	if len(pos) != 2 {
 		fmt.Fprintf(stderr, "usage: runner plugins unquarantine [--state-dir DIR] NAME VERSION\n")
 		return exitUsage
 	}
@@ -75,7 +75,7 @@ func unquarantineCmd(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "runner plugins unquarantine: no state directory: give --state-dir or set STATE_DIRECTORY\n")
 		return exitUsage
 	}
-	name, ver := fs.Arg(0), fs.Arg(1)
+	name, ver := pos[0], pos[1]
 	if v, err := version.NewSemver(ver); err == nil {
 		ver = v.String()
 	}

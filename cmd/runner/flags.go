@@ -45,3 +45,21 @@ func parse(fs *flag.FlagSet, args []string, stderr io.Writer) bool {
 	}
 	return true
 }
+
+// parseArgs parses args with fs, flags and positional arguments in any
+// order (runner plugins install FILE --name N), and returns the positional
+// ones.
+func parseArgs(fs *flag.FlagSet, args []string, stderr io.Writer) ([]string, bool) {
+	fs.SetOutput(stderr)
+	var pos []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			return nil, false
+		}
+		if fs.NArg() == 0 {
+			return pos, true
+		}
+		pos = append(pos, fs.Arg(0))
+		args = fs.Args()[1:]
+	}
+}

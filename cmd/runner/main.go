@@ -5,6 +5,9 @@
 //
 //	runner run [flags]                              select, load and serve until SIGTERM
 //	runner plugins check [flags]                    print the candidate table and verdicts
+//	runner plugins install [flags] FILE             check FILE and place it atomically
+//	runner plugins remove [flags] NAME VERSION      roll back: remove a version
+//	runner plugins why [flags] FILE | NAME VERSION  every check of one candidate
 //	runner plugins unquarantine [flags] NAME VERSION lift a version's quarantine
 //	runner version                                  print the contract ABI and Go version
 //
@@ -12,10 +15,12 @@
 //
 //	0   success; for run, a clean stop on SIGTERM or SIGINT
 //	1   check: a plugin has no acceptable version, or the folder holds no
-//	    plugin; run: a failure (folder, state or socket unusable)
+//	    plugin; run: a failure (folder, state or socket unusable);
+//	    install, remove: refused (the folder is unchanged); why: the
+//	    candidate is not acceptable
 //	2   the Go runtime's status for a panic or fatal error (a crash)
 //	64  bad usage (EX_USAGE)
-//	66  check: the plugins folder cannot be read (EX_NOINPUT)
+//	66  the plugins folder or the given file cannot be read (EX_NOINPUT)
 //	75  run: the plugins changed; start me again (EX_TEMPFAIL)
 //
 // The runner is also its own probe child: the loader re-executes it with the
@@ -49,11 +54,15 @@ const usage = `usage:
   runner run [--plugins DIR] [--listen ADDR] [--state-dir DIR] [--probe-timeout D]
              [--debounce D] [--drain-timeout D] [--min-uptime D] [--quarantine-after N] [--log-level L]
   runner plugins check [--plugins DIR] [--state-dir DIR] [--probe-timeout D] [--json]
+  runner plugins install [--plugins DIR] [--name N] [--version V] [--force] [--json] FILE
+  runner plugins remove [--plugins DIR] [--state-dir DIR] [--force] [--json] NAME VERSION
+  runner plugins why [--plugins DIR] [--state-dir DIR] [--json] FILE | NAME VERSION
   runner plugins unquarantine [--state-dir DIR] NAME VERSION
   runner version
 
 exit status: 0 ok; 1 check: a plugin has no acceptable version, run: failure;
-64 bad usage; 66 check: unreadable plugins folder; 75 run: plugins changed, start again
+install, remove: refused; why: not acceptable; 64 bad usage; 66 unreadable folder or file;
+75 run: plugins changed, start again
 `
 
 func main() {
@@ -76,6 +85,12 @@ func runMain(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return checkCmd(ctx, args[2:], stdout, stderr)
 	case len(args) >= 2 && args[0] == "plugins" && args[1] == "unquarantine":
 		return unquarantineCmd(args[2:], stdout, stderr)
+	case len(args) >= 2 && args[0] == "plugins" && args[1] == "install":
+		return installCmd(ctx, args[2:], stdout, stderr)
+	case len(args) >= 2 && args[0] == "plugins" && args[1] == "remove":
+		return removeCmd(ctx, args[2:], stdout, stderr)
+	case len(args) >= 2 && args[0] == "plugins" && args[1] == "why":
+		return whyCmd(ctx, args[2:], stdout, stderr)
 	case len(args) == 1 && args[0] == "version":
 		fmt.Fprintf(stdout, "soplug runner: contract ABI %d, %s %s/%s\n", contract.ABIVersion, runtime.Version(), runtime.GOOS, runtime.GOARCH)
 		return exitOK

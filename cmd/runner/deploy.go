@@ -1,0 +1,249 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"text/tabwriter"
+
+	version "github.com/hashicorp/go-version"
+
+	"github.com/soplug/soplug/deploy"
+	"github.com/soplug/soplug/loader"
+)
+
+// deployExit maps an install or remove error to an exit status.
+func deployExit(err error) int {
+	switch {
+	case err == nil:
+		return exitOK
+	case errors.Is(err, deploy.ErrUsage):
+		return exitUsage
+	case errors.Is(err, os.ErrNotExist), errors.Is(err, os.ErrPermission):
+		return exitNoInput
+	}
+	return exitFailure
+}
+
+func writeJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+// installCmd is "runner plugins install FILE".
+func installCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	var lf loaderFlags
+	fs := flag.NewFlagSet("plugins install", flag.ContinueOnError)
+	lf.register(fs)
+	in := deploy.Install{}
+	fs.StringVar(&in.Name, "name", "", "the plugin's name, when FILE is not named <name>_v<semver>.so")
+	fs.StringVar(&in.Version, "version", "", "the plugin's version, when FILE's name has none (must match its Version())")
+	fs.BoolVar(&in.Force, "force", false, "replace an installed file of the same version")
+	asJSON := fs.Bool("json", false, "print the result as JSON")
+	pos, ok := parseArgs(fs, args, stderr)
+	if !ok {
+		return exitUsage
+	}
+	if len(pos) != 1 {
+		fmt.Fprintln(stderr, "usage: runner plugins install [--plugins DIR] [--name N] [--version V] [--force] [--json] FILE")
+		return exitUsage
+	}
+	src := pos[0]
+	in.Loader = lf.config()
+	res, err := in.Run(ctx, src)
+	if *asJSON {
+		rep := struct {
+			deploy.Installed
+			OK    bool   `json:"ok"`
+			Error string `json:"error,omitempty"`
+		}{Installed: res, OK: err == nil}
+		if err != nil {
+			rep.Error = err.Error()
+		}
+		_ = writeJSON(stdout, rep)
+		return deployExit(err)
+	}
+	if len(res.Diagnosis.Steps) > 0 {
+		writeSteps(stdout, res.Diagnosis)
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "runner plugins install: refused, %s is unchanged: %v\n", lf.dir, err)
+		return deployExit(err)
+	}
+	verb := "installed"
+	if res.Replaced {
+		verb = "replaced"
+	}
+	fmt.Fprintf(stdout, "%s %s %s (%s) as %s\n", verb, res.Name, res.Version, res.Kind, filepath.Join(lf.dir, res.File))
+	return exitOK
+}
+
+// removeCmd is "runner plugins remove NAME VERSION".
+func removeCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	var lf loaderFlags
+	fs := flag.NewFlagSet("plugins remove", flag.ContinueOnError)
+	lf.register(fs)
+	rm := deploy.Remove{}
+	fs.BoolVar(&rm.Force, "force", false, "remove the last acceptable version of the plugin too")
+	asJSON := fs.Bool("json", false, "print the result as JSON")
+	pos, ok := parseArgs(fs, args, stderr)
+	if !ok {
+		return exitUsage
+	}
+	if len(pos) != 2 {
+		fmt.Fprintln(stderr, "usage: runner plugins remove [--plugins DIR] [--state-dir DIR] [--force] [--json] NAME VERSION")
+		return exitUsage
+	}
+	name, ver := pos[0], pos[1]
+	if _, err := version.NewSemver(ver); err != nil {
+		fmt.Fprintf(stderr, "runner plugins remove: %q is not a version\n", ver)
+		return exitUsage
+	}
+	rm.Loader = lf.config()
+	store := lf.store()
+	rm.Loader.Admit = func(c *loader.Candidate) error { return store.Admit(c.Name, c.Version.String(), c.Path) }
+	res, err := rm.Run(ctx, name, ver)
+	if *asJSON {
+		rep := struct {
+			deploy.Removed
+			OK    bool   `json:"ok"`
+			Error string `json:"error,omitempty"`
+		}{Removed: res, OK: err == nil}
+		if err != nil {
+			rep.Error = err.Error()
+		}
+		_ = writeJSON(stdout, rep)
+		return deployExit(err)
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "runner plugins remove: refused, %s is unchanged: %v\n", lf.dir, err)
+		return deployExit(err)
+	}
+	fmt.Fprintf(stdout, "removed %s\n", strings.Join(res.Files, ", "))
+	switch {
+	case res.Next == "":
+		fmt.Fprintf(stdout, "%s now has no acceptable version: the daemon will serve none of it\n", name)
+	case res.Next == res.Active:
+		fmt.Fprintf(stdout, "the daemon keeps serving %s %s (%s)\n", name, res.Next, res.NextFile)
+	default:
+		fmt.Fprintf(stdout, "the daemon falls back to %s %s (%s) at its restart\n", name, res.Next, res.NextFile)
+	}
+	return exitOK
+}
+
+// whyCmd is "runner plugins why FILE" or "runner plugins why NAME VERSION".
+func whyCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	var lf loaderFlags
+	fs := flag.NewFlagSet("plugins why", flag.ContinueOnError)
+	lf.register(fs)
+	asJSON := fs.Bool("json", false, "print the diagnosis as JSON")
+	pos, ok := parseArgs(fs, args, stderr)
+	if !ok {
+		return exitUsage
+	}
+	var path string
+	switch len(pos) {
+	case 1:
+		path = pos[0]
+	case 2:
+		files, err := findVersion(lf.dir, pos[0], pos[1])
+		if err != nil {
+			fmt.Fprintf(stderr, "runner plugins why: %v\n", err)
+			return exitNoInput
+		}
+		path = filepath.Join(lf.dir, files[0])
+	default:
+		fmt.Fprintln(stderr, "usage: runner plugins why [--plugins DIR] [--state-dir DIR] [--json] FILE | NAME VERSION")
+		return exitUsage
+	}
+	if _, err := os.Stat(path); err != nil {
+		fmt.Fprintf(stderr, "runner plugins why: %v\n", err)
+		return exitNoInput
+	}
+	cfg := lf.config()
+	store := lf.store()
+	cfg.Admit = func(c *loader.Candidate) error { return store.Admit(c.Name, c.Version.String(), c.Path) }
+	d := loader.New(cfg).Diagnose(ctx, path, "", nil)
+	code := exitOK
+	if !d.Acceptable {
+		code = exitNoPlugin
+	}
+	if *asJSON {
+		_ = writeJSON(stdout, d)
+		return code
+	}
+	writeSteps(stdout, d)
+	if d.Build != nil && len(d.Build.Differences) > 0 {
+		fmt.Fprintln(stdout, "\nbuild differences from the runner:")
+		for _, diff := range d.Build.Differences {
+			fmt.Fprintf(stdout, "  %s\n", diff)
+		}
+		for _, c := range d.Build.Conflicts {
+			fmt.Fprintf(stdout, "  conflict: %s\n", c)
+		}
+	}
+	if d.Acceptable {
+		fmt.Fprintf(stdout, "\nverdict: acceptable\n")
+	} else {
+		fmt.Fprintf(stdout, "\nverdict: rejected: %s\n", strings.TrimPrefix(stepReason(d), "loader: "))
+	}
+	return code
+}
+
+// findVersion returns the files of dir holding the plugin's version.
+func findVersion(dir, name, ver string) ([]string, error) {
+	v, err := version.NewSemver(ver)
+	if err != nil {
+		return nil, fmt.Errorf("%q is not a version", ver)
+	}
+	cands, err := loader.Discover(dir)
+	if err != nil {
+		return nil, err
+	}
+	var files []string
+	for _, c := range cands {
+		if c.Name == name && c.Version != nil && c.Version.Equal(v) {
+			files = append(files, c.File)
+		}
+	}
+	if len(files) == 0 {
+		return nil, fmt.Errorf("%s %s is not in %s", name, ver, dir)
+	}
+	return files, nil
+}
+
+func stepReason(d loader.Diagnosis) string {
+	for _, s := range d.Steps {
+		if s.Result == "failed" {
+			return s.Detail
+		}
+	}
+	return ""
+}
+
+// writeSteps prints a diagnosis as a table of its checks.
+func writeSteps(w io.Writer, d loader.Diagnosis) {
+	fmt.Fprintf(w, "%s", d.Path)
+	if d.Name != "" {
+		fmt.Fprintf(w, ": plugin %s", d.Name)
+	}
+	if d.Version != "" {
+		fmt.Fprintf(w, " %s", d.Version)
+	}
+	if d.Kind != "" {
+		fmt.Fprintf(w, " (%s)", d.Kind)
+	}
+	fmt.Fprintln(w)
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	for _, s := range d.Steps {
+		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\n", s.Stage, s.Check, s.Result, strings.TrimPrefix(s.Detail, "loader: "))
+	}
+	_ = tw.Flush()
+}

@@ -1,0 +1,251 @@
+// Package deploy places plugin files into a plugins folder and takes them
+// out, so that a watching daemon only ever sees a complete, checked file.
+//
+// Install copies the file under a dotfile name in the plugins folder
+// itself (the loader and the daemon's watcher ignore dotfiles), flushes it
+// to disk, runs the loader's checks and child-process probe on that very
+// copy, and only then gives it its <name>_v<version>.so name, without
+// overwriting an existing version unless told to. Remove deletes a version
+// after checking that the plugin keeps an acceptable version. Either
+// leaves the folder as it was when it refuses.
+package deploy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"syscall"
+
+	version "github.com/hashicorp/go-version"
+
+	"github.com/soplug/soplug/loader"
+)
+
+// Refusals, wrapped with the detail.
+var (
+	// ErrExists: the version is already installed (versions are immutable;
+	// a fix is a new version).
+	ErrExists = errors.New("deploy: version already installed")
+	// ErrChanged: the source file changed while it was copied.
+	ErrChanged = errors.New("deploy: source changed while it was copied")
+	// ErrRejected: the copy failed a check or the probe.
+	ErrRejected = errors.New("deploy: the plugin failed its checks")
+	// ErrNotFound: no file holds that version.
+	ErrNotFound = errors.New("deploy: no such version")
+	// ErrLastVersion: removing the version would leave its plugin with no
+	// acceptable version.
+	ErrLastVersion = errors.New("deploy: the last acceptable version")
+	// ErrUsage: the name or version cannot be told or disagree.
+	ErrUsage = errors.New("deploy: name or version")
+)
+
+// Install is an installation of one plugin file.
+type Install struct {
+	// Loader checks the file; its Dir is the plugins folder.
+	Loader loader.Config
+	// Name and Version override the ones in the source file's name.
+	Name    string
+	Version string
+	// Force replaces an installed file of the same version.
+	Force bool
+}
+
+// Installed is what Install did.
+type Installed struct {
+	// File is the installed file's name in the plugins folder.
+	File string `json:"file"`
+	// Name, Version and Kind are the plugin's.
+	Name    string `json:"name"`
+	Version string `json:"version"`
+	Kind    string `json:"kind"`
+	// Replaced is true when an installed file of that version was replaced.
+	Replaced bool `json:"replaced"`
+	// Diagnosis is every check run on the copy.
+	Diagnosis loader.Diagnosis `json:"diagnosis"`
+}
+
+// Run installs the plugin file src.
+func (in Install) Run(ctx context.Context, src string) (Installed, error) {
+	var out Installed
+	dir := in.Loader.Dir
+	if dir == "" {
+		dir = loader.DefaultDir
+	}
+	var v *version.Version
+	if in.Version != "" {
+		var err error
+		if v, err = version.NewSemver(in.Version); err != nil {
+			return out, fmt.Errorf("%w: --version %q is not a version: %v", ErrUsage, in.Version, err)
+		}
+	}
+	name := in.Name
+	if fname, fv, err := loader.ParseFileName(filepath.Base(src)); err == nil {
+		if name != "" && name != fname {
+			return out, fmt.Errorf("%w: %s is named for plugin %s, not %s", ErrUsage, src, fname, name)
+		}
+		if v != nil && !v.Equal(fv) {
+			return out, fmt.Errorf("%w: %s is named for version %s, not %s", ErrUsage, src, fv, v)
+		}
+		name, v = fname, fv
+	}
+	if name == "" {
+		return out, fmt.Errorf("%w: %s is not named <name>_v<semver>.so; give --name", ErrUsage, src)
+	}
+	if v != nil && !in.Force {
+		existing, err := installed(dir, name, v.String())
+		if err != nil {
+			return out, err
+		}
+		if len(existing) > 0 {
+			return out, fmt.Errorf("%w: %s %s is %v in %s; a fix is a new version (or use --force)", ErrExists, name, v, existing, dir)
+		}
+	}
+
+	tmp, err := copyInto(dir, src, name)
+	if err != nil {
+		return out, err
+	}
+	defer os.Remove(tmp) // a no-op once renamed
+
+	l := loader.New(in.Loader)
+	d := l.Diagnose(ctx, tmp, name, v)
+	d.Path = src // the copy was checked; the operator knows the source
+	out.Diagnosis = d
+	if err := ctx.Err(); err != nil {
+		return out, err
+	}
+	if !d.Acceptable {
+		err := d.Err()
+		var rerr *loader.RejectError
+		if errors.As(err, &rerr) {
+			err = rerr.Err // its path is the temporary copy's
+		}
+		return out, fmt.Errorf("%w: %s: %w", ErrRejected, src, err)
+	}
+	out.Name, out.Version, out.Kind = d.Name, d.Version, string(d.Kind)
+	out.File = fmt.Sprintf("%s_v%s%s", out.Name, out.Version, loader.Suffix)
+	target := filepath.Join(dir, out.File)
+
+	existing, err := installed(dir, out.Name, out.Version)
+	if err != nil {
+		return out, err
+	}
+	switch {
+	case len(existing) > 0 && !in.Force:
+		return out, fmt.Errorf("%w: %s %s is %v in %s; a fix is a new version (or use --force)", ErrExists, out.Name, out.Version, existing, dir)
+	case len(existing) > 1 || (len(existing) == 1 && existing[0] != out.File):
+		return out, fmt.Errorf("%w: %s %s is %v in %s; remove those first", ErrExists, out.Name, out.Version, existing, dir)
+	}
+	if err := matchOwner(tmp, dir); err != nil {
+		return out, err
+	}
+	if in.Force {
+		out.Replaced = len(existing) > 0
+		err = os.Rename(tmp, target)
+	} else {
+		// link(2) refuses to overwrite: a version installed meanwhile wins.
+		if err = os.Link(tmp, target); errors.Is(err, os.ErrExist) {
+			return out, fmt.Errorf("%w: %s appeared while installing", ErrExists, target)
+		}
+	}
+	if err != nil {
+		return out, fmt.Errorf("deploy: %w", err)
+	}
+	os.Remove(tmp)
+	return out, syncDir(dir)
+}
+
+// copyInto copies src into a dotfile of dir and flushes it, refusing a
+// source that changes meanwhile.
+func copyInto(dir, src, name string) (string, error) {
+	in, err := os.Open(src)
+	if err != nil {
+		return "", fmt.Errorf("deploy: %w", err)
+	}
+	defer in.Close()
+	before, err := in.Stat()
+	if err != nil {
+		return "", fmt.Errorf("deploy: %w", err)
+	}
+	if !before.Mode().IsRegular() {
+		return "", fmt.Errorf("%w: %s is not a regular file", ErrUsage, src)
+	}
+	out, err := os.CreateTemp(dir, "."+name+"-install-*.so.tmp")
+	if err != nil {
+		return "", fmt.Errorf("deploy: %w", err)
+	}
+	tmp := out.Name()
+	n, cerr := io.Copy(out, in)
+	serr := out.Sync()
+	err = errors.Join(cerr, serr, out.Chmod(0o644), out.Close())
+	if err != nil {
+		os.Remove(tmp)
+		return "", fmt.Errorf("deploy: copying %s: %w", src, err)
+	}
+	after, err := os.Stat(src)
+	if err != nil || n != before.Size() || after.Size() != before.Size() || !after.ModTime().Equal(before.ModTime()) {
+		os.Remove(tmp)
+		return "", fmt.Errorf("%w: %s was %d bytes, then %d (copied %d); is it still being written?",
+			ErrChanged, src, before.Size(), sizeOf(after), n)
+	}
+	return tmp, nil
+}
+
+func sizeOf(fi os.FileInfo) int64 {
+	if fi == nil {
+		return -1
+	}
+	return fi.Size()
+}
+
+// matchOwner gives the file the plugins folder's owner when this process
+// may (running as root).
+func matchOwner(path, dir string) error {
+	if os.Geteuid() != 0 {
+		return nil
+	}
+	fi, err := os.Stat(dir)
+	if err != nil {
+		return fmt.Errorf("deploy: %w", err)
+	}
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+		if err := os.Chown(path, int(st.Uid), int(st.Gid)); err != nil {
+			return fmt.Errorf("deploy: %w", err)
+		}
+	}
+	return nil
+}
+
+// installed returns the files of dir that name the plugin's version.
+func installed(dir, name, ver string) ([]string, error) {
+	v, err := version.NewSemver(ver)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %q is not a version", ErrUsage, ver)
+	}
+	cands, err := loader.Discover(dir)
+	if err != nil {
+		return nil, err
+	}
+	var files []string
+	for _, c := range cands {
+		if c.Name == name && c.Version != nil && c.Version.Equal(v) {
+			files = append(files, c.File)
+		}
+	}
+	return files, nil
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return fmt.Errorf("deploy: %w", err)
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil {
+		return fmt.Errorf("deploy: syncing %s: %w", dir, err)
+	}
+	return nil
+}
