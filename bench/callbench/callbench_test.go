@@ -1,0 +1,105 @@
+// Package callbench measures the cost of one Transform call through a
+// native plugin, linked statically, and through hashicorp/go-plugin over
+// net/rpc and gRPC, side by side in one process. bench/run builds
+// bin/plugin.so and bin/server first.
+package callbench
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"plugin"
+	"testing"
+
+	"github.com/hashicorp/go-hclog"
+	goplugin "github.com/hashicorp/go-plugin"
+
+	"github.com/soplug/soplug/bench/callbench/xform"
+	"github.com/soplug/soplug/contract"
+)
+
+var sizes = []struct {
+	name string
+	n    int
+}{{"64B", 64}, {"64KiB", 64 << 10}, {"1MiB", 1 << 20}}
+
+// static is held in a variable of the interface type, so that the call is
+// dispatched as a plugin's is, not inlined.
+var static contract.Transformer = xform.Checker{}
+
+func native(b *testing.B) contract.Transformer {
+	p, err := plugin.Open(filepath.Join("bin", "plugin.so"))
+	if err != nil {
+		b.Fatalf("bin/plugin.so: %v (bench/run builds it with this module's toolchain and dependencies)", err)
+	}
+	sym, err := p.Lookup(contract.TransformerAccessor)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return sym.(func() contract.Transformer)()
+}
+
+func remote(b *testing.B, proto goplugin.Protocol) contract.Transformer {
+	server := filepath.Join("bin", "server")
+	if _, err := os.Stat(server); err != nil {
+		b.Fatalf("bin/server: %v (bench/run builds it)", err)
+	}
+	cmd := exec.Command(server)
+	cmd.Env = append(os.Environ(), "CALLBENCH_PROTOCOL="+string(proto))
+	client := goplugin.NewClient(&goplugin.ClientConfig{
+		HandshakeConfig:  xform.Handshake,
+		Plugins:          goplugin.PluginSet{"transformer": &xform.Plugin{}},
+		Cmd:              cmd,
+		AllowedProtocols: []goplugin.Protocol{proto},
+		Logger:           hclog.New(&hclog.LoggerOptions{Output: io.Discard}),
+	})
+	b.Cleanup(client.Kill)
+	rpc, err := client.Client()
+	if err != nil {
+		b.Fatal(err)
+	}
+	raw, err := rpc.Dispense("transformer")
+	if err != nil {
+		b.Fatal(err)
+	}
+	return raw.(contract.Transformer)
+}
+
+var native1 contract.Transformer
+
+// BenchmarkTransform calls Transform on a valid component of each size.
+func BenchmarkTransform(b *testing.B) {
+	backends := []struct {
+		name string
+		get  func(*testing.B) contract.Transformer
+	}{
+		{"static", func(*testing.B) contract.Transformer { return static }},
+		{"so", func(b *testing.B) contract.Transformer {
+			if native1 == nil {
+				native1 = native(b) // a plugin can be opened once per process
+			}
+			return native1
+		}},
+		{"goplugin-netrpc", func(b *testing.B) contract.Transformer { return remote(b, goplugin.ProtocolNetRPC) }},
+		{"goplugin-grpc", func(b *testing.B) contract.Transformer { return remote(b, goplugin.ProtocolGRPC) }},
+	}
+	ctx := context.Background()
+	for _, size := range sizes {
+		in := xform.Component(size.n)
+		for _, be := range backends {
+			b.Run(fmt.Sprintf("size=%s/backend=%s", size.name, be.name), func(b *testing.B) {
+				t := be.get(b)
+				b.SetBytes(int64(size.n))
+				for b.Loop() {
+					out, err := t.Transform(ctx, in, nil)
+					if err != nil || len(out) != len(in) {
+						b.Fatalf("transform: %v", err)
+					}
+				}
+			})
+		}
+	}
+}
