@@ -56,7 +56,9 @@ func Read(path string) (*Build, error) {
 		return nil, fmt.Errorf("buildcheck: %s: %w", path, err)
 	}
 	defer f.Close()
-	for _, read := range []func() ([]elf.Symbol, error){f.Symbols, f.DynamicSymbols} {
+	// The dynamic symbol table holds the hashes (the runtime resolves them
+	// through it) and is the smaller one; the full table is the fallback.
+	for _, read := range []func() ([]elf.Symbol, error){f.DynamicSymbols, f.Symbols} {
 		syms, err := read()
 		if err != nil {
 			continue // elf.ErrNoSymbols: stripped
@@ -66,12 +68,12 @@ func Read(path string) (*Build, error) {
 			if !ok || s.Size == 0 || s.Size > 64 {
 				continue
 			}
-			if _, seen := b.PkgHashes[pkg]; seen {
-				continue
-			}
 			if h, err := symbolBytes(f, s); err == nil {
 				b.PkgHashes[pkg] = fmt.Sprintf("%x", h)
 			}
+		}
+		if len(b.PkgHashes) > 0 {
+			break
 		}
 	}
 	return b, nil

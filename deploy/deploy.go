@@ -95,7 +95,7 @@ func (in Install) Run(ctx context.Context, src string) (Installed, error) {
 		return out, fmt.Errorf("%w: %s is not named <name>_v<semver>.so; give --name", ErrUsage, src)
 	}
 	if v != nil && !in.Force {
-		existing, err := installed(dir, name, v.String())
+		existing, err := Files(dir, name, v.String())
 		if err != nil {
 			return out, err
 		}
@@ -129,7 +129,7 @@ func (in Install) Run(ctx context.Context, src string) (Installed, error) {
 	out.File = fmt.Sprintf("%s_v%s%s", out.Name, out.Version, loader.Suffix)
 	target := filepath.Join(dir, out.File)
 
-	existing, err := installed(dir, out.Name, out.Version)
+	existing, err := Files(dir, out.Name, out.Version)
 	if err != nil {
 		return out, err
 	}
@@ -219,8 +219,8 @@ func matchOwner(path, dir string) error {
 	return nil
 }
 
-// installed returns the files of dir that name the plugin's version.
-func installed(dir, name, ver string) ([]string, error) {
+// Files returns the files of dir that name version ver of plugin name.
+func Files(dir, name, ver string) ([]string, error) {
 	v, err := version.NewSemver(ver)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %q is not a version", ErrUsage, ver)

@@ -20,8 +20,8 @@ import (
 
 // TestMain lets the test binary act as the loader's probe child.
 func TestMain(m *testing.M) {
-	if len(os.Args) > 1 && os.Args[1] == probe.Arg {
-		os.Exit(probe.Main(os.Args[2:], probe.ReportWriter()))
+	if code, ok := probe.Dispatch(os.Args); ok {
+		os.Exit(code)
 	}
 	os.Exit(m.Run())
 }

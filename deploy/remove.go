@@ -40,7 +40,7 @@ func (rm Remove) Run(ctx context.Context, name, ver string) (Removed, error) {
 	if dir == "" {
 		dir = loader.DefaultDir
 	}
-	files, err := installed(dir, name, ver)
+	files, err := Files(dir, name, ver)
 	if err != nil {
 		return out, err
 	}

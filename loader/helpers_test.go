@@ -14,8 +14,8 @@ import (
 // TestMain lets the test binary be its own probe child: the loader's default
 // probe command re-executes this executable with probe.Arg.
 func TestMain(m *testing.M) {
-	if len(os.Args) > 1 && os.Args[1] == probe.Arg {
-		os.Exit(probe.Main(os.Args[2:], probe.ReportWriter()))
+	if code, ok := probe.Dispatch(os.Args); ok {
+		os.Exit(code)
 	}
 	os.Exit(m.Run())
 }

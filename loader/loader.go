@@ -18,6 +18,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"runtime"
+	"sync"
 	"time"
 
 	version "github.com/hashicorp/go-version"
@@ -43,6 +45,12 @@ type Config struct {
 	// LoadTimeout bounds the calls into the winner in this process. Zero
 	// means DefaultLoadTimeout.
 	LoadTimeout time.Duration
+	// Parallel is how many older candidates are checked and probed at
+	// once after the newest one of a plugin was rejected; verdicts are
+	// still taken newest first. Zero means GOMAXPROCS; 1 probes one at a
+	// time. The newest candidate is always tried alone, so a good newest
+	// version costs one probe.
+	Parallel int
 	// Admit, when set, is asked about each candidate before it is checked;
 	// an error rejects the candidate at StageAdmit with that error as the
 	// reason (wrapped with ErrNotAdmitted) and the next older one is tried.
@@ -73,6 +81,9 @@ func New(cfg Config) *Loader {
 	}
 	if cfg.LoadTimeout <= 0 {
 		cfg.LoadTimeout = DefaultLoadTimeout
+	}
+	if cfg.Parallel <= 0 {
+		cfg.Parallel = runtime.GOMAXPROCS(0)
 	}
 	log := cfg.Logger
 	if log == nil {
@@ -157,36 +168,64 @@ func (l *Loader) run(ctx context.Context, load bool) (*Selection, error) {
 }
 
 // selectOne tries the versions of one plugin, newest first, until one
-// passes every stage.
+// passes every stage. The newest is tried alone; after a rejection, the
+// next Parallel candidates are checked and probed at once, and their
+// verdicts taken in order.
 func (l *Loader) selectOne(ctx context.Context, group []Candidate, load bool) error {
 	name := group[0].Name
+	var pending []*Candidate
 	for i := range group {
-		c := &group[i]
-		if c.Verdict == Rejected {
-			continue
+		if group[i].Verdict != Rejected {
+			pending = append(pending, &group[i])
 		}
-		start := time.Now()
-		l.log.Debug("probing plugin candidate", "file", c.File, "plugin", c.Name, "version", c.Version.String())
-		err := l.try(ctx, c, load)
-		if err != nil && ctx.Err() != nil {
-			return ctx.Err()
+	}
+	for pos, window := 0, 1; pos < len(pending); pos, window = pos+window, l.cfg.Parallel {
+		batch := pending[pos:min(pos+window, len(pending))]
+		errs := make([]error, len(batch))
+		took := make([]time.Duration, len(batch))
+		var wg sync.WaitGroup
+		for i, c := range batch {
+			wg.Go(func() {
+				start := time.Now()
+				l.log.Debug("probing plugin candidate", "file", c.File, "plugin", c.Name, "version", c.Version.String())
+				errs[i] = l.preflight(ctx, c)
+				took[i] = time.Since(start)
+			})
 		}
-		var rerr *RejectError
-		if errors.As(err, &rerr) {
-			c.rejectWith(rerr)
-			l.logVerdict(c, "took", time.Since(start).Round(time.Millisecond))
-			continue
+		wg.Wait()
+		for i, c := range batch {
+			err := errs[i]
+			if err == nil && load {
+				start := time.Now()
+				err = l.load(ctx, c)
+				took[i] += time.Since(start)
+			}
+			if err != nil && ctx.Err() != nil {
+				return ctx.Err()
+			}
+			if err != nil {
+				var rerr *RejectError
+				if !errors.As(err, &rerr) {
+					rerr = reject(c.Path, StageProbe, ErrProbe, "%v", err)
+				}
+				c.rejectWith(rerr)
+				l.logVerdict(c, "took", took[i].Round(time.Millisecond))
+				continue
+			}
+			c.Verdict = Selected
+			l.logVerdict(c, "took", took[i].Round(time.Millisecond))
+			for _, older := range batch[i+1:] {
+				older.Kind = "" // probed alongside, but older than the winner: not tried
+			}
+			return nil
 		}
-		c.Verdict = Selected
-		l.logVerdict(c, "took", time.Since(start).Round(time.Millisecond))
-		return nil
 	}
 	return fmt.Errorf("%w: %s (%d candidates in %s, none acceptable)", ErrNoAcceptable, name, len(group), l.cfg.Dir)
 }
 
-// try passes one candidate through the check, the probe and, with load,
-// the in-process load. The error is a *RejectError or ctx's error.
-func (l *Loader) try(ctx context.Context, c *Candidate, load bool) error {
+// preflight passes one candidate through admission, the checks and the
+// probe. The error is a *RejectError or ctx's error.
+func (l *Loader) preflight(ctx context.Context, c *Candidate) error {
 	if l.cfg.Admit != nil {
 		if err := l.cfg.Admit(c); err != nil {
 			return &RejectError{Path: c.Path, Stage: StageAdmit, Err: fmt.Errorf("%w: %w", ErrNotAdmitted, err)}
@@ -203,12 +242,12 @@ func (l *Loader) try(ctx context.Context, c *Candidate, load bool) error {
 	if err != nil {
 		return err
 	}
-	if err := matchVersion(c, rep, StageProbe); err != nil {
-		return err
-	}
-	if !load {
-		return nil
-	}
+	return matchVersion(c, rep, StageProbe)
+}
+
+// load opens a candidate that passed its preflight in this process and asks
+// it again. The error is a *RejectError or ctx's error.
+func (l *Loader) load(ctx context.Context, c *Candidate) error {
 	if l.cfg.BeforeLoad != nil {
 		if err := l.cfg.BeforeLoad(c); err != nil {
 			return &RejectError{Path: c.Path, Stage: StageLoad, Err: err}
@@ -216,7 +255,7 @@ func (l *Loader) try(ctx context.Context, c *Candidate, load bool) error {
 	}
 	lctx, cancel := context.WithTimeout(ctx, l.cfg.LoadTimeout)
 	defer cancel()
-	rep, err = loadInProcess(lctx, c.Path)
+	rep, err := loadInProcess(lctx, c.Path)
 	if err != nil {
 		return err
 	}

@@ -246,3 +246,27 @@ func TestProbeExplainsOpenFailure(t *testing.T) {
 	assert.Contains(t, err.Error(), "plugin was built with a different version of package github.com/hashicorp/go-version")
 	assert.Contains(t, err.Error(), "(github.com/hashicorp/go-version: plugin => github.com/hashicorp/go-version v1.7.0, runner (not recorded))")
 }
+
+// TestParallelProbesKeepTheOrder: probing older candidates several at a
+// time gives the same table as one at a time.
+func TestParallelProbesKeepTheOrder(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	install(t, dir, "good-1.0.0", "p_v1.0.0.so")
+	install(t, dir, "good-1.2.0", "p_v0.5.0.so")
+	for i, name := range []string{"notacceptable", "noaccessor", "initpanic", "wrongtype", "initexit", "nilaccessor", "acceptpanic"} {
+		install(t, dir, name, fmt.Sprintf("p_v1.%d.0.so", i+1))
+	}
+	table := func(parallel int) []string {
+		sel, err := loader.New(loader.Config{Dir: dir, Parallel: parallel}).Check(context.Background())
+		require.NoError(t, err)
+		var rows []string
+		for _, c := range sel.Candidates {
+			rows = append(rows, fmt.Sprintf("%s %s %s %s %s", c.File, c.Verdict, c.Stage, c.Kind, c.Reason))
+		}
+		return rows
+	}
+	one := table(1)
+	assert.Equal(t, one, table(4))
+	assert.Contains(t, one[len(one)-1], "p_v0.5.0.so not tried", "older than the winner: not tried, even if probed alongside")
+}

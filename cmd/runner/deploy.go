@@ -153,9 +153,13 @@ func whyCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	case 1:
 		path = pos[0]
 	case 2:
-		files, err := findVersion(lf.dir, pos[0], pos[1])
+		files, err := deploy.Files(lf.dir, pos[0], pos[1])
 		if err != nil {
 			fmt.Fprintf(stderr, "runner plugins why: %v\n", err)
+			return deployExit(err)
+		}
+		if len(files) == 0 {
+			fmt.Fprintf(stderr, "runner plugins why: %s %s is not in %s\n", pos[0], pos[1], lf.dir)
 			return exitNoInput
 		}
 		path = filepath.Join(lf.dir, files[0])
@@ -195,28 +199,6 @@ func whyCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stdout, "\nverdict: rejected: %s\n", strings.TrimPrefix(stepReason(d), "loader: "))
 	}
 	return code
-}
-
-// findVersion returns the files of dir holding the plugin's version.
-func findVersion(dir, name, ver string) ([]string, error) {
-	v, err := version.NewSemver(ver)
-	if err != nil {
-		return nil, fmt.Errorf("%q is not a version", ver)
-	}
-	cands, err := loader.Discover(dir)
-	if err != nil {
-		return nil, err
-	}
-	var files []string
-	for _, c := range cands {
-		if c.Name == name && c.Version != nil && c.Version.Equal(v) {
-			files = append(files, c.File)
-		}
-	}
-	if len(files) == 0 {
-		return nil, fmt.Errorf("%s %s is not in %s", name, ver, dir)
-	}
-	return files, nil
 }
 
 func stepReason(d loader.Diagnosis) string {

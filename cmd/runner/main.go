@@ -66,8 +66,8 @@ install, remove: refused; why: not acceptable; 64 bad usage; 66 unreadable folde
 `
 
 func main() {
-	if len(os.Args) > 1 && os.Args[1] == probe.Arg {
-		os.Exit(probe.Main(os.Args[2:], probe.ReportWriter()))
+	if code, ok := probe.Dispatch(os.Args); ok {
+		os.Exit(code)
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	code := runMain(ctx, os.Args[1:], os.Stdout, os.Stderr)

@@ -37,6 +37,21 @@ type Message struct {
 	Error *Error `json:"error,omitempty"`
 }
 
+// Dispatch runs the probe child when args (a program's os.Args) ask for
+// it, and returns its exit status and true; otherwise 0 and false. A
+// program that uses the loader's default probe command calls it first
+// thing in main, and a test binary that probes in TestMain:
+//
+//	if code, ok := probe.Dispatch(os.Args); ok {
+//		os.Exit(code)
+//	}
+func Dispatch(args []string) (int, bool) {
+	if len(args) < 2 || args[1] != Arg {
+		return 0, false
+	}
+	return Main(args[2:], ReportWriter()), true
+}
+
 // ReportWriter returns the report pipe the parent passed as ReportFD, or
 // stdout when the program was started by hand without one.
 func ReportWriter() io.Writer {
