@@ -24,6 +24,7 @@ import (
 
 	"github.com/soplug/soplug/loader"
 	"github.com/soplug/soplug/quarantine"
+	"github.com/soplug/soplug/trust"
 )
 
 // ExitRestart is the runner's exit status after a change of plugins: 75,
@@ -55,6 +56,9 @@ type Config struct {
 	Listen string
 	// StateDir keeps the quarantine records. Empty means no quarantine.
 	StateDir string
+	// Trust is the policy every candidate must pass before its checks. Nil
+	// means the zero trust.Policy: owner and mode checks only.
+	Trust *trust.Policy
 	// QuarantineAfter is how many unclean ends in a row quarantine a
 	// version. Zero means quarantine.DefaultThreshold.
 	QuarantineAfter int
@@ -143,7 +147,20 @@ func Run(ctx context.Context, cfg Config) error {
 	if lcfg.Logger == nil {
 		lcfg.Logger = log
 	}
-	lcfg.Admit = func(c *loader.Candidate) error { return store.Admit(c.Name, c.Version.String(), c.Path) }
+	policy := cfg.Trust
+	if policy == nil {
+		policy = &trust.Policy{}
+	}
+	if policy.InsecurePermissions {
+		log.Warn("INSECURE: plugin files are not checked for owner and mode; anyone who can write the plugins folder can run code as this service",
+			"dir", dir)
+	}
+	lcfg.Admit = func(c *loader.Candidate) error {
+		if err := policy.Check(c.Path, fmt.Sprintf("%s_v%s%s", c.Name, c.Version, loader.Suffix)); err != nil {
+			return err
+		}
+		return store.Admit(c.Name, c.Version.String(), c.Path)
+	}
 	lcfg.BeforeLoad = func(c *loader.Candidate) error { return store.Loading(c.Name, c.Version.String(), c.Path) }
 	log.Info("selecting plugins", "dir", dir)
 	sel, selErr := loader.New(lcfg).Load(ctx)

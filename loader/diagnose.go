@@ -106,9 +106,9 @@ func (l *Loader) Diagnose(ctx context.Context, path, name string, v *version.Ver
 
 	if l.cfg.Admit != nil && name != "" && v != nil {
 		if err := l.cfg.Admit(c); err != nil {
-			d.add(StageAdmit, "admission (quarantine)", reject(path, StageAdmit, ErrNotAdmitted, "%v", err), "")
+			d.add(StageAdmit, "admission (trust, quarantine)", reject(path, StageAdmit, ErrNotAdmitted, "%v", err), "")
 		} else {
-			d.add(StageAdmit, "admission (quarantine)", nil, "admitted")
+			d.add(StageAdmit, "admission (trust, quarantine)", nil, "admitted")
 		}
 	}
 

@@ -13,8 +13,9 @@
 // A signature is the file <plugin>.sig beside the plugin: the base64 of an
 // ed25519 signature of Message(name, digest), where name is the plugin's
 // canonical file name (<name>_v<version>.so), so a signature cannot be
-// reused for another name or version. Keys are base64 files: a public key
-// is 32 bytes, a private key its 32-byte seed.
+// reused for another name or version. A key file is one line, its kind and
+// the base64 of the key: "soplug-ed25519-public <32 bytes>" or
+// "soplug-ed25519-private <the 32-byte seed>".
 package trust
 
 import (
@@ -279,29 +280,39 @@ func ReadSignature(path string) ([]byte, error) {
 	return sig, nil
 }
 
+// The kinds of key file.
+const (
+	publicKind  = "soplug-ed25519-public"
+	privateKind = "soplug-ed25519-private"
+)
+
 // ReadPublicKey reads a public key file.
 func ReadPublicKey(path string) (ed25519.PublicKey, error) {
-	b, err := readKey(path, ed25519.PublicKeySize)
+	b, err := readKey(path, publicKind, ed25519.PublicKeySize)
 	return ed25519.PublicKey(b), err
 }
 
 // ReadPrivateKey reads a private key file (its seed).
 func ReadPrivateKey(path string) (ed25519.PrivateKey, error) {
-	b, err := readKey(path, ed25519.SeedSize)
+	b, err := readKey(path, privateKind, ed25519.SeedSize)
 	if err != nil {
 		return nil, err
 	}
 	return ed25519.NewKeyFromSeed(b), nil
 }
 
-func readKey(path string, size int) ([]byte, error) {
+func readKey(path, kind string, size int) ([]byte, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrKey, err)
 	}
-	b, err := base64.StdEncoding.DecodeString(strings.TrimSpace(string(data)))
+	gotKind, enc, _ := strings.Cut(strings.TrimSpace(string(data)), " ")
+	if gotKind != kind {
+		return nil, fmt.Errorf("%w: %s is not a %s key file (it starts with %q)", ErrKey, path, kind, truncate(gotKind))
+	}
+	b, err := base64.StdEncoding.DecodeString(enc)
 	if err != nil || len(b) != size {
-		return nil, fmt.Errorf("%w: %s is not the base64 of %d bytes", ErrKey, path, size)
+		return nil, fmt.Errorf("%w: %s: not the base64 of %d bytes", ErrKey, path, size)
 	}
 	return b, nil
 }
@@ -313,10 +324,10 @@ func WriteKeys(path string) (ed25519.PublicKey, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := writeNew(path, base64.StdEncoding.EncodeToString(priv.Seed())+"\n", 0o600); err != nil {
+	if err := writeNew(path, privateKind+" "+base64.StdEncoding.EncodeToString(priv.Seed())+"\n", 0o600); err != nil {
 		return nil, err
 	}
-	if err := writeNew(path+".pub", base64.StdEncoding.EncodeToString(pub)+"\n", 0o644); err != nil {
+	if err := writeNew(path+".pub", publicKind+" "+base64.StdEncoding.EncodeToString(pub)+"\n", 0o644); err != nil {
 		return nil, err
 	}
 	return pub, nil

@@ -46,15 +46,21 @@ func TestCheck(t *testing.T) {
 	}{
 		{"zero policy, good modes", func(string, ed25519.PublicKey, string) *trust.Policy { return &trust.Policy{} }, nil, nil, ""},
 		{"group-writable file", func(string, ed25519.PublicKey, string) *trust.Policy { return &trust.Policy{} },
-			func(t *testing.T, _, plugin string, _ ed25519.PrivateKey) { require.NoError(t, os.Chmod(plugin, 0o664)) },
+			func(t *testing.T, _, plugin string, _ ed25519.PrivateKey) {
+				require.NoError(t, os.Chmod(plugin, 0o664))
+			},
 			trust.ErrWritable, "the file"},
 		{"world-writable folder", func(string, ed25519.PublicKey, string) *trust.Policy { return &trust.Policy{} },
 			func(t *testing.T, dir, _ string, _ ed25519.PrivateKey) { require.NoError(t, os.Chmod(dir, 0o777)) },
 			trust.ErrWritable, "the plugins folder"},
-		{"owner not allowed", func(string, ed25519.PublicKey, string) *trust.Policy { return &trust.Policy{AllowedOwners: []uint32{4242}} },
+		{"owner not allowed", func(string, ed25519.PublicKey, string) *trust.Policy {
+			return &trust.Policy{AllowedOwners: []uint32{4242}}
+		},
 			nil, trust.ErrOwner, "owned by uid"},
 		{"insecure permissions", func(string, ed25519.PublicKey, string) *trust.Policy { return &trust.Policy{InsecurePermissions: true} },
-			func(t *testing.T, _, plugin string, _ ed25519.PrivateKey) { require.NoError(t, os.Chmod(plugin, 0o666)) }, nil, ""},
+			func(t *testing.T, _, plugin string, _ ed25519.PrivateKey) {
+				require.NoError(t, os.Chmod(plugin, 0o666))
+			}, nil, ""},
 		{"listed in the manifest", func(dir string, _ ed25519.PublicKey, line string) *trust.Policy {
 			return &trust.Policy{Manifest: manifest(t, dir, "# plugins\n\n"+line)}
 		}, nil, nil, ""},
@@ -72,13 +78,17 @@ func TestCheck(t *testing.T) {
 		}, nil, trust.ErrManifest, "nope"},
 		{"signed", func(_ string, pub ed25519.PublicKey, _ string) *trust.Policy {
 			return &trust.Policy{Keys: []ed25519.PublicKey{otherPub, pub}}
-		}, func(t *testing.T, _, plugin string, priv ed25519.PrivateKey) { require.NoError(t, trust.Sign(priv, plugin, "")) }, nil, ""},
+		}, func(t *testing.T, _, plugin string, priv ed25519.PrivateKey) {
+			require.NoError(t, trust.Sign(priv, plugin, ""))
+		}, nil, ""},
 		{"unsigned", func(_ string, pub ed25519.PublicKey, _ string) *trust.Policy {
 			return &trust.Policy{Keys: []ed25519.PublicKey{pub}}
 		}, nil, trust.ErrUnsigned, "no p_v1.0.0.so.sig"},
 		{"signed by another key", func(string, ed25519.PublicKey, string) *trust.Policy {
 			return &trust.Policy{Keys: []ed25519.PublicKey{otherPub}}
-		}, func(t *testing.T, _, plugin string, priv ed25519.PrivateKey) { require.NoError(t, trust.Sign(priv, plugin, "")) },
+		}, func(t *testing.T, _, plugin string, priv ed25519.PrivateKey) {
+			require.NoError(t, trust.Sign(priv, plugin, ""))
+		},
 			trust.ErrSignature, "by any of the 1 trusted keys"},
 		{"signed for another version", func(_ string, pub ed25519.PublicKey, _ string) *trust.Policy {
 			return &trust.Policy{Keys: []ed25519.PublicKey{pub}}
@@ -161,4 +171,16 @@ func FuzzParseManifest(f *testing.F) {
 			assert.NotEmpty(t, file)
 		}
 	})
+}
+
+// TestKeyKinds: a private key file is never taken for a public one, nor
+// the reverse.
+func TestKeyKinds(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "k")
+	_, err := trust.WriteKeys(path)
+	require.NoError(t, err)
+	_, err = trust.ReadPublicKey(path)
+	assert.ErrorIs(t, err, trust.ErrKey)
+	_, err = trust.ReadPrivateKey(path + ".pub")
+	assert.ErrorIs(t, err, trust.ErrKey)
 }

@@ -30,8 +30,15 @@ func checkCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		return exitUsage
 	}
 	cfg := lf.config()
-	store := lf.store()
-	cfg.Admit = func(c *loader.Candidate) error { return store.Admit(c.Name, c.Version.String(), c.Path) }
+	policy, err := lf.policy()
+	if err != nil {
+		fmt.Fprintf(stderr, "runner plugins check: %v\n", err)
+		return exitUsage
+	}
+	if policy.InsecurePermissions {
+		fmt.Fprintln(stderr, "runner plugins check: INSECURE: not checking the owner and mode of plugin files")
+	}
+	cfg.Admit = lf.admit(policy)
 	sel, err := loader.New(cfg).Check(ctx)
 	code := exitFor(err)
 	if code == exitNoInput {

@@ -107,8 +107,12 @@ func removeCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int
 		return exitUsage
 	}
 	rm.Loader = lf.config()
-	store := lf.store()
-	rm.Loader.Admit = func(c *loader.Candidate) error { return store.Admit(c.Name, c.Version.String(), c.Path) }
+	policy, err := lf.policy()
+	if err != nil {
+		fmt.Fprintf(stderr, "runner plugins remove: %v\n", err)
+		return exitUsage
+	}
+	rm.Loader.Admit = lf.admit(policy)
 	res, err := rm.Run(ctx, name, ver)
 	if *asJSON {
 		rep := struct {
@@ -172,8 +176,12 @@ func whyCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return exitNoInput
 	}
 	cfg := lf.config()
-	store := lf.store()
-	cfg.Admit = func(c *loader.Candidate) error { return store.Admit(c.Name, c.Version.String(), c.Path) }
+	policy, err := lf.policy()
+	if err != nil {
+		fmt.Fprintf(stderr, "runner plugins why: %v\n", err)
+		return exitUsage
+	}
+	cfg.Admit = lf.admit(policy)
 	d := loader.New(cfg).Diagnose(ctx, path, "", nil)
 	code := exitOK
 	if !d.Acceptable {

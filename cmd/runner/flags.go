@@ -5,10 +5,13 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/soplug/soplug/loader"
 	"github.com/soplug/soplug/quarantine"
+	"github.com/soplug/soplug/trust"
 )
 
 // loaderFlags are the flags every command that selects plugins takes.
@@ -16,6 +19,31 @@ type loaderFlags struct {
 	dir          string
 	probeTimeout time.Duration
 	stateDir     string
+	owners       uintList
+	insecure     bool
+	manifest     string
+	keys         stringList
+}
+
+// stringList is a repeatable string flag.
+type stringList []string
+
+func (l *stringList) String() string     { return strings.Join(*l, ",") }
+func (l *stringList) Set(v string) error { *l = append(*l, v); return nil }
+
+// uintList is a repeatable (or comma-separated) user ID flag.
+type uintList []uint32
+
+func (l *uintList) String() string { return fmt.Sprint(*l) }
+func (l *uintList) Set(v string) error {
+	for _, f := range strings.Split(v, ",") {
+		n, err := strconv.ParseUint(strings.TrimSpace(f), 10, 32)
+		if err != nil {
+			return fmt.Errorf("%q is not a user ID", f)
+		}
+		*l = append(*l, uint32(n))
+	}
+	return nil
 }
 
 func (f *loaderFlags) register(fs *flag.FlagSet) {
@@ -23,6 +51,39 @@ func (f *loaderFlags) register(fs *flag.FlagSet) {
 	fs.DurationVar(&f.probeTimeout, "probe-timeout", loader.DefaultProbeTimeout, "how long one plugin's probe child may take")
 	fs.StringVar(&f.stateDir, "state-dir", os.Getenv("STATE_DIRECTORY"),
 		"the folder of the quarantine records (default $STATE_DIRECTORY, which systemd's StateDirectory= sets; empty: no quarantine)")
+	fs.Var(&f.owners, "allowed-owner", "a user ID that may own the plugins folder and plugin files (repeatable; default: root and this user)")
+	fs.BoolVar(&f.insecure, "insecure-permissions", false, "do not check the owner and mode of plugin files (development only)")
+	fs.StringVar(&f.manifest, "manifest", "", "a SHA256SUMS file every plugin must be listed in")
+	fs.Var(&f.keys, "trusted-key", "a public key file; when given, every plugin needs a valid .sig by a trusted key (repeatable)")
+}
+
+// policy returns the trust policy the flags describe.
+func (f *loaderFlags) policy() (*trust.Policy, error) {
+	p := &trust.Policy{AllowedOwners: f.owners, InsecurePermissions: f.insecure, Manifest: f.manifest}
+	for _, k := range f.keys {
+		pub, err := trust.ReadPublicKey(k)
+		if err != nil {
+			return nil, err
+		}
+		p.Keys = append(p.Keys, pub)
+	}
+	return p, nil
+}
+
+// admit returns the admission check: trust first, then quarantine.
+func (f *loaderFlags) admit(p *trust.Policy) func(*loader.Candidate) error {
+	store := f.store()
+	return func(c *loader.Candidate) error {
+		if err := p.Check(c.Path, canonical(c)); err != nil {
+			return err
+		}
+		return store.Admit(c.Name, c.Version.String(), c.Path)
+	}
+}
+
+// canonical is the file name a candidate's signature is made for.
+func canonical(c *loader.Candidate) string {
+	return fmt.Sprintf("%s_v%s%s", c.Name, c.Version, loader.Suffix)
 }
 
 // store returns the quarantine store of the state directory.

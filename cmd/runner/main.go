@@ -9,6 +9,9 @@
 //	runner plugins remove [flags] NAME VERSION      roll back: remove a version
 //	runner plugins why [flags] FILE | NAME VERSION  every check of one candidate
 //	runner plugins unquarantine [flags] NAME VERSION lift a version's quarantine
+//	runner plugins sign --key KEY FILE              write FILE.sig
+//	runner plugins verify [flags] FILE              the trust checks alone
+//	runner keygen KEYFILE                           a new ed25519 key pair
 //	runner version                                  print the contract ABI and Go version
 //
 // Exit statuses:
@@ -58,7 +61,13 @@ const usage = `usage:
   runner plugins remove [--plugins DIR] [--state-dir DIR] [--force] [--json] NAME VERSION
   runner plugins why [--plugins DIR] [--state-dir DIR] [--json] FILE | NAME VERSION
   runner plugins unquarantine [--state-dir DIR] NAME VERSION
+  runner plugins sign --key KEYFILE [--name NAME_vVERSION.so] FILE
+  runner plugins verify [--trusted-key PUB]... [--manifest SUMS] [--allowed-owner UID]... FILE
+  runner keygen KEYFILE
   runner version
+
+trust flags (run, check, why, remove, verify): --allowed-owner UID (repeatable),
+  --insecure-permissions, --manifest SUMS, --trusted-key PUB (repeatable)
 
 exit status: 0 ok; 1 check: a plugin has no acceptable version, run: failure;
 install, remove: refused; why: not acceptable; 64 bad usage; 66 unreadable folder or file;
@@ -91,6 +100,12 @@ func runMain(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return removeCmd(ctx, args[2:], stdout, stderr)
 	case len(args) >= 2 && args[0] == "plugins" && args[1] == "why":
 		return whyCmd(ctx, args[2:], stdout, stderr)
+	case len(args) >= 2 && args[0] == "plugins" && args[1] == "sign":
+		return signCmd(args[2:], stdout, stderr)
+	case len(args) >= 2 && args[0] == "plugins" && args[1] == "verify":
+		return verifyCmd(args[2:], stdout, stderr)
+	case len(args) >= 1 && args[0] == "keygen":
+		return keygenCmd(args[1:], stdout, stderr)
 	case len(args) == 1 && args[0] == "version":
 		fmt.Fprintf(stdout, "soplug runner: contract ABI %d, %s %s/%s\n", contract.ABIVersion, runtime.Version(), runtime.GOOS, runtime.GOARCH)
 		return exitOK

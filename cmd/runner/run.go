@@ -30,9 +30,15 @@ func runCmd(ctx context.Context, args []string, stderr io.Writer) int {
 	}
 	cfg.Loader = lf.config()
 	cfg.StateDir = lf.stateDir
+	policy, err := lf.policy()
+	if err != nil {
+		fmt.Fprintf(stderr, "runner run: %v\n", err)
+		return exitUsage
+	}
+	cfg.Trust = policy
 	cfg.Logger = slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
 
-	err := daemon.Run(ctx, cfg)
+	err = daemon.Run(ctx, cfg)
 	switch {
 	case err == nil:
 		return exitOK
