@@ -69,6 +69,9 @@ type Candidate struct {
 	// Plugin is the selected plugin's value, a contract.Transformer or a
 	// contract.OplogProcessor, when it was loaded in this process.
 	Plugin contract.Plugin `json:"-"`
+
+	// checked is the file's identity when its checks began.
+	checked fileID
 }
 
 func (c *Candidate) rejectWith(err *RejectError) {

@@ -62,6 +62,13 @@ var (
 	ErrTimeout = errors.New("loader: timed out")
 	// ErrProbe: the probe child could not be started or spoke out of turn.
 	ErrProbe = errors.New("loader: probe failed")
+	// ErrChanged: the file changed between its checks and its opening in
+	// this process (a new version renamed over it, a rewrite).
+	ErrChanged = errors.New("loader: file changed since it was checked")
+	// ErrSwapped is fatal: the file this process mapped is not the file that
+	// was checked, so unchecked code has run in this process and cannot be
+	// unloaded. Load returns it at once; a daemon must exit, not serve.
+	ErrSwapped = errors.New("loader: an unchecked file was loaded")
 	// ErrAlreadyOpened: this process has already opened this file once;
 	// Go's plugin package cannot open one path twice safely.
 	ErrAlreadyOpened = errors.New("loader: file already opened in this process")

@@ -129,7 +129,9 @@ func (l *Loader) Check(ctx context.Context) (*Selection, error) {
 // plugin values are in their candidates' Plugin field. The selection is
 // returned even with an error. The error wraps ErrNoAcceptable once for each
 // plugin name with no acceptable version, ErrNoCandidates when the folder has
-// no plugin file at all, a reading error of the folder, or ctx's error.
+// no plugin file at all, a reading error of the folder, or ctx's error; or it
+// is a *RejectError wrapping ErrSwapped, after which the process must not
+// serve: a file other than the checked one was loaded into it.
 func (l *Loader) Load(ctx context.Context) (*Selection, error) {
 	return l.run(ctx, true)
 }
@@ -154,7 +156,7 @@ func (l *Loader) run(ctx context.Context, load bool) (*Selection, error) {
 		}
 		named += end - start
 		if err := l.selectOne(ctx, cands[start:end], load); err != nil {
-			if ctx.Err() != nil {
+			if ctx.Err() != nil || errors.Is(err, ErrSwapped) {
 				return sel, err
 			}
 			errs = append(errs, err)
@@ -203,6 +205,10 @@ func (l *Loader) selectOne(ctx context.Context, group []Candidate, load bool) er
 			if err != nil && ctx.Err() != nil {
 				return ctx.Err()
 			}
+			if errors.Is(err, ErrSwapped) {
+				c.rejectWith(err.(*RejectError))
+				return err // unchecked code runs in this process: stop here
+			}
 			if err != nil {
 				var rerr *RejectError
 				if !errors.As(err, &rerr) {
@@ -226,6 +232,7 @@ func (l *Loader) selectOne(ctx context.Context, group []Candidate, load bool) er
 // preflight passes one candidate through admission, the checks and the
 // probe. The error is a *RejectError or ctx's error.
 func (l *Loader) preflight(ctx context.Context, c *Candidate) error {
+	c.checked, _ = statID(c.Path) // a file that cannot be stat'ed fails its checks
 	if l.cfg.Admit != nil {
 		if err := l.cfg.Admit(c); err != nil {
 			return &RejectError{Path: c.Path, Stage: StageAdmit, Err: fmt.Errorf("%w: %w", ErrNotAdmitted, err)}
@@ -255,7 +262,7 @@ func (l *Loader) load(ctx context.Context, c *Candidate) error {
 	}
 	lctx, cancel := context.WithTimeout(ctx, l.cfg.LoadTimeout)
 	defer cancel()
-	rep, err := loadInProcess(lctx, c.Path)
+	rep, err := loadInProcess(lctx, c.Path, c.checked)
 	if err != nil {
 		return err
 	}
