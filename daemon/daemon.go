@@ -42,6 +42,12 @@ const (
 	DefaultDebounce     = 300 * time.Millisecond
 	DefaultDrainTimeout = 10 * time.Second
 	DefaultMinUptime    = 2 * time.Second
+	// DefaultReadHeaderTimeout bounds how long a client may take to send
+	// its request headers.
+	DefaultReadHeaderTimeout = 10 * time.Second
+	// MaxHeaderBytes and MaxBodyBytes bound a request's headers and body.
+	MaxHeaderBytes = 64 << 10
+	MaxBodyBytes   = 1 << 20
 )
 
 // Config configures Run. The zero value serves ./plugins on DefaultListen
@@ -73,6 +79,10 @@ type Config struct {
 	// systemd's start limit allows. Zero means DefaultMinUptime; negative
 	// means none.
 	MinUptime time.Duration
+	// ReadHeaderTimeout bounds how long a client may take to send its
+	// request headers, so that slow clients cannot hold connections. Zero
+	// means DefaultReadHeaderTimeout.
+	ReadHeaderTimeout time.Duration
 	// Logger receives the daemon's log. Nil means none.
 	Logger *slog.Logger
 }
@@ -95,6 +105,9 @@ func (c *Config) defaults() {
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	if c.ReadHeaderTimeout <= 0 {
+		c.ReadHeaderTimeout = DefaultReadHeaderTimeout
 	}
 }
 
@@ -179,9 +192,12 @@ func Run(ctx context.Context, cfg Config) error {
 	mux := http.NewServeMux()
 	h.register(mux)
 	srv := &http.Server{
-		Handler:           mux,
-		ReadHeaderTimeout: 10 * time.Second,
+		Handler:           http.MaxBytesHandler(mux, MaxBodyBytes),
+		ReadHeaderTimeout: cfg.ReadHeaderTimeout,
+		ReadTimeout:       cfg.ReadHeaderTimeout + 30*time.Second,
+		WriteTimeout:      60 * time.Second,
 		IdleTimeout:       60 * time.Second,
+		MaxHeaderBytes:    MaxHeaderBytes,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
 	hs := newServer(srv, lns)

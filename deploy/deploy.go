@@ -42,9 +42,11 @@ var (
 	ErrUsage = errors.New("deploy: name or version")
 )
 
-// Install is an installation of one plugin file.
+// Install is an installation of one plugin file, with its signature
+// FILE.sig when there is one.
 type Install struct {
-	// Loader checks the file; its Dir is the plugins folder.
+	// Loader checks the file, Admit (the trust policy) included; its Dir is
+	// the plugins folder.
 	Loader loader.Config
 	// Name and Version override the ones in the source file's name.
 	Name    string
@@ -109,6 +111,15 @@ func (in Install) Run(ctx context.Context, src string) (Installed, error) {
 		return out, err
 	}
 	defer os.Remove(tmp) // a no-op once renamed
+	// A signature travels with its plugin, checked with the copy.
+	sig := ""
+	if data, err := os.ReadFile(src + ".sig"); err == nil {
+		sig = tmp + ".sig"
+		if err := os.WriteFile(sig, data, 0o644); err != nil {
+			return out, fmt.Errorf("deploy: %w", err)
+		}
+		defer os.Remove(sig)
+	}
 
 	l := loader.New(in.Loader)
 	d := l.Diagnose(ctx, tmp, name, v)
@@ -141,6 +152,12 @@ func (in Install) Run(ctx context.Context, src string) (Installed, error) {
 	}
 	if err := matchOwner(tmp, dir); err != nil {
 		return out, err
+	}
+	if sig != "" {
+		// The signature first: the plugin must not be seen without it.
+		if err := os.Rename(sig, target+".sig"); err != nil {
+			return out, fmt.Errorf("deploy: %w", err)
+		}
 	}
 	if in.Force {
 		out.Replaced = len(existing) > 0

@@ -104,12 +104,18 @@ func (l *Loader) Diagnose(ctx context.Context, path, name string, v *version.Ver
 	}
 	c := &Candidate{File: filepath.Base(path), Path: path, Name: name, Version: v}
 
-	if l.cfg.Admit != nil && name != "" && v != nil {
+	admit := func() {
+		if l.cfg.Admit == nil || c.Name == "" || c.Version == nil {
+			return
+		}
 		if err := l.cfg.Admit(c); err != nil {
 			d.add(StageAdmit, "admission (trust, quarantine)", reject(path, StageAdmit, ErrNotAdmitted, "%v", err), "")
 		} else {
 			d.add(StageAdmit, "admission (trust, quarantine)", nil, "admitted")
 		}
+	}
+	if v != nil {
+		admit()
 	}
 
 	checked := d.add(StageCheck, "ELF shared object for this machine, complete, a Go plugin", CheckFile(path), "")
@@ -128,6 +134,8 @@ func (l *Loader) Diagnose(ctx context.Context, path, name string, v *version.Ver
 		d.add(StageProbe, "Version() matches the file name", nil, "no version to match; taking "+rep.Version)
 		if pv, err := version.NewSemver(rep.Version); err == nil {
 			d.Version = pv.String()
+			c.Version = pv
+			admit() // now that the version, and so the canonical name, is known
 		}
 	} else {
 		d.add(StageProbe, "Version() matches the file name", matchVersion(c, rep, StageProbe), rep.Version)

@@ -114,6 +114,9 @@ func classify(realDir string, c *Candidate, e fs.DirEntry) *RejectError {
 	if IsTempName(c.File) {
 		return reject(c.Path, StageDiscover, ErrTempFile, "a name that copy tools and editors use while writing")
 	}
+	if strings.HasSuffix(c.File, ".sig") || c.File == "SHA256SUMS" {
+		return reject(c.Path, StageDiscover, ErrBadName, "a signature or manifest for the trust checks, not a plugin")
+	}
 	name, v, err := ParseFileName(c.File)
 	if err != nil {
 		return &RejectError{Path: c.Path, Stage: StageDiscover, Err: err}

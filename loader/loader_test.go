@@ -35,7 +35,7 @@ func TestNewestGoodBehindBadOnes(t *testing.T) {
 	}
 	write(t, dir, "p_v3.0.0.so", truncated(t))
 
-	sel, err := loader.New(loader.Config{Dir: dir, Prober: loader.Prober{Timeout: 2 * time.Second}}).Load(context.Background())
+	sel, err := loader.New(loader.Config{Dir: dir, Prober: loader.Prober{Timeout: 5 * time.Second}}).Load(context.Background())
 	require.NoError(t, err)
 	require.True(t, sel.Loaded)
 	require.Len(t, sel.Candidates, len(badFixtures)+3)

@@ -103,6 +103,11 @@ func TestBadInputMatrix(t *testing.T) {
 
 			l := loader.New(loader.Config{Dir: dir, Prober: loader.Prober{Timeout: 5 * time.Second}})
 			sel, err := l.Check(context.Background())
+			for _, c := range sel.Candidates {
+				if c.Err != nil && err != nil {
+					t.Logf("%s: %v", c.File, c.Err)
+				}
+			}
 			require.NoError(t, err, "the good older version must still be selected")
 
 			byFile := map[string]loader.Candidate{}

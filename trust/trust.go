@@ -109,10 +109,13 @@ func (p *Policy) Check(path, name string) error {
 		if err != nil {
 			return err
 		}
-		want, ok := m[filepath.Base(path)]
+		want, ok := m[name] // the canonical name, then the file's own
+		if !ok {
+			want, ok = m[filepath.Base(path)]
+		}
 		switch {
 		case !ok:
-			return fmt.Errorf("%w: %s lists no %s", ErrNotListed, p.Manifest, filepath.Base(path))
+			return fmt.Errorf("%w: %s lists no %s", ErrNotListed, p.Manifest, name)
 		case want != digest:
 			return fmt.Errorf("%w: %s lists sha256 %x, the file has %x", ErrDigest, p.Manifest, want, digest)
 		}

@@ -57,6 +57,12 @@ func installCmd(ctx context.Context, args []string, stdout, stderr io.Writer) in
 	}
 	src := pos[0]
 	in.Loader = lf.config()
+	policy, err := lf.policy()
+	if err != nil {
+		fmt.Fprintf(stderr, "runner plugins install: %v\n", err)
+		return exitUsage
+	}
+	in.Loader.Admit = lf.admit(policy)
 	res, err := in.Run(ctx, src)
 	if *asJSON {
 		rep := struct {

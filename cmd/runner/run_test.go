@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -257,4 +258,33 @@ func TestQuarantineAfterCrashes(t *testing.T) {
 	code, out, _ = runner(t, "plugins", "check", "--plugins", dir, "--state-dir", state)
 	assert.Equal(t, exitOK, code)
 	assert.Regexp(t, `wasmtag\s+3\.0\.0\s+transformer\s+selected`, out)
+}
+
+// TestSlowClientsAreCutOff: a client that dribbles its headers is
+// disconnected after --read-header-timeout, while others are served, and
+// oversized headers are refused.
+func TestSlowClientsAreCutOff(t *testing.T) {
+	t.Parallel()
+	d := start(t, examples, "--read-header-timeout", "300ms")
+	addr := <-d.addr
+	d.waitLog(t, `msg=ready`)
+
+	conn, err := net.Dial("tcp", addr)
+	require.NoError(t, err)
+	defer conn.Close()
+	_, err = conn.Write([]byte("GET /healthz HTTP/1.1\r\nHost: x\r\n")) // and never the blank line
+	require.NoError(t, err)
+	assert.Equal(t, http.StatusOK, getJSON(t, "http://"+addr+"/healthz", nil), "others are served meanwhile")
+	require.NoError(t, conn.SetReadDeadline(time.Now().Add(10*time.Second)))
+	_, err = io.ReadAll(conn)
+	var ne net.Error
+	assert.False(t, errors.As(err, &ne) && ne.Timeout(), "the server closed the slow connection: %v", err)
+
+	req, err := http.NewRequest(http.MethodGet, "http://"+addr+"/healthz", nil)
+	require.NoError(t, err)
+	req.Header.Set("X-Big", strings.Repeat("a", 2*daemon.MaxHeaderBytes))
+	resp, err := http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	resp.Body.Close()
+	assert.Equal(t, http.StatusRequestHeaderFieldsTooLarge, resp.StatusCode)
 }

@@ -97,3 +97,36 @@ func TestSignAndVerify(t *testing.T) {
 	assert.Equal(t, exitUsage, code)
 	assert.Contains(t, errs, "is not a soplug-ed25519-public key file")
 }
+
+// TestInstallUnderATrustPolicy: install refuses an unsigned plugin, leaving
+// the folder as it was, and installs a signed one with its signature.
+func TestInstallUnderATrustPolicy(t *testing.T) {
+	key := filepath.Join(t.TempDir(), "k")
+	code, _, _ := runner(t, "keygen", key)
+	require.Equal(t, exitOK, code)
+	dir := copyPlugins(t, "good-1.1.0=p_v1.1.0.so")
+	src := filepath.Join(t.TempDir(), "build.so")
+	data, err := os.ReadFile(filepath.Join("..", "..", "testdata", "fixtures", "bin", "good-1.2.0.so"))
+	require.NoError(t, err)
+	require.NoError(t, os.WriteFile(src, data, 0o644))
+
+	code, out, errs := runner(t, "plugins", "install", "--plugins", dir, "--trusted-key", key+".pub", "--name", "p", src)
+	assert.Equal(t, exitFailure, code, out)
+	assert.Contains(t, errs, "trust: unsigned")
+	entries, _ := os.ReadDir(dir)
+	assert.Len(t, entries, 1, "the folder is as it was")
+
+	code, _, errs = runner(t, "plugins", "sign", "--key", key, "--name", "p_v1.2.0.so", src)
+	require.Equal(t, exitOK, code, errs)
+	code, out, errs = runner(t, "plugins", "install", "--plugins", dir, "--trusted-key", key+".pub", "--name", "p", src)
+	require.Equal(t, exitOK, code, "%s%s", out, errs)
+	assert.Regexp(t, `admit\s+admission \(trust, quarantine\)\s+ok`, out)
+	for _, f := range []string{"p_v1.2.0.so", "p_v1.2.0.so.sig"} {
+		_, err := os.Stat(filepath.Join(dir, f))
+		assert.NoError(t, err, f)
+	}
+	code, out, _ = runner(t, "plugins", "check", "--plugins", dir, "--trusted-key", key+".pub")
+	assert.Equal(t, exitFailure, code, "p_v1.1.0.so is unsigned, but p 1.2.0 is selected:\n%s", out)
+	assert.Regexp(t, `p\s+1\.2\.0\s+transformer\s+selected`, out)
+	assert.Regexp(t, `p_v1\.2\.0\.so\.sig\s+name is not <name>_v<semver>\.so: a signature or manifest for the trust checks`, out)
+}
