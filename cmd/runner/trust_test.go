@@ -41,6 +41,16 @@ func TestTrustRefusalsFallBack(t *testing.T) {
 				code, out, errs := runner(t, "plugins", "sign", "--key", key, filepath.Join(dir, "p_v1.1.0.so"))
 				require.Equal(t, exitOK, code, "%s%s", out, errs)
 			}, "trust: unsigned: no p_v1.2.0.so.sig"},
+		{"signed by an untrusted key", func(string) []string { return []string{"--trusted-key", key + ".pub"} },
+			func(t *testing.T, dir string) {
+				other := filepath.Join(t.TempDir(), "other.key")
+				code, _, _ := runner(t, "keygen", other)
+				require.Equal(t, exitOK, code)
+				code, _, _ = runner(t, "plugins", "sign", "--key", other, filepath.Join(dir, "p_v1.2.0.so"))
+				require.Equal(t, exitOK, code)
+				code, _, _ = runner(t, "plugins", "sign", "--key", key, filepath.Join(dir, "p_v1.1.0.so"))
+				require.Equal(t, exitOK, code)
+			}, "trust: bad signature: p_v1.2.0.so.sig is not a signature of p_v1.2.0.so"},
 		{"digest not in the manifest", func(dir string) []string { return []string{"--manifest", filepath.Join(dir, "SHA256SUMS")} },
 			func(t *testing.T, dir string) {
 				sums := ""
