@@ -11,18 +11,15 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/soplug/soplug/buildcheck"
+	"github.com/soplug/soplug/internal/fixtures"
 )
 
 func read(t *testing.T, name string) *buildcheck.Build {
 	t.Helper()
-	path := filepath.Join("..", "testdata", "fixtures", "bin", name+".so")
-	if _, err := os.Stat(path); err != nil {
-		if name == "othergo" {
-			t.Skip("build_plugins.sh could not fetch the other Go toolchain")
-		}
-		require.NoError(t, err, "run ./build_plugins.sh first")
+	if name == "othergo" && !fixtures.Built(name) {
+		t.Skip("build_plugins.sh could not fetch the other Go toolchain")
 	}
-	b, err := buildcheck.Read(path)
+	b, err := buildcheck.Read(fixtures.Path(t, name))
 	require.NoError(t, err)
 	return b
 }
@@ -113,7 +110,7 @@ func TestCompareSettings(t *testing.T) {
 }
 
 func TestReadRefusesNonGo(t *testing.T) {
-	_, err := buildcheck.Read(filepath.Join("..", "testdata", "fixtures", "bin", "clib.so"))
+	_, err := buildcheck.Read(fixtures.Path(t, "clib"))
 	require.Error(t, err)
 	assert.Contains(t, err.Error(), "clib.so: no Go build info")
 }

@@ -168,12 +168,7 @@ func Run(ctx context.Context, cfg Config) error {
 		log.Warn("INSECURE: plugin files are not checked for owner and mode; anyone who can write the plugins folder can run code as this service",
 			"dir", dir)
 	}
-	lcfg.Admit = func(c *loader.Candidate) error {
-		if err := policy.Check(c.Path, fmt.Sprintf("%s_v%s%s", c.Name, c.Version, loader.Suffix)); err != nil {
-			return err
-		}
-		return store.Admit(c.Name, c.Version.String(), c.Path)
-	}
+	lcfg.Admit = Admission(policy, store)
 	lcfg.BeforeLoad = func(c *loader.Candidate) error { return store.Loading(c.Name, c.Version.String(), c.Path) }
 	log.Info("selecting plugins", "dir", dir)
 	sel, selErr := loader.New(lcfg).Load(ctx)
@@ -181,11 +176,11 @@ func Run(ctx context.Context, cfg Config) error {
 		closeAll(lns)
 		return cleanExit(store, nil)
 	}
+	logTable(log, sel, selErr)
 	if selErr != nil && !errors.Is(selErr, loader.ErrNoAcceptable) && !errors.Is(selErr, loader.ErrNoCandidates) {
 		closeAll(lns)
 		return selErr
 	}
-	logTable(log, sel, selErr)
 
 	h := newHealth()
 	h.setSelection(sel)
@@ -250,6 +245,18 @@ func Run(ctx context.Context, cfg Config) error {
 		return result
 	}
 	return cleanExit(store, result)
+}
+
+// Admission is the loader's admit stage as the daemon runs it: the trust
+// policy, then the quarantine records. Signatures are checked against the
+// candidate's canonical name, <name>_v<version>.so.
+func Admission(policy *trust.Policy, store *quarantine.Store) func(*loader.Candidate) error {
+	return func(c *loader.Candidate) error {
+		if err := policy.Check(c.Path, fmt.Sprintf("%s_v%s%s", c.Name, c.Version, loader.Suffix)); err != nil {
+			return err
+		}
+		return store.Admit(c.Name, c.Version.String(), c.Path)
+	}
 }
 
 // cleanExit records a clean end of this run and returns result.

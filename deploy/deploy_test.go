@@ -14,6 +14,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/soplug/soplug/deploy"
+	"github.com/soplug/soplug/internal/fixtures"
 	"github.com/soplug/soplug/loader"
 	"github.com/soplug/soplug/loader/probe"
 )
@@ -28,10 +29,7 @@ func TestMain(m *testing.M) {
 
 func fixture(t *testing.T, name string) string {
 	t.Helper()
-	p := filepath.Join("..", "testdata", "fixtures", "bin", name+".so")
-	_, err := os.Stat(p)
-	require.NoError(t, err, "run ./build_plugins.sh first")
-	return p
+	return fixtures.Path(t, name)
 }
 
 func copyFile(t *testing.T, src, dst string) {

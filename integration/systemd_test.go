@@ -24,6 +24,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/soplug/soplug/daemon"
+	"github.com/soplug/soplug/internal/fixtures"
 )
 
 const unit = "soplug.service"
@@ -285,10 +286,7 @@ func (d *deployment) serviceLog() string {
 }
 
 func fixture(t *testing.T, name string) string {
-	p := filepath.Join("..", "testdata", "fixtures", "bin", name+".so")
-	_, err := os.Stat(p)
-	require.NoError(t, err, "run ./build_plugins.sh first")
-	return p
+	return fixtures.Path(t, name)
 }
 
 func version(rep daemon.Report, name string) string {

@@ -4,8 +4,9 @@ import (
 	"bytes"
 	"errors"
 	"os"
-	"path/filepath"
 	"testing"
+
+	"github.com/soplug/soplug/internal/fixtures"
 )
 
 // FuzzParseFileName: any name either fails with ErrBadName or gives a name
@@ -38,7 +39,7 @@ var checkSentinels = []error{ErrEmpty, ErrNotELF, ErrTruncated, ErrWrongArch, Er
 // panics, and it either accepts or names one of its reasons.
 func FuzzCheckELF(f *testing.F) {
 	for _, name := range []string{"clib", "good-1.0.0"} {
-		data, err := os.ReadFile(filepath.Join("..", "testdata", "fixtures", "bin", name+".so"))
+		data, err := os.ReadFile(fixtures.Path(f, name))
 		if err != nil {
 			f.Fatalf("run ./build_plugins.sh first: %v", err)
 		}

@@ -8,6 +8,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/soplug/soplug/internal/fixtures"
 	"github.com/soplug/soplug/loader/probe"
 )
 
@@ -23,10 +24,7 @@ func TestMain(m *testing.M) {
 // fixture returns the path of a built fixture plugin.
 func fixture(t testing.TB, name string) string {
 	t.Helper()
-	p := filepath.Join("..", "testdata", "fixtures", "bin", name+".so")
-	_, err := os.Stat(p)
-	require.NoError(t, err, "fixture %s is missing: run ./build_plugins.sh first", p)
-	return p
+	return fixtures.Path(t, name)
 }
 
 // install copies the fixture named name into dir as file.

@@ -11,6 +11,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/soplug/soplug/internal/fixtures"
 	"github.com/soplug/soplug/loader"
 )
 
@@ -45,7 +46,7 @@ func TestBadInputMatrix(t *testing.T) {
 		{"different dependency version", fx("otherdep"), nil, loader.StageCheck, loader.ErrBuildMismatch,
 			"package github.com/hashicorp/go-version differs (github.com/hashicorp/go-version: plugin => github.com/hashicorp/go-version v1.7.0, runner (not recorded))"},
 		{"different Go release", func(t *testing.T, dir string) {
-			if _, err := os.Stat(filepath.Join("..", "testdata", "fixtures", "bin", "othergo.so")); err != nil {
+			if !fixtures.Built("othergo") {
 				t.Skip("build_plugins.sh could not fetch the other Go toolchain")
 			}
 			install(t, dir, "othergo", "p_v2.0.0.so")

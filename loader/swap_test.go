@@ -9,14 +9,16 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/soplug/soplug/internal/fixtures"
 )
 
 // The probe child is this test binary: loader_test's TestMain dispatches it.
 
 func copyFixture(t *testing.T, name, dst string) {
 	t.Helper()
-	data, err := os.ReadFile(filepath.Join("..", "testdata", "fixtures", "bin", name+".so"))
-	require.NoError(t, err, "run ./build_plugins.sh first")
+	data, err := os.ReadFile(fixtures.Path(t, name))
+	require.NoError(t, err)
 	tmp := dst + ".swap"
 	require.NoError(t, os.WriteFile(tmp, data, 0o755))
 	require.NoError(t, os.Rename(tmp, dst))

@@ -11,6 +11,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/soplug/soplug/daemon"
+	"github.com/soplug/soplug/internal/fixtures"
 )
 
 // TestWhyNamesTheModule: why on a plugin built against another version of
@@ -45,7 +46,7 @@ func TestWhyNamesTheModule(t *testing.T) {
 
 func TestInstallAndRemoveCommands(t *testing.T) {
 	dir := copyPlugins(t, "wasmtag_v1.1.0.so")
-	good := filepath.Join("..", "..", "testdata", "fixtures", "bin", "good-1.2.0.so")
+	good := fixtures.Path(t, "good-1.2.0")
 
 	code, out, errs := runner(t, "plugins", "install", good, "--plugins", dir, "--name", "wasmtag", "--json")
 	require.Equal(t, exitOK, code, "%s%s", out, errs)
@@ -82,7 +83,7 @@ func TestInstallUnderAWatchingDaemon(t *testing.T) {
 	d := start(t, dir)
 	d.waitLog(t, `msg=ready status="serving wasmtag 1.1.0"`)
 	out, err := exec.Command(binary(t), "plugins", "install", "--plugins", dir, "--name", "wasmtag",
-		filepath.Join("..", "..", "testdata", "fixtures", "bin", "good-1.2.0.so")).CombinedOutput()
+		fixtures.Path(t, "good-1.2.0")).CombinedOutput()
 	require.NoError(t, err, "%s", out)
 	assert.Equal(t, daemon.ExitRestart, d.exitCode(t), d.text())
 	assert.Contains(t, d.text(), `change="added wasmtag_v1.2.0.so"`, "one change: the finished file")

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/soplug/soplug/daemon"
 	"github.com/soplug/soplug/loader"
 	"github.com/soplug/soplug/quarantine"
 	"github.com/soplug/soplug/trust"
@@ -70,20 +71,10 @@ func (f *loaderFlags) policy() (*trust.Policy, error) {
 	return p, nil
 }
 
-// admit returns the admission check: trust first, then quarantine.
+// admit returns the admission check the daemon runs: trust, then
+// quarantine.
 func (f *loaderFlags) admit(p *trust.Policy) func(*loader.Candidate) error {
-	store := f.store()
-	return func(c *loader.Candidate) error {
-		if err := p.Check(c.Path, canonical(c)); err != nil {
-			return err
-		}
-		return store.Admit(c.Name, c.Version.String(), c.Path)
-	}
-}
-
-// canonical is the file name a candidate's signature is made for.
-func canonical(c *loader.Candidate) string {
-	return fmt.Sprintf("%s_v%s%s", c.Name, c.Version, loader.Suffix)
+	return daemon.Admission(p, f.store())
 }
 
 // store returns the quarantine store of the state directory.

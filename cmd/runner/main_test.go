@@ -11,6 +11,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/soplug/soplug/internal/fixtures"
 	"github.com/soplug/soplug/loader/probe"
 )
 
@@ -27,8 +28,8 @@ const examples = "../../plugins"
 // fixture copies a built fixture plugin into dir as file.
 func fixture(t *testing.T, dir, name, file string) {
 	t.Helper()
-	data, err := os.ReadFile(filepath.Join("..", "..", "testdata", "fixtures", "bin", name+".so"))
-	require.NoError(t, err, "run ./build_plugins.sh first")
+	data, err := os.ReadFile(fixtures.Path(t, name))
+	require.NoError(t, err)
 	require.NoError(t, os.WriteFile(filepath.Join(dir, file), data, 0o755))
 }
 

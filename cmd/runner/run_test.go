@@ -21,6 +21,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/soplug/soplug/daemon"
+	"github.com/soplug/soplug/internal/fixtures"
 )
 
 var (
@@ -149,7 +150,7 @@ func copyPlugins(t *testing.T, specs ...string) string {
 	for _, s := range specs {
 		src, dst := filepath.Join(examples, s), s
 		if name, file, ok := strings.Cut(s, "="); ok {
-			src, dst = filepath.Join("..", "..", "testdata", "fixtures", "bin", name+".so"), file
+			src, dst = fixtures.Path(t, name), file
 		}
 		data, err := os.ReadFile(src)
 		require.NoError(t, err, "run ./build_plugins.sh first")

@@ -9,6 +9,8 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/soplug/soplug/internal/fixtures"
 )
 
 // TestTrustRefusalsFallBack: each refusal of the trust checks rejects the
@@ -116,7 +118,7 @@ func TestInstallUnderATrustPolicy(t *testing.T) {
 	require.Equal(t, exitOK, code)
 	dir := copyPlugins(t, "good-1.1.0=p_v1.1.0.so")
 	src := filepath.Join(t.TempDir(), "build.so")
-	data, err := os.ReadFile(filepath.Join("..", "..", "testdata", "fixtures", "bin", "good-1.2.0.so"))
+	data, err := os.ReadFile(fixtures.Path(t, "good-1.2.0"))
 	require.NoError(t, err)
 	require.NoError(t, os.WriteFile(src, data, 0o644))
 
