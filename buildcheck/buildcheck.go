@@ -5,7 +5,7 @@
 // runner link was compiled differently: another version of its module,
 // another Go toolchain, other flags. It finds out inside dlopen, by
 // comparing per-package hashes that the linker writes into both files as
-// go:link.pkghashbytes.<package> symbols. Read reads those hashes and the
+// the symbols go:link.pkghashbytes.<package>. Read reads those hashes and the
 // Go build info (debug/buildinfo) from a file, and Compare does what
 // plugin.Open will do, with the reason spelled out: for each package whose
 // hashes differ, the difference in the build info that explains it

@@ -299,18 +299,12 @@ func logTable(log *slog.Logger, sel *loader.Selection, err error) {
 		level := slog.LevelInfo
 		if c.Verdict == loader.Rejected {
 			level = slog.LevelWarn
-			attrs = append(attrs, "stage", string(c.Stage), "reason", strings.TrimPrefix(c.Reason, "loader: "))
+			attrs = append(attrs, "stage", string(c.Stage), "reason", loader.Plain(c.Reason))
 		}
 		log.Log(context.Background(), level, "candidate", attrs...)
 	}
-	if err != nil {
-		if j, ok := err.(interface{ Unwrap() []error }); ok {
-			for _, e := range j.Unwrap() {
-				log.Error("plugin selection", "err", e)
-			}
-		} else {
-			log.Error("plugin selection", "err", err)
-		}
+	for _, e := range loader.Errors(err) {
+		log.Error("plugin selection", "err", e)
 	}
 	for _, c := range sel.Selected() {
 		log.Info("plugin active", "plugin", c.Name, "version", c.Version.String(), "kind", string(c.Kind), "file", c.File)

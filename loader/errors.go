@@ -3,6 +3,7 @@ package loader
 import (
 	"errors"
 	"fmt"
+	"strings"
 )
 
 // Rejection reasons. Every rejected candidate carries an error that wraps
@@ -108,3 +109,19 @@ func reject(path string, stage Stage, sentinel error, format string, args ...any
 	}
 	return &RejectError{Path: path, Stage: stage, Err: err}
 }
+
+// Errors splits an error of Check or Load into its parts: one per plugin
+// name with no acceptable version, or the error itself. Nil gives none.
+func Errors(err error) []error {
+	if err == nil {
+		return nil
+	}
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		return j.Unwrap()
+	}
+	return []error{err}
+}
+
+// Plain returns a reason without this package's "loader: " prefix, for
+// tables and logs that already say where it comes from.
+func Plain(reason string) string { return strings.TrimPrefix(reason, "loader: ") }

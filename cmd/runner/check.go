@@ -47,7 +47,7 @@ func checkCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	}
 	if *asJSON {
 		rep := checkReport{Selection: sel, OK: err == nil}
-		for _, e := range unwrapJoined(err) {
+		for _, e := range loader.Errors(err) {
 			rep.Errors = append(rep.Errors, e.Error())
 		}
 		enc := json.NewEncoder(stdout)

@@ -210,7 +210,7 @@ func whyCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if d.Acceptable {
 		fmt.Fprintf(stdout, "\nverdict: acceptable\n")
 	} else {
-		fmt.Fprintf(stdout, "\nverdict: rejected: %s\n", strings.TrimPrefix(stepReason(d), "loader: "))
+		fmt.Fprintf(stdout, "\nverdict: rejected: %s\n", loader.Plain(stepReason(d)))
 	}
 	return code
 }
@@ -239,7 +239,7 @@ func writeSteps(w io.Writer, d loader.Diagnosis) {
 	fmt.Fprintln(w)
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	for _, s := range d.Steps {
-		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\n", s.Stage, s.Check, s.Result, strings.TrimPrefix(s.Detail, "loader: "))
+		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\n", s.Stage, s.Check, s.Result, loader.Plain(s.Detail))
 	}
 	_ = tw.Flush()
 }

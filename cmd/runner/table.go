@@ -4,16 +4,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"strings"
 	"text/tabwriter"
 
 	"github.com/soplug/soplug/loader"
 )
-
-// reason returns a candidate's reason without the loader's prefix.
-func reason(c loader.Candidate) string {
-	return strings.TrimPrefix(c.Reason, "loader: ")
-}
 
 func dash(s string) string {
 	if s == "" {
@@ -34,7 +28,7 @@ func writeTable(w io.Writer, sel *loader.Selection, err error) error {
 			v = c.Version.String()
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n",
-			dash(c.Name), dash(v), dash(string(c.Kind)), c.Verdict, dash(string(c.Stage)), c.File, reason(c))
+			dash(c.Name), dash(v), dash(string(c.Kind)), c.Verdict, dash(string(c.Stage)), c.File, loader.Plain(c.Reason))
 	}
 	if ferr := tw.Flush(); ferr != nil {
 		return ferr
@@ -43,22 +37,11 @@ func writeTable(w io.Writer, sel *loader.Selection, err error) error {
 	for _, c := range sel.Selected() {
 		fmt.Fprintf(w, "selected: %s %s (%s) from %s\n", c.Name, c.Version, c.Kind, c.File)
 	}
-	for _, e := range unwrapJoined(err) {
+	for _, e := range loader.Errors(err) {
 		fmt.Fprintf(w, "error: %v\n", e)
 	}
 	_, werr := fmt.Fprint(w)
 	return werr
-}
-
-// unwrapJoined splits an errors.Join result into its errors.
-func unwrapJoined(err error) []error {
-	if err == nil {
-		return nil
-	}
-	if j, ok := err.(interface{ Unwrap() []error }); ok {
-		return j.Unwrap()
-	}
-	return []error{err}
 }
 
 // exitFor maps a selection error to an exit status.
