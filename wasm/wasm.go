@@ -41,20 +41,52 @@ var (
 	ErrMalformed = errors.New("wasm: malformed section")
 )
 
-// Check verifies the preamble and that the sections tile the rest of b
-// exactly, and returns the binary's kind.
-func Check(b []byte) (Kind, error) {
+// CheckPreamble verifies that b starts with the preamble of a core module
+// or a component, and returns which: the magic and the version/layer
+// fields, eight bytes, without looking at the sections.
+func CheckPreamble(b []byte) (Kind, error) {
 	if len(b) < 8 || !bytes.Equal(b[:4], Magic) {
 		return 0, fmt.Errorf("%w: no \\0asm magic", ErrNotWasm)
 	}
-	var kind Kind
 	switch v := binary.LittleEndian.Uint32(b[4:8]); v {
 	case 0x00000001:
-		kind = Module
+		return Module, nil
 	case 0x0001000d:
-		kind = Component
+		return Component, nil
 	default:
 		return 0, fmt.Errorf("%w: unknown version/layer 0x%08x", ErrNotWasm, v)
+	}
+}
+
+// Check verifies the preamble and that the sections tile the rest of b
+// exactly, and returns the binary's kind.
+func Check(b []byte) (Kind, error) {
+	return walk(b, func(byte, []byte) {})
+}
+
+// CustomSection returns the payload of the first custom section of b named
+// name, and whether there is one. b must pass Check.
+func CustomSection(b []byte, name string) ([]byte, bool) {
+	var payload []byte
+	found := false
+	_, _ = walk(b, func(id byte, content []byte) {
+		if id != 0 || found {
+			return
+		}
+		n, m := binary.Uvarint(content)
+		if m > 0 && n <= uint64(len(content)-m) && string(content[m:m+int(n)]) == name {
+			payload, found = content[m+int(n):], true
+		}
+	})
+	return payload, found
+}
+
+// walk checks b as Check does, calling fn with each section's id and
+// content in order.
+func walk(b []byte, fn func(id byte, content []byte)) (Kind, error) {
+	kind, err := CheckPreamble(b)
+	if err != nil {
+		return 0, err
 	}
 	for off := 8; off < len(b); {
 		id := b[off]
@@ -67,6 +99,7 @@ func Check(b []byte) (Kind, error) {
 			return 0, fmt.Errorf("%w: section id %d at offset %d claims %d bytes, %d remain", ErrMalformed, id, off, size, len(b)-start)
 		}
 		off = start + int(size)
+		fn(id, b[start:off])
 	}
 	return kind, nil
 }

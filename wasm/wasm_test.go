@@ -60,3 +60,30 @@ func TestAppendCustomSection(t *testing.T) {
 		assert.Len(t, tail, 4+11+300)
 	}
 }
+
+func TestCustomSection(t *testing.T) {
+	b := wasm.AppendCustomSection(append([]byte{}, typeModule...), "first", []byte("one"))
+	b = wasm.AppendCustomSection(b, "second", []byte("two"))
+	b = wasm.AppendCustomSection(b, "first", []byte("again"))
+	got, ok := wasm.CustomSection(b, "first")
+	assert.True(t, ok)
+	assert.Equal(t, "one", string(got), "the first of two sections of one name")
+	got, ok = wasm.CustomSection(b, "second")
+	assert.True(t, ok)
+	assert.Equal(t, "two", string(got))
+	_, ok = wasm.CustomSection(b, "third")
+	assert.False(t, ok)
+	_, ok = wasm.CustomSection([]byte("not wasm"), "first")
+	assert.False(t, ok)
+}
+
+func TestCheckPreamble(t *testing.T) {
+	kind, err := wasm.CheckPreamble(typeModule[:len(typeModule)-1])
+	require.NoError(t, err, "the preamble alone is checked")
+	assert.Equal(t, wasm.Module, kind)
+	kind, err = wasm.CheckPreamble(emptyComponent)
+	require.NoError(t, err)
+	assert.Equal(t, wasm.Component, kind)
+	_, err = wasm.CheckPreamble([]byte("\x00asm\x02\x00\x00\x00"))
+	assert.ErrorIs(t, err, wasm.ErrNotWasm)
+}

@@ -1,0 +1,365 @@
+// Package transform is the HTTP service around Transformer plugins: a
+// WebAssembly component (or core module) in, the transformed one out.
+//
+//	POST /v1/transform           the configured chain, or the one installed transformer
+//	POST /v1/transform/{plugin}  one named transformer
+//
+// The request body is the binary (Content-Type application/wasm); the
+// query string overrides configuration keys the installation marks
+// overridable (?env=staging). The response is the transformed binary, with
+// Soplug-Plugin and Soplug-Plugin-Version naming the plugins that made it,
+// in order. Errors are JSON, {"error": ..., "plugin": ..., "version": ...}:
+//
+//	400  not a WebAssembly binary (magic and version), or a bad override
+//	404  no such transformer, or no default one
+//	413  body past Config.MaxBytes
+//	422  the plugin refused the input (Transform returned an error)
+//	500  the plugin panicked (recovered and counted) or returned no WebAssembly
+//	503  draining for a restart, or the plugin has no acceptable version
+//	504  past Config.Timeout, which the plugin receives as its context's deadline
+//
+// The body is read once into a buffer sized from Content-Length with room
+// for appended sections, handed to the plugin, which may extend it in place,
+// and written back: memory per request stays near the body size.
+package transform
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"net/http"
+	"runtime/debug"
+	"slices"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/soplug/soplug/contract"
+	"github.com/soplug/soplug/pluginconf"
+	"github.com/soplug/soplug/wasm"
+)
+
+// Defaults for the zero Config.
+const (
+	// DefaultMaxBytes is the largest body accepted: 64 MiB.
+	DefaultMaxBytes = 64 << 20
+	// DefaultTimeout is each request's deadline.
+	DefaultTimeout = 30 * time.Second
+	// Slack is the room left after the body in the request's buffer, so
+	// that a plugin appending sections extends it without a copy.
+	Slack = 4 << 10
+)
+
+// Response headers.
+const (
+	// HeaderPlugin names the plugins that transformed the body, in order,
+	// comma-separated.
+	HeaderPlugin = "Soplug-Plugin"
+	// HeaderVersion gives their versions, in the same order.
+	HeaderVersion = "Soplug-Plugin-Version"
+)
+
+// Config configures a Service. The zero value accepts 64 MiB bodies, gives
+// each request 30 s, logs nothing and registers no metrics.
+type Config struct {
+	// MaxBytes is the largest body accepted; larger ones get 413. Zero
+	// means DefaultMaxBytes.
+	MaxBytes int64
+	// Timeout is each request's deadline, passed to the plugins as their
+	// context's; past it the request gets 504. Zero means DefaultTimeout.
+	Timeout time.Duration
+	// Chain is the order of transformers POST /v1/transform runs. Empty
+	// means the one installed transformer.
+	Chain []string
+	// Registerer receives the service's metrics. Nil means none are
+	// exported.
+	Registerer prometheus.Registerer
+	// Logger receives a record per failed request. Nil means none.
+	Logger *slog.Logger
+}
+
+// Plugin is one installed transformer.
+type Plugin struct {
+	// Name is the plugin's name.
+	Name string
+	// Version is the loaded version; empty with a nil Transformer.
+	Version string
+	// Transformer is the loaded plugin; nil when the name is installed but
+	// no version of it is acceptable, which makes its requests 503.
+	Transformer contract.Transformer
+	// Installation is its configuration.
+	Installation pluginconf.Installation
+}
+
+// Service serves transform requests. Create it with New.
+type Service struct {
+	cfg      Config
+	plugins  map[string]*Plugin
+	names    []string // sorted
+	chain    []*Plugin
+	draining atomic.Bool
+	m        *metrics
+	log      *slog.Logger
+}
+
+// New returns a Service for the installed plugins. An error names a chain
+// entry that is not among them.
+func New(cfg Config, plugins []Plugin) (*Service, error) {
+	if cfg.MaxBytes <= 0 {
+		cfg.MaxBytes = DefaultMaxBytes
+	}
+	if cfg.Timeout <= 0 {
+		cfg.Timeout = DefaultTimeout
+	}
+	s := &Service{cfg: cfg, plugins: map[string]*Plugin{}, log: cfg.Logger}
+	if s.log == nil {
+		s.log = slog.New(slog.DiscardHandler)
+	}
+	for i := range plugins {
+		p := plugins[i]
+		if p.Installation.Config == nil {
+			p.Installation.Config = contract.Config{}
+		}
+		s.plugins[p.Name] = &p
+	}
+	s.names = slices.Sorted(maps.Keys(s.plugins))
+	for _, name := range cfg.Chain {
+		p, ok := s.plugins[name]
+		if !ok {
+			return nil, fmt.Errorf("transform: the chain names %q, which is not an installed transformer (installed: %s)", name, strings.Join(s.names, ", "))
+		}
+		s.chain = append(s.chain, p)
+	}
+	m, err := newMetrics(cfg.Registerer)
+	if err != nil {
+		return nil, err
+	}
+	s.m = m
+	return s, nil
+}
+
+// Register adds the service's routes to mux.
+func (s *Service) Register(mux *http.ServeMux) {
+	mux.HandleFunc("POST /v1/transform", s.serveDefault)
+	mux.HandleFunc("POST /v1/transform/{plugin}", s.serveNamed)
+}
+
+// Drain makes every later request fail with 503 and a Retry-After, while
+// the ones already running finish.
+func (s *Service) Drain() { s.draining.Store(true) }
+
+// Error is the JSON body of an error response.
+type Error struct {
+	Error   string `json:"error"`
+	Plugin  string `json:"plugin,omitempty"`
+	Version string `json:"version,omitempty"`
+}
+
+// failure is an error response on its way out.
+type failure struct {
+	code int
+	msg  string
+	p    *Plugin // the plugin it is counted against; nil for none
+}
+
+func (s *Service) serveDefault(w http.ResponseWriter, r *http.Request) {
+	switch {
+	case len(s.chain) > 0:
+		s.serve(w, r, s.chain)
+	case len(s.plugins) == 1:
+		s.serve(w, r, []*Plugin{s.plugins[s.names[0]]})
+	case len(s.plugins) == 0:
+		s.fail(w, r, failure{code: http.StatusServiceUnavailable, msg: "no transformer is installed"})
+	default:
+		s.fail(w, r, failure{code: http.StatusNotFound, msg: fmt.Sprintf(
+			"several transformers are installed (%s): POST /v1/transform/{plugin}, or set chain in the configuration", strings.Join(s.names, ", "))})
+	}
+}
+
+func (s *Service) serveNamed(w http.ResponseWriter, r *http.Request) {
+	name := r.PathValue("plugin")
+	p, ok := s.plugins[name]
+	if !ok {
+		s.fail(w, r, failure{code: http.StatusNotFound, msg: fmt.Sprintf("no transformer named %q (installed: %s)", name, strings.Join(s.names, ", "))})
+		return
+	}
+	s.serve(w, r, []*Plugin{p})
+}
+
+// serve runs route on the request's body.
+func (s *Service) serve(w http.ResponseWriter, r *http.Request, route []*Plugin) {
+	first := route[0]
+	if s.draining.Load() {
+		w.Header().Set("Retry-After", "1")
+		s.fail(w, r, failure{code: http.StatusServiceUnavailable, msg: "draining for a restart; retry", p: first})
+		return
+	}
+	for _, p := range route {
+		if p.Transformer == nil {
+			s.fail(w, r, failure{code: http.StatusServiceUnavailable, msg: fmt.Sprintf("plugin %s has no acceptable version", p.Name), p: p})
+			return
+		}
+	}
+	cfgs, f := s.configs(r, route)
+	if f != nil {
+		s.fail(w, r, *f)
+		return
+	}
+	body, f := s.readBody(w, r, first)
+	if f != nil {
+		s.fail(w, r, *f)
+		return
+	}
+	if _, err := wasm.CheckPreamble(body); err != nil {
+		s.fail(w, r, failure{code: http.StatusBadRequest, msg: err.Error(), p: first})
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), s.cfg.Timeout)
+	defer cancel()
+	for i, p := range route {
+		start := time.Now()
+		in := len(body)
+		out, f := s.call(ctx, p, body, cfgs[i])
+		s.m.observe(p, in, len(out), time.Since(start))
+		if f != nil {
+			s.fail(w, r, *f)
+			return
+		}
+		s.m.count(p, http.StatusOK)
+		body = out
+	}
+	names, versions := make([]string, len(route)), make([]string, len(route))
+	for i, p := range route {
+		names[i], versions[i] = p.Name, p.Version
+	}
+	h := w.Header()
+	h.Set("Content-Type", "application/wasm")
+	h.Set("Content-Length", strconv.Itoa(len(body)))
+	h.Set(HeaderPlugin, strings.Join(names, ", "))
+	h.Set(HeaderVersion, strings.Join(versions, ", "))
+	w.WriteHeader(http.StatusOK)
+	_, _ = w.Write(body)
+}
+
+// configs returns each route plugin's configuration with the request's
+// overrides applied. A key no plugin of the route lets a request set is a
+// 400.
+func (s *Service) configs(r *http.Request, route []*Plugin) ([]contract.Config, *failure) {
+	q := r.URL.Query()
+	cfgs := make([]contract.Config, len(route))
+	for i, p := range route {
+		cfgs[i] = maps.Clone(p.Installation.Config)
+	}
+	for _, key := range slices.Sorted(maps.Keys(q)) {
+		if len(q[key]) != 1 {
+			return nil, &failure{code: http.StatusBadRequest, msg: fmt.Sprintf("override %q is given %d times", key, len(q[key])), p: route[0]}
+		}
+		used := false
+		for i, p := range route {
+			if p.Installation.CanOverride(key) {
+				cfgs[i][key] = q.Get(key)
+				used = true
+			}
+		}
+		if !used {
+			var allowed []string
+			for _, p := range route {
+				allowed = append(allowed, p.Installation.Overridable...)
+			}
+			return nil, &failure{code: http.StatusBadRequest, p: route[0], msg: fmt.Sprintf(
+				"configuration key %q cannot be overridden by a request (overridable: %s)", key, orNone(allowed))}
+		}
+	}
+	return cfgs, nil
+}
+
+// call runs one plugin's Transform under ctx, recovering a panic. A plugin
+// that outlives ctx is left running (a Go function cannot be stopped) and
+// counted as abandoned; its result is dropped.
+func (s *Service) call(ctx context.Context, p *Plugin, body []byte, cfg contract.Config) ([]byte, *failure) {
+	type result struct {
+		out   []byte
+		err   error
+		panic any
+		stack []byte
+	}
+	done := make(chan result, 1)
+	go func() {
+		defer func() {
+			if v := recover(); v != nil {
+				done <- result{panic: v, stack: debug.Stack()}
+			}
+		}()
+		out, err := p.Transformer.Transform(ctx, body, cfg)
+		done <- result{out: out, err: err}
+	}()
+	var res result
+	select {
+	case res = <-done:
+	case <-ctx.Done():
+		s.m.abandoned(p)
+		go func() { <-done; s.m.finished(p) }()
+		return nil, s.ctxFailure(ctx, p)
+	}
+	switch {
+	case res.panic != nil:
+		s.m.panicked(p)
+		s.log.Error("transformer panicked", "plugin", p.Name, "version", p.Version, "panic", fmt.Sprint(res.panic), "stack", string(res.stack))
+		return nil, &failure{code: http.StatusInternalServerError, p: p, msg: fmt.Sprintf("the plugin panicked: %v", res.panic)}
+	case res.err != nil && ctx.Err() != nil:
+		return nil, s.ctxFailure(ctx, p)
+	case res.err != nil:
+		return nil, &failure{code: http.StatusUnprocessableEntity, p: p, msg: res.err.Error()}
+	}
+	if _, err := wasm.CheckPreamble(res.out); err != nil {
+		return nil, &failure{code: http.StatusInternalServerError, p: p, msg: "the plugin returned no WebAssembly binary: " + err.Error()}
+	}
+	return res.out, nil
+}
+
+// ctxFailure is the response when ctx ended during p's call: its deadline
+// (504), or the client went away (logged as 499, nobody reads it).
+func (s *Service) ctxFailure(ctx context.Context, p *Plugin) *failure {
+	if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		return &failure{code: http.StatusGatewayTimeout, p: p, msg: fmt.Sprintf("the plugin did not finish within %s", s.cfg.Timeout)}
+	}
+	return &failure{code: statusClientClosed, p: p, msg: "the client closed the request"}
+}
+
+// statusClientClosed is nginx's code for a request whose client left.
+const statusClientClosed = 499
+
+// fail writes the JSON error response and counts it.
+func (s *Service) fail(w http.ResponseWriter, r *http.Request, f failure) {
+	s.m.count(f.p, f.code)
+	body := Error{Error: f.msg}
+	attrs := []any{"status", f.code, "path", r.URL.Path, "err", f.msg}
+	if f.p != nil {
+		body.Plugin, body.Version = f.p.Name, f.p.Version
+		attrs = append(attrs, "plugin", f.p.Name, "version", f.p.Version)
+	}
+	level := slog.LevelInfo
+	if f.code >= 500 {
+		level = slog.LevelWarn
+	}
+	s.log.Log(r.Context(), level, "transform failed", attrs...)
+	if f.code == statusClientClosed {
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(f.code)
+	_ = json.NewEncoder(w).Encode(body)
+}
+
+func orNone(keys []string) string {
+	if len(keys) == 0 {
+		return "none"
+	}
+	return strings.Join(slices.Compact(slices.Sorted(slices.Values(keys))), ", ")
+}
