@@ -22,6 +22,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/soplug/soplug/loader"
 	"github.com/soplug/soplug/quarantine"
 	"github.com/soplug/soplug/trust"
@@ -45,10 +47,22 @@ const (
 	// DefaultReadHeaderTimeout bounds how long a client may take to send
 	// its request headers.
 	DefaultReadHeaderTimeout = 10 * time.Second
-	// MaxHeaderBytes and MaxBodyBytes bound a request's headers and body.
+	// MaxHeaderBytes bounds a request's headers. The daemon's own
+	// endpoints read no body; a Service bounds the bodies it reads.
 	MaxHeaderBytes = 64 << 10
-	MaxBodyBytes   = 1 << 20
 )
+
+// Service serves what the selected plugins do, on the daemon's listener.
+type Service interface {
+	// Start is called once after the selection, before the listener
+	// serves: it registers the service's routes on mux and its metrics on
+	// reg, for the plugins in sel. An error ends the run as a failure.
+	Start(sel *loader.Selection, mux *http.ServeMux, reg prometheus.Registerer) error
+	// Drain is called when the daemon stops accepting: requests that
+	// arrive after it should be refused quickly (503), while those already
+	// running finish.
+	Drain()
+}
 
 // Config configures Run. The zero value serves ./plugins on DefaultListen
 // (or on the sockets systemd passes), keeps no quarantine state, and logs
@@ -83,6 +97,17 @@ type Config struct {
 	// request headers, so that slow clients cannot hold connections. Zero
 	// means DefaultReadHeaderTimeout.
 	ReadHeaderTimeout time.Duration
+	// Services serve the selected plugins. None means the daemon serves
+	// only its health and metrics endpoints.
+	Services []Service
+	// Watch are files besides the plugins folder whose change restarts
+	// the daemon, like a plugin drop: its configuration.
+	Watch []string
+	// BeforeRestart, when set, is asked before the daemon exits for a
+	// change: an error means the new set cannot start (a configuration
+	// that does not validate), so the daemon logs it, keeps serving, and
+	// waits for the next change.
+	BeforeRestart func() error
 	// Logger receives the daemon's log. Nil means none.
 	Logger *slog.Logger
 }
@@ -133,12 +158,12 @@ func Run(ctx context.Context, cfg Config) error {
 
 	// Watch before taking the fingerprint, and take it before selecting, so
 	// that no change can fall between what was selected and what is watched.
-	w, err := NewWatcher(dir, cfg.Debounce)
+	w, err := NewWatcher(dir, cfg.Debounce, cfg.Watch...)
 	if err != nil {
 		return err
 	}
 	defer w.Close()
-	fp, err := TakeFingerprint(dir)
+	fp, err := TakeFingerprint(dir, cfg.Watch...)
 	if err != nil {
 		return err
 	}
@@ -186,8 +211,16 @@ func Run(ctx context.Context, cfg Config) error {
 	h.setSelection(sel)
 	mux := http.NewServeMux()
 	h.register(mux)
+	reg := newMetrics(sel)
+	mux.Handle("GET /metrics", metricsHandler(reg))
+	for _, s := range cfg.Services {
+		if err := s.Start(sel, mux, reg); err != nil {
+			closeAll(lns)
+			return err
+		}
+	}
 	srv := &http.Server{
-		Handler:           http.MaxBytesHandler(mux, MaxBodyBytes),
+		Handler:           mux,
 		ReadHeaderTimeout: cfg.ReadHeaderTimeout,
 		ReadTimeout:       cfg.ReadHeaderTimeout + 30*time.Second,
 		WriteTimeout:      60 * time.Second,
@@ -206,7 +239,7 @@ func Run(ctx context.Context, cfg Config) error {
 
 	changed := make(chan string, 1)
 	go func() {
-		why, err := w.Wait(ctx, fp)
+		why, err := waitRestart(ctx, w, fp, cfg)
 		if err == nil {
 			changed <- why
 		}
@@ -235,6 +268,9 @@ func Run(ctx context.Context, cfg Config) error {
 		drain = "restarting: plugins changed"
 	}
 	h.set(false, drain)
+	for _, s := range cfg.Services {
+		s.Drain()
+	}
 	notify(log, "STOPPING=1\nSTATUS="+drain)
 	dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cfg.DrainTimeout)
 	defer cancel()
@@ -245,6 +281,27 @@ func Run(ctx context.Context, cfg Config) error {
 		return result
 	}
 	return cleanExit(store, result)
+}
+
+// waitRestart waits for a change that should restart the daemon: one after
+// which cfg.BeforeRestart, if set, agrees. A change it refuses is logged and
+// becomes the new baseline, so the next change is asked about again.
+func waitRestart(ctx context.Context, w *Watcher, since Fingerprint, cfg Config) (string, error) {
+	for {
+		why, err := w.Wait(ctx, since)
+		if err != nil || cfg.BeforeRestart == nil {
+			return why, err
+		}
+		berr := cfg.BeforeRestart()
+		if berr == nil {
+			return why, nil
+		}
+		cfg.Logger.Error("the plugins or the configuration changed, but the new set cannot start: still serving the current one until the next change",
+			"change", why, "err", berr)
+		if fp, err := TakeFingerprint(cfg.Loader.Dir, cfg.Watch...); err == nil {
+			since = fp
+		}
+	}
 }
 
 // Admission is the loader's admit stage as the daemon runs it: the trust

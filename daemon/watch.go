@@ -16,34 +16,44 @@ import (
 	"github.com/soplug/soplug/loader"
 )
 
-// Fingerprint is what of a plugins folder can change a selection: for every
-// entry that is not a temporary, partial or hidden name, its type, mode,
-// size, modification time and inode.
+// Fingerprint is what of a plugins folder, and of the other files a run
+// depends on, can change a selection: for every entry of the folder that is
+// not a temporary, partial or hidden name, and for every file, its type,
+// mode, size, modification time and inode. Folder entries are keyed by
+// name, files by path.
 type Fingerprint map[string]string
 
-// TakeFingerprint reads the fingerprint of dir.
-func TakeFingerprint(dir string) (Fingerprint, error) {
+// TakeFingerprint reads the fingerprint of dir and of files (a missing
+// file has one too).
+func TakeFingerprint(dir string, files ...string) (Fingerprint, error) {
 	entries, err := os.ReadDir(dir)
 	if err != nil {
 		return nil, fmt.Errorf("daemon: fingerprint of %s: %w", dir, err)
 	}
 	fp := Fingerprint{}
 	for _, e := range entries {
-		if loader.IsTempName(e.Name()) {
-			continue
+		if !loader.IsTempName(e.Name()) {
+			fp[e.Name()] = stamp(filepath.Join(dir, e.Name()))
 		}
-		fi, err := os.Stat(filepath.Join(dir, e.Name())) // through symlinks: their target is what loads
-		if err != nil {
-			fp[e.Name()] = "unreadable: " + err.Error()
-			continue
-		}
-		var ino uint64
-		if st, ok := fi.Sys().(*syscall.Stat_t); ok {
-			ino = st.Ino
-		}
-		fp[e.Name()] = fmt.Sprintf("%v %d %d %d", fi.Mode(), fi.Size(), fi.ModTime().UnixNano(), ino)
+	}
+	for _, f := range files {
+		fp[f] = stamp(f)
 	}
 	return fp, nil
+}
+
+// stamp says what a file is now, through symlinks: their target is what
+// loads.
+func stamp(path string) string {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return "unreadable: " + err.Error()
+	}
+	var ino uint64
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+		ino = st.Ino
+	}
+	return fmt.Sprintf("%v %d %d %d", fi.Mode(), fi.Size(), fi.ModTime().UnixNano(), ino)
 }
 
 // Diff describes how fp differs from old ("added a, changed b, removed
@@ -76,34 +86,54 @@ func (fp Fingerprint) Diff(old Fingerprint) string {
 	return strings.Join(parts, "; ")
 }
 
-// Watcher waits for changes to a plugins folder that can alter the
-// selection.
+// Watcher waits for changes to a plugins folder, or to other files, that
+// can alter the selection.
 type Watcher struct {
 	dir   string
+	files []string
 	quiet time.Duration
 	fsw   *fsnotify.Watcher
 }
 
-// NewWatcher watches dir (the folder, not its files). A burst of events is
-// one change once quiet has passed without another event.
-func NewWatcher(dir string, quiet time.Duration) (*Watcher, error) {
+// NewWatcher watches dir (the folder, not its files) and each of files
+// (through its folder, so that an editor's write-and-rename is seen). A
+// burst of events is one change once quiet has passed without another
+// event.
+func NewWatcher(dir string, quiet time.Duration, files ...string) (*Watcher, error) {
 	fsw, err := fsnotify.NewWatcher()
 	if err != nil {
 		return nil, fmt.Errorf("daemon: watching %s: %w", dir, err)
 	}
-	if err := fsw.Add(dir); err != nil {
-		fsw.Close()
-		return nil, fmt.Errorf("daemon: watching %s: %w", dir, err)
+	w := &Watcher{dir: filepath.Clean(dir), quiet: quiet, fsw: fsw}
+	for _, d := range append([]string{dir}, files...) {
+		if d != dir {
+			w.files = append(w.files, filepath.Clean(d))
+			d = filepath.Dir(d)
+		}
+		if err := fsw.Add(d); err != nil {
+			fsw.Close()
+			return nil, fmt.Errorf("daemon: watching %s: %w", d, err)
+		}
 	}
-	return &Watcher{dir: dir, quiet: quiet, fsw: fsw}, nil
+	return w, nil
+}
+
+// relevant reports whether an event on path can change the fingerprint.
+func (w *Watcher) relevant(path string) bool {
+	path = filepath.Clean(path)
+	if slices.Contains(w.files, path) {
+		return true
+	}
+	return filepath.Dir(path) == w.dir && !loader.IsTempName(filepath.Base(path)) || path == w.dir
 }
 
 // Close stops watching.
 func (w *Watcher) Close() error { return w.fsw.Close() }
 
-// Wait blocks until the folder's fingerprint, taken after a quiet period,
-// differs from since, and says how. Events on temporary, partial or hidden
-// names are ignored; a lost-events overflow or a watch error counts as an
+// Wait blocks until the fingerprint of the folder and files, taken after a
+// quiet period, differs from since, and says how. Events on temporary,
+// partial or hidden names in the folder, and on other files in the files'
+// folders, are ignored; a lost-events overflow or a watch error counts as an
 // event, so the fingerprint decides. Wait returns ctx's error when ctx ends.
 func (w *Watcher) Wait(ctx context.Context, since Fingerprint) (string, error) {
 	var quiet <-chan time.Time
@@ -122,7 +152,7 @@ func (w *Watcher) Wait(ctx context.Context, since Fingerprint) (string, error) {
 			if !ok {
 				return "", errors.New("daemon: the folder watch was closed")
 			}
-			if ev.Name != w.dir && loader.IsTempName(filepath.Base(ev.Name)) {
+			if !w.relevant(ev.Name) {
 				continue
 			}
 			arm()
@@ -134,7 +164,7 @@ func (w *Watcher) Wait(ctx context.Context, since Fingerprint) (string, error) {
 			arm()
 		case <-quiet:
 			quiet = nil
-			fp, err := TakeFingerprint(w.dir)
+			fp, err := TakeFingerprint(w.dir, w.files...)
 			if err != nil {
 				return "the plugins folder became unreadable: " + err.Error(), nil
 			}

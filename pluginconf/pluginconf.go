@@ -198,6 +198,13 @@ func (f *File) Validate(installed []string) error {
 // Line returns the line the dotted key path is set on, or 0.
 func (f *File) Line(path string) int { return f.lines[path] }
 
+// Invalid returns an error wrapping ErrInvalid that names the file and the
+// line of the dotted key path, for a check made outside this package (that
+// a chained plugin is a transformer, say).
+func (f *File) Invalid(path, format string, args ...any) error {
+	return f.errorf(path, format, args...)
+}
+
 // errorf returns an ErrInvalid error at the line of the key path.
 func (f *File) errorf(path, format string, args ...any) error {
 	msg := fmt.Sprintf(format, args...)

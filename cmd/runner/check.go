@@ -3,13 +3,16 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
+	"strings"
 
 	version "github.com/hashicorp/go-version"
 
 	"github.com/soplug/soplug/loader"
+	"github.com/soplug/soplug/pluginconf"
 )
 
 // checkReport is the JSON form of plugins check.
@@ -17,6 +20,10 @@ type checkReport struct {
 	*loader.Selection
 	OK     bool     `json:"ok"`
 	Errors []string `json:"errors,omitempty"`
+	// Config is what each selected plugin is given, by name.
+	Config map[string]pluginconf.Installation `json:"config"`
+	// Chain is the order POST /v1/transform runs transformers in.
+	Chain []string `json:"chain,omitempty"`
 }
 
 // checkCmd is "runner plugins check": it selects by probe alone, without
@@ -39,14 +46,28 @@ func checkCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		fmt.Fprintln(stderr, "runner plugins check: INSECURE: not checking the owner and mode of plugin files")
 	}
 	cfg.Admit = lf.admit(policy)
+	conf, err := loadConfig(lf.confFile, lf.dir)
+	if err != nil {
+		fmt.Fprintf(stderr, "runner plugins check: %v\n", err)
+		if errors.Is(err, pluginconf.ErrSyntax) || errors.Is(err, pluginconf.ErrInvalid) {
+			return exitConfig
+		}
+		return exitNoInput
+	}
 	sel, err := loader.New(cfg).Check(ctx)
 	code := exitFor(err)
 	if code == exitNoInput {
 		fmt.Fprintf(stderr, "runner plugins check: %v\n", err)
 		return code
 	}
+	if cerr := checkChain(conf, sel); cerr != nil {
+		err, code = errors.Join(err, cerr), exitConfig
+	}
 	if *asJSON {
-		rep := checkReport{Selection: sel, OK: err == nil}
+		rep := checkReport{Selection: sel, OK: err == nil, Config: map[string]pluginconf.Installation{}, Chain: conf.Chain}
+		for _, c := range sel.Selected() {
+			rep.Config[c.Name] = conf.For(c.Name)
+		}
 		for _, e := range loader.Errors(err) {
 			rep.Errors = append(rep.Errors, e.Error())
 		}
@@ -62,7 +83,24 @@ func checkCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		fmt.Fprintf(stderr, "runner plugins check: %v\n", werr)
 		return exitFailure
 	}
+	writeConfig(stdout, conf, sel)
 	return code
+}
+
+// writeConfig says what configuration each selected plugin gets, and the
+// transform chain.
+func writeConfig(w io.Writer, conf *pluginconf.File, sel *loader.Selection) {
+	from := conf.Path
+	if from == "" {
+		from = "no --config file"
+	}
+	fmt.Fprintf(w, "\nconfiguration (%s):\n", from)
+	for _, c := range sel.Selected() {
+		fmt.Fprintf(w, "  %s: %s\n", c.Name, describeConfig(conf.For(c.Name)))
+	}
+	if len(conf.Chain) > 0 {
+		fmt.Fprintf(w, "  chain for POST /v1/transform: %s\n", strings.Join(conf.Chain, " -> "))
+	}
 }
 
 // unquarantineCmd is "runner plugins unquarantine NAME VERSION".

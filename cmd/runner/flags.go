@@ -4,6 +4,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"strconv"
 	"strings"
@@ -12,6 +13,7 @@ import (
 	"github.com/soplug/soplug/daemon"
 	"github.com/soplug/soplug/loader"
 	"github.com/soplug/soplug/quarantine"
+	"github.com/soplug/soplug/transform"
 	"github.com/soplug/soplug/trust"
 )
 
@@ -24,6 +26,22 @@ type loaderFlags struct {
 	insecure     bool
 	manifest     string
 	keys         stringList
+	confFile     string
+}
+
+// transformFlags configure the transform service of run.
+type transformFlags struct {
+	maxBody int64
+	timeout time.Duration
+}
+
+func (f *transformFlags) register(fs *flag.FlagSet) {
+	fs.Int64Var(&f.maxBody, "max-body", transform.DefaultMaxBytes, "the largest component POST /v1/transform accepts, in bytes")
+	fs.DurationVar(&f.timeout, "transform-timeout", transform.DefaultTimeout, "each transform request's deadline, passed to the plugins")
+}
+
+func (f *transformFlags) config(log *slog.Logger) transform.Config {
+	return transform.Config{MaxBytes: f.maxBody, Timeout: f.timeout, Logger: log}
 }
 
 // stringList is a repeatable string flag.
@@ -55,6 +73,7 @@ func (f *loaderFlags) register(fs *flag.FlagSet) {
 	fs.Var(&f.owners, "allowed-owner", "a user ID that may own the plugins folder and plugin files (repeatable; default: root and this user)")
 	fs.BoolVar(&f.insecure, "insecure-permissions", false, "do not check the owner and mode of plugin files (development only)")
 	fs.StringVar(&f.manifest, "manifest", "", "a SHA256SUMS file every plugin must be listed in")
+	fs.StringVar(&f.confFile, "config", "", "the plugins' installation configuration, a TOML file (empty: every plugin gets an empty configuration)")
 	fs.Var(&f.keys, "trusted-key", "a public key file; when given, every plugin needs a valid .sig by a trusted key (repeatable)")
 }
 

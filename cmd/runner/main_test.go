@@ -66,7 +66,7 @@ func TestCheckExamples(t *testing.T) {
 		verdicts[c.File] = c.Verdict
 	}
 	assert.Equal(t, map[string]string{
-		"kindcount_v1.0.0.so": "selected", "wasmtag_v2.0.0.so": "rejected", "wasmtag_v1.1.0.so": "selected",
+		"kindcount_v1.0.0.so": "selected", "wasmdigest_v1.0.0.so": "selected", "wasmtag_v2.0.0.so": "rejected", "wasmtag_v1.1.0.so": "selected",
 		"wasmtag_v1.0.0.so": "not tried", "README.md": "rejected", ".gitignore": "rejected",
 	}, verdicts)
 }

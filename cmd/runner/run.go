@@ -9,6 +9,7 @@ import (
 	"log/slog"
 
 	"github.com/soplug/soplug/daemon"
+	"github.com/soplug/soplug/pluginconf"
 )
 
 // runCmd is "runner run": the daemon. It returns 0 after SIGTERM or SIGINT,
@@ -24,6 +25,8 @@ func runCmd(ctx context.Context, args []string, stderr io.Writer) int {
 	fs.DurationVar(&cfg.MinUptime, "min-uptime", daemon.DefaultMinUptime, "the least time to serve before exiting for a change (negative: none)")
 	fs.DurationVar(&cfg.ReadHeaderTimeout, "read-header-timeout", daemon.DefaultReadHeaderTimeout, "how long a client may take to send its request headers")
 	fs.IntVar(&cfg.QuarantineAfter, "quarantine-after", 0, "quarantine a version after this many unclean ends in a row (0: the default, 2)")
+	var tf transformFlags
+	tf.register(fs)
 	var level slog.Level
 	fs.TextVar(&level, "log-level", slog.LevelInfo, "the lowest level logged: DEBUG, INFO, WARN or ERROR")
 	if !parse(fs, args, stderr) {
@@ -39,6 +42,21 @@ func runCmd(ctx context.Context, args []string, stderr io.Writer) int {
 	cfg.Trust = policy
 	cfg.Logger = slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
 
+	conf, err := loadConfig(lf.confFile, lf.dir)
+	if err != nil {
+		cfg.Logger.Error("configuration", "err", err)
+		fmt.Fprintf(stderr, "runner run: %v\n", err)
+		if errors.Is(err, pluginconf.ErrSyntax) || errors.Is(err, pluginconf.ErrInvalid) {
+			return exitConfig
+		}
+		return exitNoInput
+	}
+	if lf.confFile != "" {
+		cfg.Watch = []string{lf.confFile}
+		cfg.BeforeRestart = func() error { _, err := loadConfig(lf.confFile, lf.dir); return err }
+	}
+	cfg.Services = []daemon.Service{&transformService{conf: conf, cfg: tf.config(cfg.Logger)}}
+
 	err = daemon.Run(ctx, cfg)
 	switch {
 	case err == nil:
@@ -49,5 +67,8 @@ func runCmd(ctx context.Context, args []string, stderr io.Writer) int {
 	}
 	cfg.Logger.Error("runner failed", "err", err)
 	fmt.Fprintf(stderr, "runner run: %v\n", err)
+	if errors.Is(err, pluginconf.ErrInvalid) {
+		return exitConfig
+	}
 	return exitFailure
 }

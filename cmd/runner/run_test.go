@@ -163,7 +163,7 @@ func TestRunServesAndStopsOnSIGTERM(t *testing.T) {
 	t.Parallel()
 	d := start(t, examples)
 	addr := <-d.addr
-	d.waitLog(t, `msg=ready status="serving kindcount 1.0.0, wasmtag 1.1.0"`)
+	d.waitLog(t, `msg=ready status="serving kindcount 1.0.0, wasmdigest 1.0.0, wasmtag 1.1.0"`)
 
 	var rep daemon.Report
 	require.Equal(t, http.StatusOK, getJSON(t, "http://"+addr+"/v1/health", &rep))
@@ -171,6 +171,7 @@ func TestRunServesAndStopsOnSIGTERM(t *testing.T) {
 	assert.Equal(t, d.cmd.Process.Pid, rep.PID)
 	assert.Equal(t, []daemon.PluginHealth{
 		{Name: "kindcount", Kind: "oplog-processor", Version: "1.0.0", File: "kindcount_v1.0.0.so"},
+		{Name: "wasmdigest", Kind: "transformer", Version: "1.0.0", File: "wasmdigest_v1.0.0.so"},
 		{Name: "wasmtag", Kind: "transformer", Version: "1.1.0", File: "wasmtag_v1.1.0.so"},
 	}, rep.Plugins)
 	assert.Equal(t, http.StatusOK, getJSON(t, "http://"+addr+"/readyz", nil))

@@ -1,0 +1,46 @@
+package daemon
+
+import (
+	"net/http"
+	"runtime"
+	"runtime/debug"
+	"strconv"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/soplug/soplug/contract"
+	"github.com/soplug/soplug/loader"
+)
+
+// newMetrics returns the registry /metrics serves: the Go runtime and
+// process collectors, soplug_build_info, and soplug_plugin_active with one
+// series per selected plugin.
+func newMetrics(sel *loader.Selection) *prometheus.Registry {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+
+	build := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "soplug_build_info",
+		Help: "The runner's build: its module version, Go version and contract ABI. Always 1."},
+		[]string{"version", "goversion", "contract_abi"})
+	ver := "(unknown)"
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		ver = bi.Main.Version
+	}
+	build.WithLabelValues(ver, runtime.Version(), strconv.Itoa(contract.ABIVersion)).Set(1)
+
+	active := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "soplug_plugin_active",
+		Help: "The plugin versions this process selected and serves, one series each. Always 1."},
+		[]string{"plugin", "version", "kind"})
+	for _, c := range sel.Selected() {
+		active.WithLabelValues(c.Name, c.Version.String(), string(c.Kind)).Set(1)
+	}
+	reg.MustRegister(build, active)
+	return reg
+}
+
+// metricsHandler serves reg in the Prometheus text format.
+func metricsHandler(reg *prometheus.Registry) http.Handler {
+	return promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg})
+}
