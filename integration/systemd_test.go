@@ -179,7 +179,10 @@ func deploy(t *testing.T) *deployment {
 		require.NoError(t, os.WriteFile(filepath.Join(units, name), []byte(text), 0o644))
 	}
 	install("soplug.socket", "127.0.0.1:7420", fmt.Sprintf("127.0.0.1:%d", port))
-	install(unit, "/opt/soplug/bin/runner", bin, "/opt/soplug/plugins", d.plugins, "StateDirectory=soplug", "StateDirectory="+tag)
+	conf := filepath.Join(work, "plugins.toml")
+	require.NoError(t, os.WriteFile(conf, []byte("[plugins.wasmtag.config]\nteam = \"integration\"\n"), 0o644))
+	install(unit, "/opt/soplug/bin/runner", bin, "/opt/soplug/plugins", d.plugins, "StateDirectory=soplug", "StateDirectory="+tag,
+		"/etc/soplug/plugins.toml", conf)
 	logFile := filepath.Join(work, "service.log")
 	dropIn := fmt.Sprintf("[Service]\nStandardOutput=append:%s\nStandardError=append:%s\nUnsetEnvironment=SOPLUG_WASMTAG_V2\n", logFile, logFile)
 	require.NoError(t, os.WriteFile(filepath.Join(units, unit+".d", "test.conf"), []byte(dropIn), 0o644))
