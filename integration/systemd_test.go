@@ -5,6 +5,7 @@
 package integration
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -25,6 +26,7 @@ import (
 
 	"github.com/soplug/soplug/daemon"
 	"github.com/soplug/soplug/internal/fixtures"
+	"github.com/soplug/soplug/wasm"
 )
 
 const unit = "soplug.service"
@@ -56,6 +58,19 @@ func TestUnderSystemd(t *testing.T) {
 		log := d.serviceLog()
 		assert.Contains(t, log, `from="systemd socket activation"`)
 		assert.Contains(t, log, `msg="systemd watchdog enabled" interval=30s ping_every=15s`)
+
+		module, err := os.ReadFile(filepath.Join("..", "testdata", "wasm", "module.wasm"))
+		require.NoError(t, err)
+		resp, err := d.client.Post(d.base+"/v1/transform", "application/wasm", bytes.NewReader(module))
+		require.NoError(t, err)
+		out, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		require.NoError(t, err)
+		require.Equal(t, http.StatusOK, resp.StatusCode, "%s", out)
+		assert.Equal(t, "wasmtag", resp.Header.Get("Soplug-Plugin"))
+		tag, ok := wasm.CustomSection(out, "soplug.wasmtag")
+		assert.True(t, ok)
+		assert.Equal(t, "wasmtag 1.1.0\nteam=integration\n", string(tag), "the configuration reaches the plugin")
 	})
 
 	t.Run("a slowly copied new version ends up serving", func(t *testing.T) {
