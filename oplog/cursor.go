@@ -1,0 +1,179 @@
+package oplog
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"sync"
+)
+
+// Cursor is how far one processor got in one worker's oplog.
+type Cursor struct {
+	// Worker is the worker's ID.
+	Worker string `json:"worker"`
+	// Acked is the last index the processor acknowledged: every entry up
+	// to it was processed, and none is delivered again.
+	Acked uint64 `json:"acked"`
+	// Offset is where the record after Acked starts in the oplog file; 0
+	// means at the first record.
+	Offset int64 `json:"offset"`
+	// InFlight is the last index that may have been passed to Process
+	// without its acknowledgement being recorded (at least Acked). After
+	// a crash the entries Acked+1 to InFlight are delivered again with
+	// Batch.Redelivery set.
+	InFlight uint64 `json:"in_flight"`
+}
+
+// cursorStore keeps one processor's cursors, a file per worker, in dir.
+type cursorStore struct {
+	dir string
+}
+
+func newCursorStore(dir string) (*cursorStore, error) {
+	if err := os.MkdirAll(dir, 0o750); err != nil {
+		return nil, fmt.Errorf("oplog: cursors: %w", err)
+	}
+	return &cursorStore{dir: dir}, nil
+}
+
+func (s *cursorStore) path(worker string) string { return filepath.Join(s.dir, worker+".cursor") }
+
+// load returns worker's cursor; a worker with none starts at index 1.
+func (s *cursorStore) load(worker string) (Cursor, error) {
+	data, err := os.ReadFile(s.path(worker))
+	if errors.Is(err, os.ErrNotExist) {
+		return Cursor{Worker: worker}, nil
+	}
+	if err != nil {
+		return Cursor{}, fmt.Errorf("oplog: cursor: %w", err)
+	}
+	var c Cursor
+	if err := json.Unmarshal(data, &c); err != nil || c.Worker != worker || c.InFlight < c.Acked {
+		return Cursor{}, fmt.Errorf("%w: cursor file %s is damaged (%v); delivery to this worker waits until it is repaired or removed (removing it delivers the worker's oplog again from index 1)",
+			ErrCorrupt, s.path(worker), err)
+	}
+	return c, nil
+}
+
+// save writes c durably: a temporary file, synced, renamed over the old
+// one, and the folder synced. A crash leaves the old cursor or the new.
+func (s *cursorStore) save(c Cursor) error {
+	data, err := json.Marshal(c)
+	if err != nil {
+		return err
+	}
+	return writeFileAtomic(s.dir, s.path(c.Worker), data)
+}
+
+// writeFileAtomic replaces path, in dir, with data durably.
+func writeFileAtomic(dir, path string, data []byte) error {
+	tmp := path + ".tmp"
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o640)
+	if err != nil {
+		return fmt.Errorf("oplog: %w", err)
+	}
+	_, werr := f.Write(data)
+	serr := f.Sync()
+	cerr := f.Close()
+	if err := errors.Join(werr, serr, cerr); err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("oplog: writing %s: %w", path, err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("oplog: %w", err)
+	}
+	return syncDir(dir)
+}
+
+// PauseSet is the set of workers whose delivery is paused, kept in a file
+// so that a pause outlasts restarts. The zero PauseSet (no file) keeps it
+// in memory only.
+type PauseSet struct {
+	path string
+	mu   sync.Mutex
+	set  map[string]bool
+	wake chan struct{} // closed and replaced at every change
+}
+
+// OpenPauseSet reads the pause set kept at path (missing: none paused).
+func OpenPauseSet(path string) (*PauseSet, error) {
+	p := &PauseSet{path: path, set: map[string]bool{}, wake: make(chan struct{})}
+	if path == "" {
+		return p, nil
+	}
+	data, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return p, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("oplog: %w", err)
+	}
+	var workers []string
+	if err := json.Unmarshal(data, &workers); err != nil {
+		return nil, fmt.Errorf("%w: pause file %s: %v", ErrCorrupt, path, err)
+	}
+	for _, w := range workers {
+		p.set[w] = true
+	}
+	return p, nil
+}
+
+// Paused reports whether worker is paused, and a channel that is closed at
+// the next change of the set.
+func (p *PauseSet) Paused(worker string) (bool, <-chan struct{}) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.set[worker], p.wake
+}
+
+// Set pauses or resumes worker, durably, and wakes whoever waits on it.
+func (p *PauseSet) Set(worker string, paused bool) error {
+	if err := CheckWorkerID(worker); err != nil {
+		return err
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.set[worker] == paused {
+		return nil
+	}
+	next := map[string]bool{}
+	for w := range p.set {
+		next[w] = true
+	}
+	if paused {
+		next[worker] = true
+	} else {
+		delete(next, worker)
+	}
+	if p.path != "" {
+		var list []string
+		for w := range next {
+			list = append(list, w)
+		}
+		slices.Sort(list)
+		data, _ := json.Marshal(list)
+		if err := writeFileAtomic(filepath.Dir(p.path), p.path, data); err != nil {
+			return err
+		}
+	}
+	p.set = next
+	close(p.wake)
+	p.wake = make(chan struct{})
+	return nil
+}
+
+// List returns the paused workers, sorted.
+func (p *PauseSet) List() []string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var out []string
+	for w := range p.set {
+		out = append(out, w)
+	}
+	slices.Sort(out)
+	return out
+}

@@ -1,0 +1,80 @@
+package oplog
+
+import (
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Metrics are the oplog's Prometheus metrics, shared by every Deliverer of
+// a process. Create them with NewMetrics.
+type Metrics struct {
+	entries     *prometheus.CounterVec   // processor, version
+	redelivered *prometheus.CounterVec   // processor, version
+	batches     *prometheus.CounterVec   // processor, version
+	failures    *prometheus.CounterVec   // processor, version
+	commits     *prometheus.HistogramVec // processor
+	states      *prometheus.GaugeVec     // processor, state
+	parked      *prometheus.GaugeVec     // processor, worker
+	appended    prometheus.Counter
+}
+
+// NewMetrics registers the oplog metrics with reg (nil: kept unexported).
+func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
+	pv := []string{"processor", "version"}
+	m := &Metrics{
+		entries: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "soplug_oplog_delivered_entries_total",
+			Help: "Oplog entries the processor acknowledged."}, pv),
+		redelivered: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "soplug_oplog_redelivered_entries_total",
+			Help: "Acknowledged entries that were delivered with Batch.Redelivery set (in flight at an unclean stop)."}, pv),
+		batches: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "soplug_oplog_batches_total",
+			Help: "Batches the processor acknowledged."}, pv),
+		failures: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "soplug_oplog_batch_failures_total",
+			Help: "Process calls that returned an error or panicked (the batch is retried)."}, pv),
+		commits: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "soplug_oplog_cursor_commit_seconds",
+			Help: "Durable cursor writes (write, fsync, rename, fsync of the folder).", Buckets: prometheus.ExponentialBuckets(0.0001, 2, 14)},
+			[]string{"processor"}),
+		states: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "soplug_oplog_workers",
+			Help: "Workers by delivery state."}, []string{"processor", "state"}),
+		parked: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "soplug_oplog_worker_parked",
+			Help: "1 for each worker parked after repeated failures, until it is activated."}, []string{"processor", "worker"}),
+		appended: prometheus.NewCounter(prometheus.CounterOpts{Name: "soplug_oplog_appended_entries_total",
+			Help: "Entries appended through POST /v1/workers/{id}/oplog."}),
+	}
+	if reg != nil {
+		for _, c := range []prometheus.Collector{m.entries, m.redelivered, m.batches, m.failures, m.commits, m.states, m.parked, m.appended} {
+			if err := reg.Register(c); err != nil {
+				return nil, err
+			}
+		}
+	}
+	return m, nil
+}
+
+func (m *Metrics) delivered(name, version string, n int, redelivery bool) {
+	m.entries.WithLabelValues(name, version).Add(float64(n))
+	m.batches.WithLabelValues(name, version).Inc()
+	if redelivery {
+		m.redelivered.WithLabelValues(name, version).Add(float64(n))
+	}
+}
+
+func (m *Metrics) failed(name, version string) { m.failures.WithLabelValues(name, version).Inc() }
+
+func (m *Metrics) commit(name string, took time.Duration) {
+	m.commits.WithLabelValues(name).Observe(took.Seconds())
+}
+
+// state moves a worker from one state to another.
+func (m *Metrics) state(name, worker string, from, to State) {
+	if from != "" {
+		m.states.WithLabelValues(name, string(from)).Dec()
+	}
+	m.states.WithLabelValues(name, string(to)).Inc()
+	switch {
+	case to == StateParked:
+		m.parked.WithLabelValues(name, worker).Set(1)
+	case from == StateParked:
+		m.parked.DeleteLabelValues(name, worker)
+	}
+}

@@ -1,0 +1,169 @@
+package oplog
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"io"
+	"os"
+	"path/filepath"
+
+	"github.com/soplug/soplug/contract"
+)
+
+// Path returns the file of worker's oplog in dir.
+func Path(dir, worker string) string { return filepath.Join(dir, worker+Suffix) }
+
+// Reader reads one worker's oplog, record by record, from a record
+// boundary. It never reads past a torn or corrupt record.
+type Reader struct {
+	path   string
+	worker string
+	f      *os.File
+	off    int64  // offset of the next record
+	next   uint64 // the index the next record must have
+	kinds  map[string]string
+}
+
+// OpenReader opens worker's oplog in dir at its first record. A file that
+// does not exist yet is os.ErrNotExist; one whose header is incomplete is
+// ErrTorn (a writer creating it); a wrong header is ErrCorrupt.
+func OpenReader(dir, worker string) (*Reader, error) {
+	if err := CheckWorkerID(worker); err != nil {
+		return nil, err
+	}
+	path := Path(dir, worker)
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	hl, err := readHeader(f, path, worker)
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	return &Reader{path: path, worker: worker, f: f, off: hl, next: 1, kinds: map[string]string{}}, nil
+}
+
+// readHeader checks the header of worker's oplog and returns its length.
+func readHeader(f *os.File, path, worker string) (int64, error) {
+	want := header(worker)
+	got := make([]byte, len(want))
+	n, err := f.ReadAt(got, 0)
+	if err != nil && !errors.Is(err, io.EOF) {
+		return 0, fmt.Errorf("oplog: %s: %w", path, err)
+	}
+	if n < len(want) {
+		if bytes.HasPrefix(want, got[:n]) {
+			return 0, posError(ErrTorn, path, 0, "the header is %d of %d bytes", n, len(want))
+		}
+		return 0, posError(ErrCorrupt, path, 0, "not an oplog of worker %q", worker)
+	}
+	if !bytes.Equal(got, want) {
+		return 0, posError(ErrCorrupt, path, 0, "not an oplog of worker %q (a header for another worker, version or checksum)", worker)
+	}
+	return int64(len(want)), nil
+}
+
+// Close closes the file.
+func (r *Reader) Close() error { return r.f.Close() }
+
+// Path returns the file being read.
+func (r *Reader) Path() string { return r.path }
+
+// Offset returns the offset of the next record.
+func (r *Reader) Offset() int64 { return r.off }
+
+// Next returns the index the next record must have.
+func (r *Reader) Next() uint64 { return r.next }
+
+// Resume positions the reader at offset off, a record boundary where the
+// record of index next starts (a cursor's). The next Read checks that the
+// record there has that index.
+func (r *Reader) Resume(off int64, next uint64) { r.off, r.next = off, next }
+
+// Read returns the next records, at most max of them and about maxBytes in
+// all (at least one record, however large), and advances past them.
+// Nothing to read is (nil, nil). At a torn record it returns the complete
+// records before it and an error wrapping ErrTorn; at a corrupt one, those
+// before it and an error wrapping ErrCorrupt. The entries' payloads share
+// one buffer, allocated for this call.
+func (r *Reader) Read(max, maxBytes int) ([]contract.Entry, error) {
+	if maxBytes < recHead+bodyFixed {
+		maxBytes = recHead + bodyFixed
+	}
+	var entries []contract.Entry
+	for len(entries) < max {
+		fi, err := r.f.Stat()
+		if err != nil {
+			return entries, fmt.Errorf("oplog: %s: %w", r.path, err)
+		}
+		avail := fi.Size() - r.off
+		if avail <= 0 {
+			return entries, nil
+		}
+		chunk := make([]byte, min(int64(maxBytes), avail))
+		n, err := r.f.ReadAt(chunk, r.off)
+		if err != nil && !errors.Is(err, io.EOF) {
+			return entries, fmt.Errorf("oplog: %s: %w", r.path, err)
+		}
+		atEOF := int64(n) >= avail
+		chunk = chunk[:n]
+		p, need, err := r.decode(chunk, max-len(entries), &entries)
+		r.off += int64(p)
+		switch {
+		case err != nil:
+			return entries, err
+		case need == 0 && (atEOF || len(entries) > 0), len(entries) >= max:
+			return entries, nil // at the end, or filled
+		case need == 0:
+			continue
+		case atEOF:
+			return entries, posError(ErrTorn, r.path, r.off, "%d of the record's %d bytes are there", n-p, need)
+		case len(entries) > 0:
+			return entries, nil // the next record did not fit: next call
+		}
+		maxBytes = need // one record larger than maxBytes: read it whole
+	}
+	return entries, nil
+}
+
+// decode appends up to max records from chunk (read at r.off) to entries.
+// It returns the bytes consumed and, when it stopped at a record that is
+// not wholly in chunk, that record's size (0 at the end of chunk).
+func (r *Reader) decode(chunk []byte, max int, entries *[]contract.Entry) (int, int, error) {
+	p := 0
+	for n := 0; n < max; n++ {
+		rest := chunk[p:]
+		if len(rest) == 0 {
+			return p, 0, nil
+		}
+		if len(rest) < recHead {
+			return p, recHead, nil
+		}
+		bodyLen := int(binary.LittleEndian.Uint32(rest))
+		if bodyLen < bodyFixed || bodyLen > maxBody {
+			return p, 0, posError(ErrCorrupt, r.path, r.off+int64(p), "a record length of %d bytes (%d to %d allowed)", bodyLen, bodyFixed, maxBody)
+		}
+		if len(rest) < recHead+bodyLen {
+			return p, recHead + bodyLen, nil
+		}
+		body := rest[recHead : recHead+bodyLen]
+		if crc32.Checksum(body, castagnoli) != binary.LittleEndian.Uint32(rest[4:]) {
+			return p, 0, posError(ErrCorrupt, r.path, r.off+int64(p), "checksum mismatch in a record of %d bytes", bodyLen)
+		}
+		e, err := decodeBody(body, r.worker, r.kinds)
+		if err != nil {
+			return p, 0, posError(ErrCorrupt, r.path, r.off+int64(p), "%v", err)
+		}
+		if e.Index != r.next {
+			return p, 0, posError(ErrCorrupt, r.path, r.off+int64(p), "index %d where %d belongs", e.Index, r.next)
+		}
+		*entries = append(*entries, e)
+		r.next++
+		p += recHead + bodyLen
+	}
+	return p, 0, nil
+}

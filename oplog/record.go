@@ -1,0 +1,147 @@
+// Package oplog keeps workers' oplogs (their journals of operations) and
+// delivers them to an OplogProcessor: every entry of every worker, in index
+// order, each exactly once except for a batch in flight at a crash, which
+// is delivered again with Batch.Redelivery set.
+//
+// A worker's oplog is one append-only file, <dir>/<worker>.oplog: a header
+// naming the worker, then one record per entry:
+//
+//	header  "SOPLUGOL" | version (1 byte, 1) | id length (1 byte) | worker id | CRC-32C of the preceding bytes (4)
+//	record  body length (4) | CRC-32C of the body (4) | body
+//	body    index (8) | timestamp, Unix nanoseconds (8) | kind length (1) | kind | payload
+//
+// Integers are little-endian. A record whose bytes are not all there yet
+// (a writer in the middle of an append, or one that died in it) is torn:
+// readers stop before it and wait; the next Writer of that worker cuts it
+// off. A complete record whose CRC, length or index is wrong is corrupt:
+// it is reported with the file and offset and never delivered, and nothing
+// after it is either.
+package oplog
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"regexp"
+	"time"
+
+	"github.com/soplug/soplug/contract"
+)
+
+// Errors, wrapped with the file, the offset and the detail; check them with
+// errors.Is.
+var (
+	// ErrCorrupt: a complete record or header that is wrong: its checksum,
+	// its length, or its index.
+	ErrCorrupt = errors.New("oplog: corrupt record")
+	// ErrTorn: the file ends inside a record. A reader waits for the
+	// writer to finish it.
+	ErrTorn = errors.New("oplog: torn record")
+	// ErrOutOfOrder: an append whose first index is not the next one.
+	ErrOutOfOrder = errors.New("oplog: out-of-order append")
+	// ErrWorkerID: a worker ID that cannot name a file.
+	ErrWorkerID = errors.New("oplog: invalid worker ID")
+	// ErrLocked: another writer holds the worker's oplog.
+	ErrLocked = errors.New("oplog: the oplog is being written by another process")
+	// ErrEntry: an entry that cannot be recorded (a kind too long, a
+	// payload too large, another worker's ID).
+	ErrEntry = errors.New("oplog: invalid entry")
+)
+
+// Limits of one record.
+const (
+	// MaxKind is the longest kind, in bytes.
+	MaxKind = 255
+	// MaxPayload is the largest payload, in bytes.
+	MaxPayload = 16 << 20
+	// Suffix ends every oplog file name.
+	Suffix = ".oplog"
+
+	magic      = "SOPLUGOL"
+	version    = 1
+	recHead    = 8               // body length and CRC
+	bodyFixed  = 8 + 8 + 1       // index, timestamp, kind length
+	maxBody    = bodyFixed + MaxKind + MaxPayload
+	maxWorkerB = 128
+)
+
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+var workerRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$`)
+
+// CheckWorkerID returns an error wrapping ErrWorkerID unless id is 1 to
+// 128 letters, digits, '_', '.' or '-', starting with a letter or digit.
+func CheckWorkerID(id string) error {
+	if !workerRE.MatchString(id) {
+		return fmt.Errorf("%w: %q: use 1 to 128 letters, digits, '_', '.' and '-', starting with a letter or digit", ErrWorkerID, id)
+	}
+	return nil
+}
+
+// header returns the file header of worker's oplog.
+func header(worker string) []byte {
+	b := append([]byte(magic), version, byte(len(worker)))
+	b = append(b, worker...)
+	return binary.LittleEndian.AppendUint32(b, crc32.Checksum(b, castagnoli))
+}
+
+// appendRecord appends e's record to b.
+func appendRecord(b []byte, e *contract.Entry) []byte {
+	bodyLen := bodyFixed + len(e.Kind) + len(e.Payload)
+	start := len(b)
+	b = binary.LittleEndian.AppendUint32(b, uint32(bodyLen))
+	b = append(b, 0, 0, 0, 0) // CRC, below
+	b = binary.LittleEndian.AppendUint64(b, e.Index)
+	b = binary.LittleEndian.AppendUint64(b, uint64(e.Timestamp.UnixNano()))
+	b = append(b, byte(len(e.Kind)))
+	b = append(b, e.Kind...)
+	b = append(b, e.Payload...)
+	binary.LittleEndian.PutUint32(b[start+4:], crc32.Checksum(b[start+recHead:], castagnoli))
+	return b
+}
+
+// checkEntry reports why e cannot be recorded for worker.
+func checkEntry(worker string, e *contract.Entry) error {
+	switch {
+	case e.WorkerID != "" && e.WorkerID != worker:
+		return fmt.Errorf("%w: entry %d belongs to worker %q, not %q", ErrEntry, e.Index, e.WorkerID, worker)
+	case len(e.Kind) > MaxKind:
+		return fmt.Errorf("%w: entry %d: kind is %d bytes, at most %d", ErrEntry, e.Index, len(e.Kind), MaxKind)
+	case len(e.Payload) > MaxPayload:
+		return fmt.Errorf("%w: entry %d: payload is %d bytes, at most %d", ErrEntry, e.Index, len(e.Payload), MaxPayload)
+	}
+	return nil
+}
+
+// decodeBody decodes a record body whose CRC has been checked. The kind is
+// interned through kinds; the payload aliases body.
+func decodeBody(body []byte, worker string, kinds map[string]string) (contract.Entry, error) {
+	if len(body) < bodyFixed {
+		return contract.Entry{}, fmt.Errorf("body of %d bytes, at least %d", len(body), bodyFixed)
+	}
+	kl := int(body[16])
+	if bodyFixed+kl > len(body) {
+		return contract.Entry{}, fmt.Errorf("kind of %d bytes in a body of %d", kl, len(body))
+	}
+	kb := body[bodyFixed : bodyFixed+kl]
+	kind, ok := kinds[string(kb)]
+	if !ok {
+		kind = string(kb)
+		if len(kinds) < 1024 {
+			kinds[kind] = kind
+		}
+	}
+	return contract.Entry{
+		WorkerID:  worker,
+		Index:     binary.LittleEndian.Uint64(body),
+		Timestamp: time.Unix(0, int64(binary.LittleEndian.Uint64(body[8:]))).UTC(),
+		Kind:      kind,
+		Payload:   body[bodyFixed+kl:],
+	}, nil
+}
+
+// posError wraps sentinel with the file and offset.
+func posError(sentinel error, file string, off int64, format string, args ...any) error {
+	return fmt.Errorf("%w: %s at offset %d: %s", sentinel, file, off, fmt.Sprintf(format, args...))
+}

@@ -1,0 +1,223 @@
+package oplog
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"os"
+	"path/filepath"
+	"syscall"
+
+	"github.com/soplug/soplug/contract"
+)
+
+// OrderError is an append whose first entry is not the next index; it
+// wraps ErrOutOfOrder.
+type OrderError struct {
+	// Path is the oplog file.
+	Path string
+	// Expected is the index the next entry must have.
+	Expected uint64
+	// Got is the index the append offered (of the first entry out of
+	// place).
+	Got uint64
+}
+
+func (e *OrderError) Error() string {
+	return fmt.Sprintf("%v: %s: entry index %d, expected %d", ErrOutOfOrder, e.Path, e.Got, e.Expected)
+}
+
+// Unwrap returns ErrOutOfOrder.
+func (e *OrderError) Unwrap() error { return ErrOutOfOrder }
+
+// Writer appends entries to one worker's oplog. One Writer per worker may
+// exist at a time, across processes: it holds an exclusive lock on the
+// file. Writers in workers and the daemon's HTTP endpoint use it alike.
+type Writer struct {
+	path   string
+	worker string
+	f      *os.File
+	size   int64  // where the next record goes
+	next   uint64 // the index the next entry must have
+	buf    []byte
+	// Cut is how many bytes of a torn last record Open cut off: an append
+	// a previous writer did not finish, whose caller never heard it
+	// succeed.
+	Cut int64
+}
+
+// OpenWriter opens worker's oplog in dir for appending, creating it (and
+// dir) when it does not exist. It takes the file's lock (ErrLocked when
+// another process holds it) and finds the end: a torn last record, left by
+// a writer that died in the middle of an append, is cut off; a corrupt
+// record is an error, and nothing is changed.
+func OpenWriter(dir, worker string) (*Writer, error) {
+	if err := CheckWorkerID(worker); err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, fmt.Errorf("oplog: %w", err)
+	}
+	path := Path(dir, worker)
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644)
+	if err != nil {
+		return nil, fmt.Errorf("oplog: %w", err)
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		f.Close()
+		if errors.Is(err, syscall.EWOULDBLOCK) {
+			return nil, fmt.Errorf("%w: %s", ErrLocked, path)
+		}
+		return nil, fmt.Errorf("oplog: locking %s: %w", path, err)
+	}
+	w := &Writer{path: path, worker: worker, f: f}
+	if err := w.recover(dir); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return w, nil
+}
+
+// recover finds the end of the oplog, writing the header of a new one and
+// cutting a torn tail.
+func (w *Writer) recover(dir string) error {
+	hl, err := readHeader(w.f, w.path, w.worker)
+	if errors.Is(err, ErrTorn) { // empty, or a header cut short: no record can follow
+		h := header(w.worker)
+		if err := w.f.Truncate(0); err != nil {
+			return fmt.Errorf("oplog: %w", err)
+		}
+		if _, err := w.f.WriteAt(h, 0); err != nil {
+			return fmt.Errorf("oplog: %w", err)
+		}
+		if err := w.f.Sync(); err != nil {
+			return fmt.Errorf("oplog: %w", err)
+		}
+		w.size, w.next = int64(len(h)), 1
+		return syncDir(dir)
+	}
+	if err != nil {
+		return err
+	}
+	fi, err := w.f.Stat()
+	if err != nil {
+		return fmt.Errorf("oplog: %w", err)
+	}
+	if idx, ok := w.lastRecord(hl, fi.Size()); ok {
+		w.size, w.next = fi.Size(), idx+1
+		return nil
+	}
+	// Read it all: the end is torn, or the last record is larger than the
+	// window lastRecord searches.
+	r := &Reader{path: w.path, worker: w.worker, f: w.f, off: hl, next: 1, kinds: map[string]string{}}
+	for {
+		es, err := r.Read(1<<16, 4<<20)
+		if errors.Is(err, ErrTorn) {
+			w.Cut = fi.Size() - r.off
+			if err := w.f.Truncate(r.off); err != nil {
+				return fmt.Errorf("oplog: cutting the torn end of %s: %w", w.path, err)
+			}
+			if err := w.f.Sync(); err != nil {
+				return fmt.Errorf("oplog: %w", err)
+			}
+			break
+		}
+		if err != nil {
+			return err
+		}
+		if len(es) == 0 {
+			break
+		}
+	}
+	w.size, w.next = r.off, r.next
+	return nil
+}
+
+// lastRecord finds the record that ends the file by searching its last
+// 64 KiB backwards for a length that reaches exactly the end with a
+// matching checksum, and returns its index. It fails when the end is torn
+// or the last record is larger.
+func (w *Writer) lastRecord(hl, size int64) (uint64, bool) {
+	if size == hl {
+		return 0, true
+	}
+	win := min(size-hl, 64<<10)
+	buf := make([]byte, win)
+	if _, err := w.f.ReadAt(buf, size-win); err != nil {
+		return 0, false
+	}
+	for back := recHead + bodyFixed; back <= len(buf); back++ {
+		rec := buf[len(buf)-back:]
+		if int(binary.LittleEndian.Uint32(rec)) != back-recHead {
+			continue
+		}
+		if crc32.Checksum(rec[recHead:], castagnoli) == binary.LittleEndian.Uint32(rec[4:]) {
+			return binary.LittleEndian.Uint64(rec[recHead:]), true
+		}
+	}
+	return 0, false
+}
+
+// Path returns the oplog file.
+func (w *Writer) Path() string { return w.path }
+
+// Next returns the index the next appended entry must have.
+func (w *Writer) Next() uint64 { return w.next }
+
+// Append writes entries, whose indexes must run from Next() without a gap,
+// to the end of the oplog and syncs it to disk before it returns: an entry
+// is durable once Append has returned nil. On any error nothing of this
+// append remains (a disk that is full, a wrong index: *OrderError), and the
+// oplog is as it was.
+func (w *Writer) Append(entries ...contract.Entry) error {
+	for i := range entries {
+		if want := w.next + uint64(i); entries[i].Index != want {
+			return &OrderError{Path: w.path, Expected: want, Got: entries[i].Index}
+		}
+		if err := checkEntry(w.worker, &entries[i]); err != nil {
+			return err
+		}
+	}
+	w.buf = w.buf[:0]
+	for i := range entries {
+		w.buf = appendRecord(w.buf, &entries[i])
+	}
+	if _, err := w.f.WriteAt(w.buf, w.size); err != nil {
+		return w.undo(fmt.Errorf("oplog: appending to %s: %w", w.path, err))
+	}
+	if err := w.f.Sync(); err != nil {
+		return w.undo(fmt.Errorf("oplog: syncing %s: %w", w.path, err))
+	}
+	w.size += int64(len(w.buf))
+	w.next += uint64(len(entries))
+	if cap(w.buf) > 1<<20 {
+		w.buf = nil // do not keep a large batch's buffer
+	}
+	return nil
+}
+
+// undo cuts what a failed append may have written.
+func (w *Writer) undo(err error) error {
+	if terr := w.f.Truncate(w.size); terr != nil {
+		return errors.Join(err, fmt.Errorf("oplog: undoing the append to %s: %w", w.path, terr))
+	}
+	_ = w.f.Sync()
+	return err
+}
+
+// Close releases the lock and closes the file.
+func (w *Writer) Close() error { return w.f.Close() }
+
+// syncDir flushes dir's entries, so that a new file in it survives a crash.
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return fmt.Errorf("oplog: %w", err)
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil {
+		return fmt.Errorf("oplog: syncing %s: %w", filepath.Clean(dir), err)
+	}
+	return nil
+}
