@@ -56,12 +56,24 @@ const (
 type Service interface {
 	// Start is called once after the selection, before the listener
 	// serves: it registers the service's routes on mux and its metrics on
-	// reg, for the plugins in sel. An error ends the run as a failure.
-	Start(sel *loader.Selection, mux *http.ServeMux, reg prometheus.Registerer) error
+	// reg, for the plugins in sel, and starts its background work, which
+	// lasts until Stop. An error ends the run as a failure.
+	Start(ctx context.Context, sel *loader.Selection, mux *http.ServeMux, reg prometheus.Registerer) error
 	// Drain is called when the daemon stops accepting: requests that
-	// arrive after it should be refused quickly (503), while those already
-	// running finish.
+	// arrive after it should be refused quickly (503), and no new
+	// background work begun, while what is running finishes.
 	Drain()
+	// Stop is called after the listener has drained: it waits for the
+	// service's background work to end, for as long as ctx allows, and
+	// releases what Start acquired.
+	Stop(ctx context.Context) error
+}
+
+// Reporter is a Service with a state of its own to show in /v1/health.
+type Reporter interface {
+	// Report returns the service's name and state, marshalled as JSON
+	// under that name in the report's services.
+	Report() (string, any)
 }
 
 // Config configures Run. The zero value serves ./plugins on DefaultListen
@@ -213,10 +225,14 @@ func Run(ctx context.Context, cfg Config) error {
 	h.register(mux)
 	reg := newMetrics(sel)
 	mux.Handle("GET /metrics", metricsHandler(reg))
-	for _, s := range cfg.Services {
-		if err := s.Start(sel, mux, reg); err != nil {
+	for i, s := range cfg.Services {
+		if err := s.Start(ctx, sel, mux, reg); err != nil {
 			closeAll(lns)
+			stopServices(context.WithoutCancel(ctx), cfg.Services[:i], log)
 			return err
+		}
+		if r, ok := s.(Reporter); ok {
+			h.addReporter(r)
 		}
 	}
 	srv := &http.Server{
@@ -277,10 +293,20 @@ func Run(ctx context.Context, cfg Config) error {
 	if err := hs.drain(dctx); err != nil {
 		log.Warn("drain did not finish", "timeout", cfg.DrainTimeout, "err", err)
 	}
+	stopServices(dctx, cfg.Services, log)
 	if result != nil && !errors.Is(result, ErrRestart) {
 		return result
 	}
 	return cleanExit(store, result)
+}
+
+// stopServices stops services within ctx, logging what fails.
+func stopServices(ctx context.Context, services []Service, log *slog.Logger) {
+	for _, s := range services {
+		if err := s.Stop(ctx); err != nil {
+			log.Warn("stopping a service", "err", err)
+		}
+	}
 }
 
 // waitRestart waits for a change that should restart the daemon: one after

@@ -39,12 +39,21 @@ type Report struct {
 	Plugins []PluginHealth `json:"plugins"`
 	// Rejected are the candidates refused at the last selection.
 	Rejected []CandidateHealth `json:"rejected,omitempty"`
+	// Services holds each Reporter service's state, by name.
+	Services map[string]any `json:"services,omitempty"`
 }
 
 // health is the state the health endpoints serve.
 type health struct {
-	mu  sync.RWMutex
-	rep Report
+	mu        sync.RWMutex
+	rep       Report
+	reporters []Reporter
+}
+
+func (h *health) addReporter(r Reporter) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.reporters = append(h.reporters, r)
 }
 
 func newHealth() *health {
@@ -78,6 +87,13 @@ func (h *health) report() Report {
 	r := h.rep
 	r.Plugins = append([]PluginHealth(nil), r.Plugins...)
 	r.Rejected = append([]CandidateHealth(nil), r.Rejected...)
+	for _, rep := range h.reporters {
+		if r.Services == nil {
+			r.Services = map[string]any{}
+		}
+		name, v := rep.Report()
+		r.Services[name] = v
+	}
 	return r
 }
 

@@ -11,6 +11,8 @@
 //	runner plugins unquarantine [flags] NAME VERSION lift a version's quarantine
 //	runner plugins sign --key KEY FILE              write FILE.sig
 //	runner plugins verify [flags] FILE              the trust checks alone
+//	runner oplog activate|deactivate WORKER         resume or pause a worker's oplog delivery
+//	runner oplog status                             every worker's delivery state
 //	runner keygen KEYFILE                           a new ed25519 key pair
 //	runner version                                  print the contract ABI and Go version
 //
@@ -24,7 +26,8 @@
 //	2   the Go runtime's status for a panic or fatal error (a crash)
 //	64  bad usage (EX_USAGE)
 //	66  the plugins folder or the given file cannot be read (EX_NOINPUT)
-//	75  run: the plugins changed; start me again (EX_TEMPFAIL)
+//	75  run: the plugins or the configuration changed; start me again (EX_TEMPFAIL)
+//	78  run, check: the configuration file does not validate (EX_CONFIG)
 //
 // The runner is also its own probe child: the loader re-executes it with the
 // hidden first argument __probe to open an untried plugin in a separate
@@ -54,15 +57,20 @@ const (
 )
 
 const usage = `usage:
-  runner run [--plugins DIR] [--listen ADDR] [--state-dir DIR] [--probe-timeout D]
+  runner run [--plugins DIR] [--config FILE] [--listen ADDR] [--state-dir DIR] [--probe-timeout D]
+             [--max-body BYTES] [--transform-timeout D]
+             [--oplog-dir DIR] [--oplog-batch N] [--oplog-commit-every N] [--oplog-parallel N]
+             [--oplog-park-after N] [--control-socket PATH]
              [--debounce D] [--drain-timeout D] [--min-uptime D] [--quarantine-after N] [--log-level L]
-  runner plugins check [--plugins DIR] [--state-dir DIR] [--probe-timeout D] [--json]
+  runner plugins check [--plugins DIR] [--config FILE] [--state-dir DIR] [--probe-timeout D] [--json]
   runner plugins install [--plugins DIR] [--name N] [--version V] [--force] [--json] FILE
   runner plugins remove [--plugins DIR] [--state-dir DIR] [--force] [--json] NAME VERSION
   runner plugins why [--plugins DIR] [--state-dir DIR] [--json] FILE | NAME VERSION
   runner plugins unquarantine [--state-dir DIR] NAME VERSION
   runner plugins sign --key KEYFILE [--name NAME_vVERSION.so] FILE
   runner plugins verify [--trusted-key PUB]... [--manifest SUMS] [--allowed-owner UID]... FILE
+  runner oplog activate|deactivate [--control-socket PATH | --state-dir DIR | --oplog-dir DIR] WORKER
+  runner oplog status [--control-socket PATH | --state-dir DIR | --oplog-dir DIR]
   runner keygen KEYFILE
   runner version
 
@@ -71,7 +79,7 @@ trust flags (run, check, why, remove, verify): --allowed-owner UID (repeatable),
 
 exit status: 0 ok; 1 check: a plugin has no acceptable version, run: failure;
 install, remove: refused; why: not acceptable; 64 bad usage; 66 unreadable folder or file;
-75 run: plugins changed, start again
+75 run: plugins or configuration changed, start again; 78 the configuration does not validate
 `
 
 func main() {
@@ -104,6 +112,8 @@ func runMain(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return signCmd(args[2:], stdout, stderr)
 	case len(args) >= 2 && args[0] == "plugins" && args[1] == "verify":
 		return verifyCmd(args[2:], stdout, stderr)
+	case len(args) >= 1 && args[0] == "oplog":
+		return oplogCmd(ctx, args[1:], stdout, stderr)
 	case len(args) >= 1 && args[0] == "keygen":
 		return keygenCmd(args[1:], stdout, stderr)
 	case len(args) == 1 && args[0] == "version":

@@ -27,6 +27,8 @@ func runCmd(ctx context.Context, args []string, stderr io.Writer) int {
 	fs.IntVar(&cfg.QuarantineAfter, "quarantine-after", 0, "quarantine a version after this many unclean ends in a row (0: the default, 2)")
 	var tf transformFlags
 	tf.register(fs)
+	var of oplogFlags
+	of.register(fs)
 	var level slog.Level
 	fs.TextVar(&level, "log-level", slog.LevelInfo, "the lowest level logged: DEBUG, INFO, WARN or ERROR")
 	if !parse(fs, args, stderr) {
@@ -56,6 +58,9 @@ func runCmd(ctx context.Context, args []string, stderr io.Writer) int {
 		cfg.BeforeRestart = func() error { _, err := loadConfig(lf.confFile, lf.dir); return err }
 	}
 	cfg.Services = []daemon.Service{&transformService{conf: conf, cfg: tf.config(cfg.Logger)}}
+	if of.dir != "" {
+		cfg.Services = append(cfg.Services, &oplogService{flags: of, stateDir: lf.stateDir, conf: conf, log: cfg.Logger})
+	}
 
 	err = daemon.Run(ctx, cfg)
 	switch {

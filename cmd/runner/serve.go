@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"maps"
@@ -68,7 +69,7 @@ type transformService struct {
 // Start builds the transform service for the selection: every selected
 // transformer, and every chained name, whose requests get 503 when no
 // version of it is acceptable.
-func (t *transformService) Start(sel *loader.Selection, mux *http.ServeMux, reg prometheus.Registerer) error {
+func (t *transformService) Start(_ context.Context, sel *loader.Selection, mux *http.ServeMux, reg prometheus.Registerer) error {
 	if err := checkChain(t.conf, sel); err != nil {
 		return err
 	}
@@ -104,6 +105,9 @@ func (t *transformService) Drain() {
 		t.svc.Drain()
 	}
 }
+
+// Stop has nothing to wait for: requests end with the listener's drain.
+func (t *transformService) Stop(context.Context) error { return nil }
 
 // describeConfig says what configuration a plugin gets, for the check
 // command: "env=prod team=edge (a request may set: env)".
