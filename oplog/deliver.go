@@ -51,12 +51,15 @@ type Config struct {
 	// MaxBatchBytes bounds a batch's bytes. Zero means
 	// DefaultMaxBatchBytes.
 	MaxBatchBytes int
-	// CommitEvery lets several batches share one cursor write: the
-	// in-flight mark written before a batch then reaches CommitEvery
-	// entries past the last acknowledged one, so a crash may flag up to
-	// that many entries as redelivered that had not been delivered. Zero
-	// writes the cursor once per batch and flags exactly the batch that
-	// was in flight.
+	// CommitEvery lets several batches share one cursor write. A cursor
+	// write records the acknowledged index and an in-flight mark past it:
+	// one batch's worth (BatchSize) by default, so that the next batch
+	// needs no write of its own, or CommitEvery entries when that is more,
+	// so that the cursor is written once per CommitEvery entries. After a
+	// crash, the entries between a worker's acknowledged index and its
+	// mark that exist then are delivered in one batch with
+	// Batch.Redelivery set: the batch that was with the processor, or
+	// entries that had not yet been delivered. Zero means BatchSize.
 	CommitEvery int
 	// Parallel is how many workers' batches are read and processed at
 	// once. Zero means GOMAXPROCS.

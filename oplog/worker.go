@@ -169,6 +169,9 @@ func (w *worker) run(stop, procCtx context.Context) {
 	w.mu.Lock()
 	w.st.Acked = acked
 	w.mu.Unlock()
+	// Each cursor write marks as in flight up to window entries past the
+	// acknowledged ones: the next batch, or CommitEvery entries' worth.
+	window := uint64(max(d.cfg.BatchSize, d.cfg.CommitEvery))
 	pending := false // a batch went to the processor and was not acknowledged
 	defer func() {
 		mark := acked // nothing is with the processor: a clean stop flags nothing
@@ -212,7 +215,7 @@ func (w *worker) run(stop, procCtx context.Context) {
 		}
 		last := entries[len(entries)-1].Index
 		if last > inflight {
-			if err := commit(max(last, acked+uint64(d.cfg.CommitEvery))); err != nil {
+			if err := commit(max(last, acked+window)); err != nil {
 				w.release()
 				w.set(StateRetrying, err)
 				d.log.Error("recording the in-flight mark; the batch waits", "worker", w.id, "err", err)
@@ -232,6 +235,13 @@ func (w *worker) run(stop, procCtx context.Context) {
 		w.mu.Unlock()
 		if m := d.cfg.Metrics; m != nil {
 			m.delivered(d.name, d.version, len(entries), b.Redelivery)
+		}
+		if acked+uint64(d.cfg.BatchSize) > inflight {
+			// Record the acknowledgement, and a mark that covers the next
+			// batch, so that it needs no write of its own.
+			if err := commit(acked + window); err != nil {
+				d.log.Error("recording the cursor", "worker", w.id, "err", err)
+			}
 		}
 	}
 }

@@ -1,0 +1,242 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"math/rand/v2"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/soplug/soplug/contract"
+	"github.com/soplug/soplug/oplog"
+)
+
+// writeOplogs writes n entries for each of workers worker-000... into dir.
+func writeOplogs(t *testing.T, dir string, workers, n int) {
+	t.Helper()
+	payload := []byte("0123456789abcdef")
+	for w := range workers {
+		id := fmt.Sprintf("worker-%03d", w)
+		wr, err := oplog.OpenWriter(dir, id)
+		require.NoError(t, err)
+		batch := make([]contract.Entry, 0, 1000)
+		for i := 1; i <= n; i++ {
+			batch = append(batch, contract.Entry{Index: uint64(i), Timestamp: time.Unix(int64(i), 0), Kind: "invoke", Payload: payload})
+			if len(batch) == cap(batch) || i == n {
+				require.NoError(t, wr.Append(batch...))
+				batch = batch[:0]
+			}
+		}
+		require.NoError(t, wr.Close())
+	}
+}
+
+// oplogStatus reads GET /v1/oplog.
+func oplogStatus(t *testing.T, addr string) oplog.Status {
+	t.Helper()
+	var st oplog.Status
+	require.Equal(t, http.StatusOK, getJSON(t, "http://"+addr+"/v1/oplog", &st))
+	return st
+}
+
+// TestOplogCrashes: a runner delivering 1,000,000 entries of 100 workers
+// is killed with SIGKILL at random moments 20 times and started again;
+// then one run finishes. The processor (the oplogrecorder fixture) must
+// have seen every index of every worker, and any index more than once only
+// with Batch.Redelivery set.
+func TestOplogCrashes(t *testing.T) {
+	if testing.Short() {
+		t.Skip("a minute of crashes")
+	}
+	const workers, perWorker, kills = 100, 10_000, 20
+	work := t.TempDir()
+	oplogDir, state, seen := filepath.Join(work, "oplog"), filepath.Join(work, "state"), filepath.Join(work, "seen.log")
+	writeOplogs(t, oplogDir, workers, perWorker)
+	dir := copyPlugins(t, "oplogrecorder=recorder_v1.0.0.so")
+	conf := filepath.Join(work, "plugins.toml")
+	require.NoError(t, os.WriteFile(conf, []byte(fmt.Sprintf("[plugins.recorder.config]\nfile = %q\n", seen)), 0o644))
+	// Batches of 100: ten thousand cursor writes, so that the kills land
+	// all through the delivery.
+	flags := []string{"--config", conf, "--oplog-dir", oplogDir, "--state-dir", state, "--quarantine-after", "1000", "--oplog-batch", "100"}
+
+	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 1))
+	var progress []int
+	midway := 0
+	for i := range kills {
+		d := start(t, dir, flags...)
+		time.Sleep(time.Duration(rng.IntN(400)) * time.Millisecond) // while selecting, or delivering
+		require.NoError(t, d.cmd.Process.Signal(syscall.SIGKILL))
+		code := d.exitCode(t)
+		require.Equal(t, -int(syscall.SIGKILL), code, "run %d:\n%s", i, d.text())
+		progress = append(progress, countLines(t, seen))
+		if n := progress[len(progress)-1]; n > 0 && n < workers*perWorker {
+			midway++
+		}
+	}
+	lines := countLines(t, seen)
+	t.Logf("entries the processor had seen after each kill: %v", progress)
+
+	d := start(t, dir, flags...)
+	addr := <-d.addr
+	deadline := time.Now().Add(3 * time.Minute)
+	for {
+		st := oplogStatus(t, addr)
+		done := 0
+		if len(st.Processors) == 1 {
+			for _, w := range st.Processors[0].Workers {
+				if w.Acked == perWorker {
+					done++
+				}
+			}
+		}
+		if done == workers {
+			break
+		}
+		require.True(t, time.Now().Before(deadline), "%d of %d workers finished:\n%s", done, workers, d.text())
+		time.Sleep(100 * time.Millisecond)
+	}
+	require.NoError(t, d.cmd.Process.Signal(syscall.SIGTERM))
+	require.Equal(t, 0, d.exitCode(t), d.text())
+
+	plain := map[string]map[uint64]int{}   // unflagged deliveries
+	flagged := map[string]map[uint64]int{} // redeliveries
+	f, err := os.Open(seen)
+	require.NoError(t, err)
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	total, redelivered := 0, 0
+	for sc.Scan() {
+		parts := strings.Fields(sc.Text())
+		require.Len(t, parts, 3, "line %q", sc.Text())
+		idx, err := strconv.ParseUint(parts[1], 10, 64)
+		require.NoError(t, err)
+		m := plain
+		if parts[2] == "R" {
+			m, redelivered = flagged, redelivered+1
+		}
+		if m[parts[0]] == nil {
+			m[parts[0]] = map[uint64]int{}
+		}
+		m[parts[0]][idx]++
+		total++
+	}
+	require.NoError(t, sc.Err())
+	missing, twice, again := 0, 0, 0
+	for w := range workers {
+		id := fmt.Sprintf("worker-%03d", w)
+		for i := uint64(1); i <= perWorker; i++ {
+			n := plain[id][i]
+			if n+flagged[id][i] == 0 {
+				missing++
+			}
+			if n > 1 {
+				twice++
+			}
+			again += max(0, n+flagged[id][i]-1)
+		}
+	}
+	t.Logf("%d deliveries of %d entries: %d flagged as redeliveries, of which %d had been delivered before",
+		total, workers*perWorker, redelivered, again)
+	assert.Zero(t, missing, "entries never delivered")
+	assert.Zero(t, twice, "entries delivered twice without the redelivery flag")
+	assert.Positive(t, lines)
+	assert.GreaterOrEqual(t, midway, kills/4, "kills that landed while delivering")
+}
+
+func countLines(t *testing.T, path string) int {
+	data, err := os.ReadFile(path)
+	if os.IsNotExist(err) {
+		return 0
+	}
+	require.NoError(t, err)
+	return bytes.Count(data, []byte("\n"))
+}
+
+// TestOplogHTTPAndControl: entries appended over HTTP reach the
+// processor; deactivate pauses the worker over the control socket, the
+// cursor holds, and activate lets it catch up.
+func TestOplogHTTPAndControl(t *testing.T) {
+	t.Parallel()
+	work := t.TempDir()
+	oplogDir, state, seen := filepath.Join(work, "oplog"), filepath.Join(work, "state"), filepath.Join(work, "seen.log")
+	dir := copyPlugins(t, "oplogrecorder=recorder_v1.0.0.so")
+	conf := filepath.Join(work, "plugins.toml")
+	require.NoError(t, os.WriteFile(conf, []byte(fmt.Sprintf("[plugins.recorder.config]\nfile = %q\n", seen)), 0o644))
+	d := start(t, dir, "--config", conf, "--oplog-dir", oplogDir, "--state-dir", state)
+	addr := <-d.addr
+	d.waitLog(t, `msg=ready`)
+
+	post := func(worker string, first, n int) (int, oplog.ErrorResponse) {
+		var req oplog.AppendRequest
+		for i := range n {
+			req.Entries = append(req.Entries, oplog.AppendEntry{Index: uint64(first + i), Kind: "invoke", Payload: []byte("p")})
+		}
+		body, _ := json.Marshal(req)
+		resp, err := http.Post("http://"+addr+"/v1/workers/"+worker+"/oplog", "application/json", bytes.NewReader(body))
+		require.NoError(t, err)
+		defer resp.Body.Close()
+		var e oplog.ErrorResponse
+		_ = json.NewDecoder(resp.Body).Decode(&e)
+		return resp.StatusCode, e
+	}
+	code, _ := post("w1", 1, 10)
+	require.Equal(t, http.StatusOK, code)
+	code, e := post("w1", 5, 1)
+	assert.Equal(t, http.StatusConflict, code)
+	assert.EqualValues(t, 11, e.ExpectedIndex)
+	code, e = post("-x", 1, 1)
+	assert.Equal(t, http.StatusBadRequest, code)
+	assert.Contains(t, e.Error, "invalid worker ID")
+
+	acked := func() uint64 {
+		for _, w := range oplogStatus(t, addr).Processors[0].Workers {
+			if w.Worker == "w1" {
+				return w.Acked
+			}
+		}
+		return 0
+	}
+	eventually(t, func() bool { return acked() == 10 })
+
+	rc, out, errOut := runner(t, "oplog", "deactivate", "--state-dir", state, "w1")
+	require.Equal(t, exitOK, rc, errOut)
+	assert.Contains(t, out, "w1: delivery paused")
+	code, _ = post("w1", 11, 5)
+	require.Equal(t, http.StatusOK, code)
+	time.Sleep(300 * time.Millisecond)
+	assert.EqualValues(t, 10, acked(), "the cursor holds while paused")
+
+	rc, out, _ = runner(t, "oplog", "status", "--state-dir", state)
+	require.Equal(t, exitOK, rc)
+	assert.Contains(t, out, `"paused": [
+    "w1"
+  ]`)
+	rc, _, _ = runner(t, "oplog", "activate", "--state-dir", state, "w1")
+	require.Equal(t, exitOK, rc)
+	eventually(t, func() bool { return acked() == 15 })
+	assert.Equal(t, 15, countLines(t, seen))
+
+	rc, _, errOut = runner(t, "oplog", "status", "--control-socket", filepath.Join(work, "nosuch.sock"))
+	assert.Equal(t, exitNoInput, rc)
+	assert.Contains(t, errOut, "the daemon is not reachable")
+}
+
+func eventually(t *testing.T, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(time.Minute)
+	for !cond() {
+		require.True(t, time.Now().Before(deadline), "timed out")
+		time.Sleep(20 * time.Millisecond)
+	}
+}
