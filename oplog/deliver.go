@@ -22,7 +22,7 @@ import (
 // BENCHMARKS.md.
 const (
 	// DefaultBatchSize is the most entries one Process call gets.
-	DefaultBatchSize = 1000
+	DefaultBatchSize = 5000
 	// DefaultMaxBatchBytes bounds a batch's size in bytes (at least one
 	// entry is always delivered, however large).
 	DefaultMaxBatchBytes = 4 << 20

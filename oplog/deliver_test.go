@@ -30,10 +30,10 @@ func newRecorder() *recorder {
 	return &recorder{seen: map[string][]uint64{}, redel: map[string][]uint64{}}
 }
 
-func (*recorder) Version() string                            { return "1.0.0" }
-func (*recorder) IsAcceptable() bool                         { return true }
+func (*recorder) Version() string                             { return "1.0.0" }
+func (*recorder) IsAcceptable() bool                          { return true }
 func (*recorder) Init(context.Context, contract.Config) error { return nil }
-func (*recorder) Close(context.Context) error                { return nil }
+func (*recorder) Close(context.Context) error                 { return nil }
 func (r *recorder) Process(_ context.Context, b contract.Batch) error {
 	if r.fail != nil {
 		if err := r.fail(b); err != nil {

@@ -88,46 +88,54 @@ func (r *Reader) Resume(off int64, next uint64) { r.off, r.next = off, next }
 // all (at least one record, however large), and advances past them.
 // Nothing to read is (nil, nil). At a torn record it returns the complete
 // records before it and an error wrapping ErrTorn; at a corrupt one, those
-// before it and an error wrapping ErrCorrupt. The entries' payloads share
-// one buffer, allocated for this call.
+// before it and an error wrapping ErrCorrupt. The file is read in chunks
+// of at most readChunk bytes (more only for a larger record), which the
+// entries' payloads share.
 func (r *Reader) Read(max, maxBytes int) ([]contract.Entry, error) {
-	if maxBytes < recHead+bodyFixed {
-		maxBytes = recHead + bodyFixed
-	}
 	var entries []contract.Entry
-	for len(entries) < max {
+	consumed, need := 0, 0
+	for len(entries) < max && consumed < maxBytes {
 		fi, err := r.f.Stat()
 		if err != nil {
 			return entries, fmt.Errorf("oplog: %s: %w", r.path, err)
 		}
 		avail := fi.Size() - r.off
 		if avail <= 0 {
-			return entries, nil
+			break
 		}
-		chunk := make([]byte, min(int64(maxBytes), avail))
+		size := max64(min(int64(readChunk), int64(maxBytes-consumed), avail), int64(need))
+		chunk := make([]byte, min(size, avail))
 		n, err := r.f.ReadAt(chunk, r.off)
 		if err != nil && !errors.Is(err, io.EOF) {
 			return entries, fmt.Errorf("oplog: %s: %w", r.path, err)
 		}
 		atEOF := int64(n) >= avail
-		chunk = chunk[:n]
-		p, need, err := r.decode(chunk, max-len(entries), &entries)
+		var p int
+		p, need, err = r.decode(chunk[:n], max-len(entries), &entries)
 		r.off += int64(p)
+		consumed += p
 		switch {
 		case err != nil:
 			return entries, err
-		case need == 0 && (atEOF || len(entries) > 0), len(entries) >= max:
-			return entries, nil // at the end, or filled
-		case need == 0:
-			continue
-		case atEOF:
+		case need == 0 && atEOF:
+			return entries, nil
+		case need > 0 && atEOF:
 			return entries, posError(ErrTorn, r.path, r.off, "%d of the record's %d bytes are there", n-p, need)
-		case len(entries) > 0:
-			return entries, nil // the next record did not fit: next call
+		case need > 0 && len(entries) > 0 && consumed+need > maxBytes:
+			return entries, nil // the next record would pass maxBytes: next call
 		}
-		maxBytes = need // one record larger than maxBytes: read it whole
 	}
 	return entries, nil
+}
+
+// readChunk is the most Read reads at once, unless one record is larger.
+const readChunk = 256 << 10
+
+func max64(a, b int64) int64 {
+	if a > b {
+		return a
+	}
+	return b
 }
 
 // decode appends up to max records from chunk (read at r.off) to entries.

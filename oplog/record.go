@@ -60,8 +60,8 @@ const (
 
 	magic      = "SOPLUGOL"
 	version    = 1
-	recHead    = 8               // body length and CRC
-	bodyFixed  = 8 + 8 + 1       // index, timestamp, kind length
+	recHead    = 8         // body length and CRC
+	bodyFixed  = 8 + 8 + 1 // index, timestamp, kind length
 	maxBody    = bodyFixed + MaxKind + MaxPayload
 	maxWorkerB = 128
 )

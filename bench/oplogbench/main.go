@@ -1,0 +1,175 @@
+// Command oplogbench measures oplog delivery: entries per second through a
+// processor that does nothing, with durable cursors, and the resident
+// memory of a process that delivers a large backlog. bench/run runs it.
+//
+//	oplogbench throughput [-entries N] [-workers N] BATCH...   entries/s per batch size
+//	oplogbench gen -bytes N DIR                               write a backlog of about N bytes into DIR
+//	oplogbench deliver [-batch N] DIR                         deliver DIR's backlog; print entries/s and peak RSS
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/soplug/soplug/contract"
+	"github.com/soplug/soplug/oplog"
+)
+
+// noop acknowledges every batch, counting its entries.
+type noop struct{ n atomic.Int64 }
+
+func (*noop) Version() string                            { return "1.0.0" }
+func (*noop) IsAcceptable() bool                         { return true }
+func (*noop) Init(context.Context, contract.Config) error { return nil }
+func (*noop) Close(context.Context) error                { return nil }
+func (p *noop) Process(_ context.Context, b contract.Batch) error {
+	p.n.Add(int64(len(b.Entries)))
+	return nil
+}
+
+const payloadSize = 100
+
+// generate writes workers oplogs of perWorker entries each into dir.
+func generate(dir string, workers, perWorker int) (int64, error) {
+	payload := make([]byte, payloadSize)
+	var total int64
+	for w := range workers {
+		wr, err := oplog.OpenWriter(dir, fmt.Sprintf("worker-%04d", w))
+		if err != nil {
+			return 0, err
+		}
+		batch := make([]contract.Entry, 0, 10_000)
+		for i := 1; i <= perWorker; i++ {
+			batch = append(batch, contract.Entry{Index: uint64(i), Timestamp: time.Unix(int64(i), 0), Kind: "invoke", Payload: payload})
+			if len(batch) == cap(batch) || i == perWorker {
+				if err := wr.Append(batch...); err != nil {
+					return 0, err
+				}
+				batch = batch[:0]
+			}
+		}
+		fi, err := os.Stat(wr.Path())
+		if err != nil {
+			return 0, err
+		}
+		total += fi.Size()
+		wr.Close()
+	}
+	return total, nil
+}
+
+// deliver delivers everything in dir with batch size batch and returns the
+// entries and how long it took.
+func deliver(dir string, batch int, want int64) (int64, time.Duration, error) {
+	p := &noop{}
+	d, err := oplog.NewDeliverer(oplog.Config{Dir: dir, CursorDir: filepath.Join(dir, ".cursors"), BatchSize: batch, Poll: 10 * time.Millisecond}, "noop", "1.0.0", p)
+	if err != nil {
+		return 0, 0, err
+	}
+	stop, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	start := time.Now()
+	go func() { done <- d.Run(stop, context.Background()) }()
+	for p.n.Load() < want {
+		time.Sleep(time.Millisecond)
+	}
+	took := time.Since(start)
+	cancel()
+	return p.n.Load(), took, <-done
+}
+
+// peakRSS returns VmHWM from /proc/self/status, in KiB.
+func peakRSS() int64 {
+	data, _ := os.ReadFile("/proc/self/status")
+	for _, line := range strings.Split(string(data), "\n") {
+		if f := strings.Fields(line); len(f) >= 2 && f[0] == "VmHWM:" {
+			n, _ := strconv.ParseInt(f[1], 10, 64)
+			return n
+		}
+	}
+	return 0
+}
+
+func main() {
+	if len(os.Args) < 2 {
+		fmt.Fprintln(os.Stderr, "usage: oplogbench throughput|gen|deliver ...")
+		os.Exit(64)
+	}
+	fs := flag.NewFlagSet(os.Args[1], flag.ExitOnError)
+	entries := fs.Int("entries", 1_000_000, "entries in all")
+	workers := fs.Int("workers", 100, "workers")
+	bytes := fs.Int64("bytes", 1<<30, "backlog size")
+	batch := fs.Int("batch", oplog.DefaultBatchSize, "batch size")
+	_ = fs.Parse(os.Args[2:])
+	if err := run(os.Args[1], fs.Args(), *entries, *workers, *bytes, *batch); err != nil {
+		fmt.Fprintln(os.Stderr, "oplogbench:", err)
+		os.Exit(1)
+	}
+}
+
+func run(cmd string, args []string, entries, workers int, size int64, batch int) error {
+	switch cmd {
+	case "throughput":
+		for _, a := range args {
+			b, err := strconv.Atoi(a)
+			if err != nil {
+				return err
+			}
+			dir, err := os.MkdirTemp("", "oplogbench-")
+			if err != nil {
+				return err
+			}
+			n := entries
+			if b == 1 {
+				n = min(n, 20_000) // one fsync per entry: a smaller backlog
+			}
+			if _, err := generate(dir, workers, n/workers); err != nil {
+				return err
+			}
+			got, took, err := deliver(dir, b, int64(n/workers*workers))
+			os.RemoveAll(dir)
+			if err != nil {
+				return err
+			}
+			fmt.Printf("batch=%d entries=%d seconds=%.3f entries_per_second=%.0f\n", b, got, took.Seconds(), float64(got)/took.Seconds())
+		}
+	case "gen":
+		perEntry := int64(8 + 17 + len("invoke") + payloadSize)
+		per := int(size / perEntry / int64(workers))
+		total, err := generate(args[0], workers, per)
+		if err != nil {
+			return err
+		}
+		if err := os.WriteFile(filepath.Join(args[0], ".entries"), []byte(strconv.Itoa(per*workers)), 0o644); err != nil {
+			return err
+		}
+		fmt.Printf("entries=%d bytes=%d\n", per*workers, total)
+	case "deliver":
+		data, err := os.ReadFile(filepath.Join(args[0], ".entries")) // written by gen
+		if err != nil {
+			return err
+		}
+		want, err := strconv.ParseInt(string(data), 10, 64)
+		if err != nil {
+			return err
+		}
+		if err := os.RemoveAll(filepath.Join(args[0], ".cursors")); err != nil { // from an earlier run
+			return err
+		}
+		got, took, err := deliver(args[0], batch, want)
+		if err != nil {
+			return err
+		}
+		fmt.Printf("batch=%d entries=%d seconds=%.3f entries_per_second=%.0f peak_rss_kib=%d\n", batch, got, took.Seconds(), float64(got)/took.Seconds(), peakRSS())
+	default:
+		return fmt.Errorf("unknown command %q", cmd)
+	}
+	return nil
+}
