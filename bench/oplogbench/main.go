@@ -25,10 +25,10 @@ import (
 // noop acknowledges every batch, counting its entries.
 type noop struct{ n atomic.Int64 }
 
-func (*noop) Version() string                            { return "1.0.0" }
-func (*noop) IsAcceptable() bool                         { return true }
+func (*noop) Version() string                             { return "1.0.0" }
+func (*noop) IsAcceptable() bool                          { return true }
 func (*noop) Init(context.Context, contract.Config) error { return nil }
-func (*noop) Close(context.Context) error                { return nil }
+func (*noop) Close(context.Context) error                 { return nil }
 func (p *noop) Process(_ context.Context, b contract.Batch) error {
 	p.n.Add(int64(len(b.Entries)))
 	return nil
