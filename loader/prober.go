@@ -105,7 +105,15 @@ func (p Prober) Probe(ctx context.Context, path string) (probe.Report, error) {
 		}
 	}()
 	werr := cmd.Wait()
-	rd.Close() // a grandchild holding the pipe must not keep us waiting
+	// The child is gone, but what it wrote may still be in the pipe: read
+	// it to the end before closing, or the last step can be lost and a
+	// death in init reported as one before it. Only a grandchild that
+	// holds the pipe open keeps it from ending; it gets a second.
+	select {
+	case <-read:
+	case <-time.After(time.Second):
+	}
+	rd.Close()
 	<-read
 
 	if final != nil && final.Error == nil && final.Report != nil && final.ABI == contract.ABIVersion {
