@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Builds every plugin source plugin_sources/<name>/<version>/ into
-# plugins/<name>_v<version>.so, and the loader's test fixtures from
-# testdata/fixtures/ into testdata/fixtures/bin/.
+# plugins/<name>_v<version>.so and, as an out-of-process plugin (the same
+# source with -tags soplug_exec), into plugins-exec/<name>_v<version>; and
+# the loader's test fixtures from testdata/fixtures/ into
+# testdata/fixtures/bin/ (<name>.so, and <name>.exec for those with a
+# main_exec.go).
 #
 # Plugins must be built by the same Go toolchain, with the same flags, as the
 # runner that loads them: this script uses the plain `go build` the README uses
@@ -49,6 +52,16 @@ plugin() {
 	place "$tmp" "$2"
 }
 
+# executable PKGDIR DEST: build the package in PKGDIR as an out-of-process
+# plugin at DEST.
+executable() {
+	step="building $2 from $1"
+	local tmp
+	tmp="$(dirname "$2")/.$(basename "$2").tmp"
+	go build -tags soplug_exec -o "$tmp" "./$1"
+	place "$tmp" "$2"
+}
+
 if [[ $what != --fixtures ]]; then
 	n=0
 	for dir in plugin_sources/*/*/; do
@@ -56,6 +69,8 @@ if [[ $what != --fixtures ]]; then
 		name=$(basename "$(dirname "$dir")")
 		ver=$(basename "$dir")
 		plugin "$dir" "plugins/${name}_v${ver}.so"
+		mkdir -p plugins-exec
+		executable "$dir" "plugins-exec/${name}_v${ver}"
 		n=$((n + 1))
 	done
 	((n > 0)) || { echo "build_plugins.sh: no plugin sources under plugin_sources/<name>/<version>/" >&2; exit 1; }
@@ -68,6 +83,9 @@ if [[ $what != --examples ]]; then
 		dir=$(dirname "$main")
 		rel=${dir#testdata/fixtures/}
 		plugin "$dir" "$out/${rel//\//-}.so"
+		if [[ -f $dir/main_exec.go ]]; then
+			executable "$dir" "$out/${rel//\//-}.exec"
+		fi
 	done < <(find testdata/fixtures -name main.go -not -path '*/internal/*' -not -path '*/bin/*' -not -path '*/otherdep/*' | sort)
 
 	# A plugin in a module of its own that pins another version of a module
@@ -76,6 +94,10 @@ if [[ $what != --examples ]]; then
 	(cd testdata/fixtures/otherdep && GOWORK=off GOFLAGS="${GOFLAGS:-} -mod=mod" \
 		go build -buildmode=plugin -o "$OLDPWD/$out/.otherdep.so.tmp" .)
 	place "$out/.otherdep.so.tmp" "$out/otherdep.so"
+	step="building $out/otherdep.exec"
+	(cd testdata/fixtures/otherdep && GOWORK=off GOFLAGS="${GOFLAGS:-} -mod=mod" \
+		go build -tags soplug_exec -o "$OLDPWD/$out/.otherdep.exec.tmp" .)
+	place "$out/.otherdep.exec.tmp" "$out/otherdep.exec"
 
 	# A Go executable built as a position-independent executable: ET_DYN
 	# like a plugin, but not one.

@@ -19,7 +19,9 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -109,6 +111,11 @@ type Config struct {
 	// request headers, so that slow clients cannot hold connections. Zero
 	// means DefaultReadHeaderTimeout.
 	ReadHeaderTimeout time.Duration
+	// PluginMetricsPorts, when its first port is not zero, is the range
+	// of TCP ports (first, last) on 127.0.0.1 from which each plugin
+	// process gets one to serve its own /metrics on; /v1/health lists
+	// them. Zero means the plugin processes serve none.
+	PluginMetricsPorts [2]int
 	// Services serve the selected plugins. None means the daemon serves
 	// only its health and metrics endpoints.
 	Services []Service
@@ -207,6 +214,8 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	lcfg.Admit = Admission(policy, store)
 	lcfg.BeforeLoad = func(c *loader.Candidate) error { return store.Loading(c.Name, c.Version.String(), c.Path) }
+	giveUp := make(chan string, 1)
+	processes(&lcfg.Process, cfg, policy, store, log, giveUp)
 	log.Info("selecting plugins", "dir", dir)
 	sel, selErr := loader.New(lcfg).Load(ctx)
 	if ctx.Err() != nil {
@@ -275,6 +284,9 @@ func Run(ctx context.Context, cfg Config) error {
 			}
 		}
 		result = fmt.Errorf("%w: %s", ErrRestart, why)
+	case why := <-giveUp:
+		log.Error("restarting onto the next acceptable version", "cause", why)
+		result = fmt.Errorf("%w: %s", ErrRestart, why)
 	case err := <-hs.errs:
 		result = fmt.Errorf("daemon: serving: %w", err)
 	}
@@ -294,10 +306,48 @@ func Run(ctx context.Context, cfg Config) error {
 		log.Warn("drain did not finish", "timeout", cfg.DrainTimeout, "err", err)
 	}
 	stopServices(dctx, cfg.Services, log)
+	sel.Close() // no plugin process outlives the daemon
 	if result != nil && !errors.Is(result, ErrRestart) {
 		return result
 	}
 	return cleanExit(store, result)
+}
+
+// processes configures the loader's out-of-process plugins: their log,
+// their checksum from the trust manifest, their metrics ports, and what
+// happens when one keeps dying: its version is quarantined and the daemon
+// restarts onto the next one.
+func processes(pc *loader.ProcessConfig, cfg Config, policy *trust.Policy, store *quarantine.Store, log *slog.Logger, giveUp chan<- string) {
+	if pc.Logger == nil {
+		pc.Logger = log
+	}
+	pc.Checksum = func(path string) ([]byte, error) { return policy.ManifestSum(filepath.Base(path)) }
+	if first, last := cfg.PluginMetricsPorts[0], cfg.PluginMetricsPorts[1]; first > 0 {
+		var mu sync.Mutex
+		ports := map[string]int{}
+		pc.MetricsAddr = func(name, version string) string {
+			mu.Lock()
+			defer mu.Unlock()
+			k := name + "@" + version
+			if _, ok := ports[k]; !ok {
+				if first+len(ports) > last {
+					log.Warn("no metrics port left for a plugin process", "plugin", name, "range", cfg.PluginMetricsPorts)
+					return ""
+				}
+				ports[k] = first + len(ports)
+			}
+			return fmt.Sprintf("127.0.0.1:%d", ports[k])
+		}
+	}
+	pc.OnGiveUp = func(c *loader.Candidate, err error) {
+		if qerr := store.Quarantine(c.Name, c.Version.String(), c.Path); qerr != nil {
+			log.Error("quarantining a plugin version", "plugin", c.Name, "version", c.Version.String(), "err", qerr)
+		}
+		select {
+		case giveUp <- fmt.Sprintf("%s %s quarantined: %v", c.Name, c.Version, err):
+		default:
+		}
+	}
 }
 
 // stopServices stops services within ctx, logging what fails.
@@ -332,10 +382,11 @@ func waitRestart(ctx context.Context, w *Watcher, since Fingerprint, cfg Config)
 
 // Admission is the loader's admit stage as the daemon runs it: the trust
 // policy, then the quarantine records. Signatures are checked against the
-// candidate's canonical name, <name>_v<version>.so.
+// candidate's canonical name, <name>_v<version>.so or, for an executable,
+// <name>_v<version>.
 func Admission(policy *trust.Policy, store *quarantine.Store) func(*loader.Candidate) error {
 	return func(c *loader.Candidate) error {
-		if err := policy.Check(c.Path, fmt.Sprintf("%s_v%s%s", c.Name, c.Version, loader.Suffix)); err != nil {
+		if err := policy.Check(c.Path, loader.CanonicalName(c.Name, c.Version, c.Backend)); err != nil {
 			return err
 		}
 		return store.Admit(c.Name, c.Version.String(), c.Path)

@@ -16,6 +16,13 @@ type PluginHealth struct {
 	Kind    string `json:"kind"`
 	Version string `json:"version"`
 	File    string `json:"file"`
+	// Backend is "native" (a .so in this process) or "process".
+	Backend string `json:"backend"`
+	// Process is the plugin process of a "process" plugin: its PID,
+	// restarts and metrics address.
+	Process *loader.ProcessStatus `json:"process,omitempty"`
+
+	cand *loader.Candidate
 }
 
 // CandidateHealth is one rejected candidate and why.
@@ -65,7 +72,8 @@ func (h *health) setSelection(sel *loader.Selection) {
 	defer h.mu.Unlock()
 	h.rep.Plugins = h.rep.Plugins[:0]
 	for _, c := range sel.Selected() {
-		h.rep.Plugins = append(h.rep.Plugins, PluginHealth{Name: c.Name, Kind: string(c.Kind), Version: c.Version.String(), File: c.File})
+		h.rep.Plugins = append(h.rep.Plugins, PluginHealth{Name: c.Name, Kind: string(c.Kind), Version: c.Version.String(), File: c.File,
+			Backend: string(c.Backend), cand: c})
 	}
 	h.rep.Rejected = nil
 	for _, c := range sel.Candidates {
@@ -86,6 +94,9 @@ func (h *health) report() Report {
 	defer h.mu.RUnlock()
 	r := h.rep
 	r.Plugins = append([]PluginHealth(nil), r.Plugins...)
+	for i := range r.Plugins {
+		r.Plugins[i].Process = r.Plugins[i].cand.ProcessStatus()
+	}
 	r.Rejected = append([]CandidateHealth(nil), r.Rejected...)
 	for _, rep := range h.reporters {
 		if r.Services == nil {

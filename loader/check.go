@@ -50,30 +50,10 @@ func CheckFile(path string) (err error) {
 
 // checkELF is CheckFile on an open file of the given size.
 func checkELF(r io.ReaderAt, size int64) (rerr *RejectError) {
-	defer func() {
-		// debug/elf has panicked on malformed input before; a candidate
-		// file must never take the daemon down with it.
-		if p := recover(); p != nil {
-			rerr = reject("", StageCheck, ErrNotELF, "malformed ELF (parser panicked: %v)", p)
-		}
-	}()
-	if size == 0 {
-		return reject("", StageCheck, ErrEmpty, "")
-	}
-	var magic [4]byte
-	if _, err := r.ReadAt(magic[:], 0); err != nil || !bytes.Equal(magic[:], []byte(elf.ELFMAG)) {
-		return reject("", StageCheck, ErrNotELF, "the file does not start with the ELF magic")
-	}
-	if rerr := checkHeaderTables(r, size); rerr != nil {
+	defer recoverELF(&rerr)
+	ef, rerr := openELF(r, size)
+	if rerr != nil {
 		return rerr
-	}
-	ef, err := elf.NewFile(r)
-	if err != nil {
-		return reject("", StageCheck, ErrNotELF, "%v", err)
-	}
-	want, ok := machines[runtime.GOARCH]
-	if ok && (ef.Machine != want.machine || ef.Class != want.class) {
-		return reject("", StageCheck, ErrWrongArch, "%s %s, this machine needs %s %s", ef.Class, ef.Machine, want.class, want.machine)
 	}
 	if ef.Type != elf.ET_DYN {
 		return reject("", StageCheck, ErrNotPlugin, "ELF type %s, a plugin is ET_DYN (a shared object)", ef.Type)
@@ -96,6 +76,84 @@ func checkELF(r io.ReaderAt, size int64) (rerr *RejectError) {
 		}
 	}
 	return nil
+}
+
+// CheckExecutable examines an out-of-process plugin without running it: a
+// complete ELF executable for this machine carrying Go build info, not
+// built as a plugin. Its Go version and modules are its own business. The
+// error is a *RejectError at StageCheck, or nil.
+func CheckExecutable(path string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return reject(path, StageCheck, ErrNotRegular, "%v", err)
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return reject(path, StageCheck, ErrNotRegular, "%v", err)
+	}
+	if cerr := checkExecELF(f, fi.Size()); cerr != nil {
+		cerr.Path = path
+		return cerr
+	}
+	return nil
+}
+
+func checkExecELF(r io.ReaderAt, size int64) (rerr *RejectError) {
+	defer recoverELF(&rerr)
+	ef, rerr := openELF(r, size)
+	if rerr != nil {
+		return rerr
+	}
+	if ef.Type != elf.ET_EXEC && ef.Type != elf.ET_DYN {
+		return reject("", StageCheck, ErrNotExecutable, "ELF type %s, not an executable", ef.Type)
+	}
+	if rerr := checkExtents(ef, size); rerr != nil {
+		return rerr
+	}
+	bi, err := buildinfo.Read(r)
+	if err != nil {
+		return reject("", StageCheck, ErrNotExecutable, "no Go build info (%v): not a Go program", err)
+	}
+	for _, s := range bi.Settings {
+		if s.Key == "-buildmode" && s.Value != "exe" && s.Value != "pie" {
+			return reject("", StageCheck, ErrNotExecutable, "a Go %s built with -buildmode=%s, not a program", bi.GoVersion, s.Value)
+		}
+	}
+	return nil
+}
+
+// recoverELF turns a panic of debug/elf into a rejection: it has panicked
+// on malformed input before, and a candidate file must never take the
+// daemon down with it.
+func recoverELF(rerr **RejectError) {
+	if p := recover(); p != nil {
+		*rerr = reject("", StageCheck, ErrNotELF, "malformed ELF (parser panicked: %v)", p)
+	}
+}
+
+// openELF checks what every candidate must be: a non-empty ELF file for
+// this machine whose header tables lie inside it.
+func openELF(r io.ReaderAt, size int64) (*elf.File, *RejectError) {
+	if size == 0 {
+		return nil, reject("", StageCheck, ErrEmpty, "")
+	}
+	var magic [4]byte
+	if _, err := r.ReadAt(magic[:], 0); err != nil || !bytes.Equal(magic[:], []byte(elf.ELFMAG)) {
+		return nil, reject("", StageCheck, ErrNotELF, "the file does not start with the ELF magic")
+	}
+	if rerr := checkHeaderTables(r, size); rerr != nil {
+		return nil, rerr
+	}
+	ef, err := elf.NewFile(r)
+	if err != nil {
+		return nil, reject("", StageCheck, ErrNotELF, "%v", err)
+	}
+	want, ok := machines[runtime.GOARCH]
+	if ok && (ef.Machine != want.machine || ef.Class != want.class) {
+		return nil, reject("", StageCheck, ErrWrongArch, "%s %s, this machine needs %s %s", ef.Class, ef.Machine, want.class, want.machine)
+	}
+	return ef, nil
 }
 
 // checkHeaderTables reads the raw ELF header and verifies that it, the

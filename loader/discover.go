@@ -55,6 +55,9 @@ type Candidate struct {
 	Name string `json:"name,omitempty"`
 	// Version is the version parsed from File; nil when it did not parse.
 	Version *version.Version `json:"version,omitempty"`
+	// Backend is how the plugin runs: a .so in this process, or an
+	// executable in its own.
+	Backend Backend `json:"backend,omitempty"`
 	// Kind is the plugin's kind, known once the probe has run.
 	Kind contract.Kind `json:"kind,omitempty"`
 	// Verdict is the outcome.
@@ -117,11 +120,11 @@ func classify(realDir string, c *Candidate, e fs.DirEntry) *RejectError {
 	if strings.HasSuffix(c.File, ".sig") || c.File == "SHA256SUMS" {
 		return reject(c.Path, StageDiscover, ErrBadName, "a signature or manifest for the trust checks, not a plugin")
 	}
-	name, v, err := ParseFileName(c.File)
+	name, v, backend, err := ParseName(c.File)
 	if err != nil {
 		return &RejectError{Path: c.Path, Stage: StageDiscover, Err: err}
 	}
-	c.Name, c.Version = name, v
+	c.Name, c.Version, c.Backend = name, v, backend
 	mode := e.Type()
 	if mode&fs.ModeSymlink != 0 {
 		target, err := filepath.EvalSymlinks(c.Path)
@@ -143,6 +146,11 @@ func classify(realDir string, c *Candidate, e fs.DirEntry) *RejectError {
 			what = "a directory"
 		}
 		return reject(c.Path, StageDiscover, ErrNotRegular, "%s", what)
+	}
+	if backend == Process {
+		if fi, err := os.Stat(c.Path); err != nil || fi.Mode().Perm()&0o100 == 0 {
+			return reject(c.Path, StageDiscover, ErrBadName, "a name without %s is an out-of-process plugin, which must be executable (chmod +x)", Suffix)
+		}
 	}
 	return nil
 }

@@ -35,6 +35,15 @@ var (
 	// ErrNotPlugin: an ELF object that is not a Go plugin (an executable, a
 	// C library, a Go binary of another build mode).
 	ErrNotPlugin = errors.New("loader: not a Go plugin")
+	// ErrNotExecutable: an out-of-process candidate that is not a Go
+	// program for this machine.
+	ErrNotExecutable = errors.New("loader: not a Go executable")
+	// ErrHandshake: the plugin process did not complete go-plugin's
+	// handshake: another protocol or contract ABI, or not a soplug plugin.
+	ErrHandshake = errors.New("loader: plugin process handshake failed")
+	// ErrProcessExited: the plugin process ended during its start or its
+	// questions.
+	ErrProcessExited = errors.New("loader: plugin process exited")
 	// ErrBuildMismatch: the plugin links a package that the runner also
 	// links, compiled differently (another module version, toolchain or
 	// flags); plugin.Open would refuse it.

@@ -59,6 +59,9 @@ type Config struct {
 	// this process (by Load, never by Check); an error rejects it at
 	// StageLoad. The daemon records there which version it is starting.
 	BeforeLoad func(*Candidate) error
+	// Process configures out-of-process plugins (executables served by
+	// contract/serve).
+	Process ProcessConfig
 	// Runner is the build plugins must match, read with buildcheck; nil
 	// means this executable's. A build without package hashes (or an
 	// unreadable executable) skips the check, and the probe finds the same.
@@ -238,6 +241,17 @@ func (l *Loader) preflight(ctx context.Context, c *Candidate) error {
 			return &RejectError{Path: c.Path, Stage: StageAdmit, Err: fmt.Errorf("%w: %w", ErrNotAdmitted, err)}
 		}
 	}
+	if c.Backend == Process {
+		if err := CheckExecutable(c.Path); err != nil {
+			return err
+		}
+		rep, err := l.probeProcess(ctx, c)
+		c.Kind = rep.Kind
+		if err != nil {
+			return err
+		}
+		return matchVersion(c, rep, StageProbe)
+	}
 	if err := CheckFile(c.Path); err != nil {
 		return err
 	}
@@ -260,16 +274,26 @@ func (l *Loader) load(ctx context.Context, c *Candidate) error {
 			return &RejectError{Path: c.Path, Stage: StageLoad, Err: err}
 		}
 	}
-	lctx, cancel := context.WithTimeout(ctx, l.cfg.LoadTimeout)
-	defer cancel()
-	rep, err := loadInProcess(lctx, c.Path, c.checked)
+	var rep probe.Report
+	var err error
+	if c.Backend == Process {
+		rep, err = l.loadProcess(ctx, c)
+	} else {
+		lctx, cancel := context.WithTimeout(ctx, l.cfg.LoadTimeout)
+		defer cancel()
+		rep, err = loadInProcess(lctx, c.Path, c.checked)
+	}
 	if err != nil {
 		return err
 	}
+	c.Plugin = rep.Plugin
 	if err := matchVersion(c, rep, StageLoad); err != nil {
+		if p := processOf(c.Plugin); p != nil {
+			p.kill()
+		}
+		c.Plugin = nil
 		return err
 	}
-	c.Plugin = rep.Plugin
 	return nil
 }
 

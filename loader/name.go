@@ -11,6 +11,42 @@ import (
 // Suffix is the file name suffix of a native plugin.
 const Suffix = ".so"
 
+// Backend is how a plugin runs.
+type Backend string
+
+// The backends, told apart by the file name.
+const (
+	// Native: a .so opened in the runner's process (<name>_v<semver>.so).
+	Native Backend = "native"
+	// Process: an executable the runner starts and calls over gRPC
+	// (<name>_v<semver>, no suffix), served by contract/serve.
+	Process Backend = "process"
+)
+
+// CanonicalName returns the file name of a plugin version of a backend:
+// <name>_v<version>.so or <name>_v<version>.
+func CanonicalName(name string, v *version.Version, b Backend) string {
+	if b == Process {
+		return fmt.Sprintf("%s_v%s", name, v)
+	}
+	return fmt.Sprintf("%s_v%s%s", name, v, Suffix)
+}
+
+// ParseName splits a plugin file name of either backend, <name>_v<semver>.so
+// (native) or <name>_v<semver> (an executable), into the plugin's name,
+// version and backend; see ParseFileName.
+func ParseName(file string) (string, *version.Version, Backend, error) {
+	if strings.HasSuffix(file, Suffix) {
+		name, v, err := ParseFileName(file)
+		return name, v, Native, err
+	}
+	name, v, err := parseBase(file, file)
+	if err != nil {
+		return "", nil, "", fmt.Errorf("%w: %q is neither <name>_v<semver>%s nor an executable <name>_v<semver>", ErrBadName, file, Suffix)
+	}
+	return name, v, Process, nil
+}
+
 var nameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9.-]*(_[A-Za-z0-9.-]+)*$`)
 
 // tempSuffixes are the endings editors, copy tools and deploy scripts give
@@ -44,6 +80,12 @@ func ParseFileName(file string) (name string, v *version.Version, err error) {
 	if !ok || base == "" {
 		return "", nil, fmt.Errorf("%w: %q has no %s suffix", ErrBadName, file, Suffix)
 	}
+	return parseBase(file, base)
+}
+
+// parseBase splits base, the file name without its suffix, at the last '_'
+// followed by a version.
+func parseBase(file, base string) (name string, v *version.Version, err error) {
 	for i := strings.LastIndexByte(base, '_'); i > 0; i = strings.LastIndexByte(base[:i], '_') {
 		v, verr := version.NewSemver(base[i+1:])
 		if verr != nil {

@@ -38,16 +38,21 @@ type Prober struct {
 	Timeout time.Duration
 }
 
+// timeout returns Timeout or its default.
+func (p Prober) timeout() time.Duration {
+	if p.Timeout <= 0 {
+		return DefaultProbeTimeout
+	}
+	return p.Timeout
+}
+
 // Probe runs the child on path and returns what it learned of the plugin:
 // everything when it is acceptable, and with a refusal whatever the child
 // learned before it (such as the kind). A refusal, a crash or a timeout of
 // the child is a *RejectError at StageProbe; an end of ctx is returned as
 // ctx's error.
 func (p Prober) Probe(ctx context.Context, path string) (probe.Report, error) {
-	timeout := p.Timeout
-	if timeout <= 0 {
-		timeout = DefaultProbeTimeout
-	}
+	timeout := p.timeout()
 	argv := p.Command
 	if len(argv) == 0 {
 		exe, err := os.Executable()

@@ -192,6 +192,33 @@ func (s *Store) Loading(name, version, path string) error {
 	})
 }
 
+// Quarantine quarantines the version in the file at path at once, durably:
+// the daemon calls it for an out-of-process plugin whose process kept dying
+// while this run went on. The run's clean end does not lift it.
+func (s *Store) Quarantine(name, version, path string) error {
+	if !s.enabled() {
+		return nil
+	}
+	id, err := FileID(path)
+	if err != nil {
+		return err
+	}
+	return s.update(func(st *state) error {
+		k := key(name, version)
+		r := st.Versions[k]
+		if r == nil || r.File != id {
+			r = &Record{Name: name, Version: version, File: id}
+			st.Versions[k] = r
+		}
+		r.Crashes = max(r.Crashes+1, s.threshold())
+		r.LastCrash = time.Now().UTC()
+		if st.Run != nil {
+			st.Run.Loaded = slices.DeleteFunc(st.Run.Loaded, func(l string) bool { return l == k })
+		}
+		return nil
+	})
+}
+
 // Clean records that this run is ending cleanly: every version it loaded is
 // proven and its crash count reset.
 func (s *Store) Clean() error {

@@ -15,7 +15,8 @@
 //	413  body past Config.MaxBytes
 //	422  the plugin refused the input (Transform returned an error)
 //	500  the plugin panicked (recovered and counted) or returned no WebAssembly
-//	503  draining for a restart, or the plugin has no acceptable version
+//	503  draining for a restart, the plugin has no acceptable version, or its
+//	     process (out of process) is being restarted
 //	504  past Config.Timeout, which the plugin receives as its context's deadline
 //
 // The body is read once into a buffer sized from Content-Length with room
@@ -314,6 +315,8 @@ func (s *Service) call(ctx context.Context, p *Plugin, body []byte, cfg contract
 		return nil, &failure{code: http.StatusInternalServerError, p: p, msg: fmt.Sprintf("the plugin panicked: %v", res.panic)}
 	case res.err != nil && ctx.Err() != nil:
 		return nil, s.ctxFailure(ctx, p)
+	case res.err != nil && unavailable(res.err):
+		return nil, &failure{code: http.StatusServiceUnavailable, p: p, msg: res.err.Error()}
 	case res.err != nil:
 		return nil, &failure{code: http.StatusUnprocessableEntity, p: p, msg: res.err.Error()}
 	}
@@ -321,6 +324,14 @@ func (s *Service) call(ctx context.Context, p *Plugin, body []byte, cfg contract
 		return nil, &failure{code: http.StatusInternalServerError, p: p, msg: "the plugin returned no WebAssembly binary: " + err.Error()}
 	}
 	return res.out, nil
+}
+
+// unavailable reports whether err says the plugin could not be reached (an
+// out-of-process plugin whose process is being restarted): such errors
+// have an Unavailable method that returns true.
+func unavailable(err error) bool {
+	var u interface{ Unavailable() bool }
+	return errors.As(err, &u) && u.Unavailable()
 }
 
 // ctxFailure is the response when ctx ended during p's call: its deadline

@@ -82,6 +82,23 @@ type Policy struct {
 	loadErr  error
 }
 
+// ManifestSum returns the SHA-256 the manifest lists for the plugin of
+// canonical name name, or nil when no manifest is set.
+func (p *Policy) ManifestSum(name string) ([]byte, error) {
+	if p.Manifest == "" {
+		return nil, nil
+	}
+	m, err := p.loadManifest()
+	if err != nil {
+		return nil, err
+	}
+	want, ok := m[name]
+	if !ok {
+		return nil, fmt.Errorf("%w: %s lists no %s", ErrNotListed, p.Manifest, name)
+	}
+	return want[:], nil
+}
+
 // Check returns nil when the policy trusts the plugin file at path, whose
 // canonical name is name (<name>_v<version>.so; its base name when empty),
 // or an error wrapping one of the refusals.

@@ -134,3 +134,24 @@ func parseArgs(fs *flag.FlagSet, args []string, stderr io.Writer) ([]string, boo
 		args = fs.Args()[1:]
 	}
 }
+
+// portRange is a FIRST-LAST flag.
+type portRange [2]int
+
+func (r *portRange) String() string {
+	if r[0] == 0 {
+		return ""
+	}
+	return fmt.Sprintf("%d-%d", r[0], r[1])
+}
+
+func (r *portRange) Set(v string) error {
+	a, b, ok := strings.Cut(v, "-")
+	first, err1 := strconv.Atoi(a)
+	last, err2 := strconv.Atoi(b)
+	if !ok || err1 != nil || err2 != nil || first <= 0 || last < first || last > 65535 {
+		return fmt.Errorf("%q is not a port range FIRST-LAST", v)
+	}
+	*r = portRange{first, last}
+	return nil
+}

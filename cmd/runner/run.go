@@ -29,12 +29,15 @@ func runCmd(ctx context.Context, args []string, stderr io.Writer) int {
 	tf.register(fs)
 	var of oplogFlags
 	of.register(fs)
+	var metricsPorts portRange
+	fs.Var(&metricsPorts, "plugin-metrics-ports", "FIRST-LAST: ports on 127.0.0.1 for the plugin processes' own /metrics, one each (empty: none)")
 	var level slog.Level
 	fs.TextVar(&level, "log-level", slog.LevelInfo, "the lowest level logged: DEBUG, INFO, WARN or ERROR")
 	if !parse(fs, args, stderr) {
 		return exitUsage
 	}
 	cfg.Loader = lf.config()
+	cfg.PluginMetricsPorts = metricsPorts
 	cfg.StateDir = lf.stateDir
 	policy, err := lf.policy()
 	if err != nil {

@@ -170,9 +170,9 @@ func TestRunServesAndStopsOnSIGTERM(t *testing.T) {
 	assert.True(t, rep.Ready)
 	assert.Equal(t, d.cmd.Process.Pid, rep.PID)
 	assert.Equal(t, []daemon.PluginHealth{
-		{Name: "kindcount", Kind: "oplog-processor", Version: "1.0.0", File: "kindcount_v1.0.0.so"},
-		{Name: "wasmdigest", Kind: "transformer", Version: "1.0.0", File: "wasmdigest_v1.0.0.so"},
-		{Name: "wasmtag", Kind: "transformer", Version: "1.1.0", File: "wasmtag_v1.1.0.so"},
+		{Name: "kindcount", Kind: "oplog-processor", Version: "1.0.0", File: "kindcount_v1.0.0.so", Backend: "native"},
+		{Name: "wasmdigest", Kind: "transformer", Version: "1.0.0", File: "wasmdigest_v1.0.0.so", Backend: "native"},
+		{Name: "wasmtag", Kind: "transformer", Version: "1.1.0", File: "wasmtag_v1.1.0.so", Backend: "native"},
 	}, rep.Plugins)
 	assert.Equal(t, http.StatusOK, getJSON(t, "http://"+addr+"/readyz", nil))
 	assert.Equal(t, http.StatusOK, getJSON(t, "http://"+addr+"/healthz", nil))

@@ -82,5 +82,3 @@ func (*counter) Close(context.Context) error { return nil }
 
 // OplogProcessor is the accessor soplug looks up.
 func OplogProcessor() contract.OplogProcessor { return &counter{} }
-
-func main() {}

@@ -52,5 +52,3 @@ func (digester) Transform(ctx context.Context, component []byte, cfg contract.Co
 
 // Transformer is the accessor soplug looks up.
 func Transformer() contract.Transformer { return digester{} }
-
-func main() {}

@@ -27,5 +27,3 @@ func (tagger) Transform(_ context.Context, component []byte, _ contract.Config) 
 
 // Transformer is the accessor soplug looks up.
 func Transformer() contract.Transformer { return tagger{} }
-
-func main() {}

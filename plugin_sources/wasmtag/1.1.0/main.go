@@ -36,5 +36,3 @@ func (tagger) Transform(_ context.Context, component []byte, cfg contract.Config
 
 // Transformer is the accessor soplug looks up.
 func Transformer() contract.Transformer { return tagger{} }
-
-func main() {}
