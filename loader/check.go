@@ -5,6 +5,7 @@ import (
 	"debug/buildinfo"
 	"debug/elf"
 	"encoding/binary"
+	"errors"
 	"io"
 	"os"
 	"runtime"
@@ -146,6 +147,9 @@ func openELF(r io.ReaderAt, size int64) (*elf.File, *RejectError) {
 		return nil, rerr
 	}
 	ef, err := elf.NewFile(r)
+	if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+		return nil, reject("", StageCheck, ErrTruncated, "the file of %d bytes ends inside its ELF structures (a copy still in progress?)", size)
+	}
 	if err != nil {
 		return nil, reject("", StageCheck, ErrNotELF, "%v", err)
 	}

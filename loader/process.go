@@ -116,8 +116,11 @@ func startProcess(cfg ProcessConfig, path, name, version string, timeout time.Du
 func startError(path string, stage Stage, err error, stderr string) error {
 	msg := err.Error()
 	detail := ""
-	if line := firstLine(stderr, ""); line != "" {
-		detail = fmt.Sprintf(" (its stderr: %q)", truncate(line, 200))
+	for line := range strings.Lines(stderr) {
+		if line = strings.TrimSpace(line); line != "" && !strings.HasPrefix(line, "{") { // not go-plugin's own JSON log
+			detail = fmt.Sprintf(" (its stderr: %q)", truncate(line, 200))
+			break
+		}
 	}
 	switch {
 	case errors.Is(err, goplugin.ErrChecksumsDoNotMatch):
@@ -126,9 +129,6 @@ func startError(path string, stage Stage, err error, stderr string) error {
 		return reject(path, stage, ErrProcessExited, "the plugin process exited during its start, before the handshake%s", detail)
 	case strings.Contains(msg, "timeout while waiting for plugin to start"):
 		return reject(path, stage, ErrTimeout, "the plugin process did not complete its handshake in time%s", detail)
-	case strings.Contains(msg, "Incompatible API version"), strings.Contains(msg, "Unrecognized remote plugin message"),
-		strings.Contains(msg, "magic cookie"):
-		return reject(path, stage, ErrHandshake, "%v%s", err, detail)
 	}
 	return reject(path, stage, ErrHandshake, "%v%s", err, detail)
 }
