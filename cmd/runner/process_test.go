@@ -1,0 +1,112 @@
+package main
+
+import (
+	"net/http"
+	"os"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/soplug/soplug/daemon"
+	"github.com/soplug/soplug/transform"
+	"github.com/soplug/soplug/wasm"
+)
+
+// processHealth returns the health entry of plugin name.
+func processHealth(t *testing.T, addr, name string) daemon.PluginHealth {
+	t.Helper()
+	var rep daemon.Report
+	require.Equal(t, http.StatusOK, getJSON(t, "http://"+addr+"/v1/health", &rep))
+	for _, p := range rep.Plugins {
+		if p.Name == name {
+			return p
+		}
+	}
+	t.Fatalf("no %s in %+v", name, rep.Plugins)
+	return daemon.PluginHealth{}
+}
+
+// TestProcessBackendEndToEnd: an out-of-process transformer whose process
+// dies during a request costs that request a 503, is started again while the
+// runner goes on serving, and after more deaths than the runner tolerates is
+// quarantined and the runner restarts onto the next version.
+func TestProcessBackendEndToEnd(t *testing.T) {
+	t.Parallel()
+	dir := copyPlugins(t, "faulty.exec=faulty_v1.0.0", "wasmtag_v1.1.0.so")
+	state := t.TempDir()
+	d := start(t, dir, "--state-dir", state, "--transform-timeout", "5s", "--plugin-metrics-ports", "19400-19409")
+	addr := <-d.addr
+	d.waitLog(t, `msg=ready status="serving faulty 1.0.0, wasmtag 1.1.0"`)
+	h := processHealth(t, addr, "faulty")
+	assert.Equal(t, "process", h.Backend)
+	require.NotNil(t, h.Process)
+	assert.Equal(t, "127.0.0.1:19400", h.Process.MetricsAddr)
+	assert.Contains(t, get(t, "http://"+h.Process.MetricsAddr+"/metrics"), "go_goroutines", "the plugin process serves its own metrics")
+
+	module := wasmInput(t, "module.wasm")
+	crash := wasm.AppendCustomSection(append([]byte{}, module...), "soplug.test", []byte("crash"))
+	for i := 1; i <= 6; i++ {
+		resp, out := postWasm(t, "http://"+addr+"/v1/transform/faulty", crash)
+		require.Equal(t, http.StatusServiceUnavailable, resp.StatusCode, "%s", out)
+		assert.Contains(t, string(out), "the plugin process is unavailable")
+		if i == 6 {
+			break // the sixth death within a minute: the runner gives up on it
+		}
+		deadline := time.Now().Add(30 * time.Second)
+		for {
+			resp, out = postWasm(t, "http://"+addr+"/v1/transform/faulty", module)
+			if resp.StatusCode == http.StatusOK {
+				break
+			}
+			require.Equal(t, http.StatusServiceUnavailable, resp.StatusCode, "%s", out)
+			require.True(t, time.Now().Before(deadline), "faulty did not come back")
+			time.Sleep(50 * time.Millisecond)
+		}
+		assert.Equal(t, "1.0.0", resp.Header.Get(transform.HeaderVersion))
+		assert.Equal(t, i, processHealth(t, addr, "faulty").Process.Restarts)
+		resp, _ = postWasm(t, "http://"+addr+"/v1/transform/wasmtag", module)
+		assert.Equal(t, http.StatusOK, resp.StatusCode, "the other plugin serves throughout")
+	}
+	assert.Equal(t, daemon.ExitRestart, d.exitCode(t), d.text())
+	text := d.text()
+	assert.Contains(t, text, "plugin process died; starting it again")
+	assert.Contains(t, text, "faulty: asked to crash the process", "the plugin's stderr is in the runner's log")
+	assert.Contains(t, text, "faulty 1.0.0 quarantined: the plugin process died 6 times within 1m0s")
+	assert.Zero(t, strings.Count(text, "level=ERROR msg=\"runner failed\""))
+
+	d = start(t, dir, "--state-dir", state)
+	d.waitLog(t, `msg=ready status="serving wasmtag 1.1.0"`)
+	assert.Regexp(t, `msg=candidate file=faulty_v1\.0\.0 verdict=rejected .*stage=admit reason="not admitted: quarantine: quarantined after`, d.text())
+	require.NoError(t, d.cmd.Process.Signal(syscall.SIGTERM))
+	assert.Equal(t, 0, d.exitCode(t))
+}
+
+// TestProcessBackendNoOrphans: the plugin process ends with the runner,
+// on SIGTERM and on SIGKILL alike.
+func TestProcessBackendNoOrphans(t *testing.T) {
+	t.Parallel()
+	for _, sig := range []syscall.Signal{syscall.SIGTERM, syscall.SIGKILL} {
+		dir := copyPlugins(t, "faulty.exec=faulty_v1.0.0")
+		d := start(t, dir)
+		addr := <-d.addr
+		d.waitLog(t, `msg=ready`)
+		pid := processHealth(t, addr, "faulty").Process.PID
+		require.Positive(t, pid)
+		require.NoError(t, d.cmd.Process.Signal(sig))
+		d.exitCode(t)
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			stat, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+			if err != nil || strings.Contains(string(stat), ") Z ") {
+				break
+			}
+			require.True(t, time.Now().Before(deadline), "plugin process %d outlived the runner (%s)", pid, sig)
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+}
