@@ -15,6 +15,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -146,6 +147,58 @@ func TestUnderSystemd(t *testing.T) {
 		assert.Contains(t, d.serviceLog(), "crashafterload: fatal error after load")
 	})
 
+	t.Run("the same crash out of process does not restart the service", func(t *testing.T) {
+		require.NoError(t, os.Remove(filepath.Join(d.plugins, "wasmtag_v3.0.0.so")))
+		d.drop(fixture(t, "crashafterload.exec"), "wasmtag_v3.0.0")
+		d.waitVersion("wasmtag", "3.0.0")
+		before := d.sd.nrestarts(unit)
+		var rep daemon.Report
+		eventually(t, "the plugin process died and was started again", time.Minute, func() (bool, string) {
+			rep = d.health()
+			p := plugin(rep, "wasmtag")
+			return p.Process != nil && p.Process.Restarts >= 1 && p.Process.PID > 0, fmt.Sprintf("%+v", p)
+		})
+		module, err := os.ReadFile(filepath.Join("..", "testdata", "wasm", "module.wasm"))
+		require.NoError(t, err)
+		resp, err := d.client.Post(d.base+"/v1/transform/wasmtag", "application/wasm", bytes.NewReader(module))
+		require.NoError(t, err)
+		resp.Body.Close()
+		assert.Equal(t, http.StatusOK, resp.StatusCode, "served by the restarted process")
+		assert.Equal(t, "3.0.0", resp.Header.Get("Soplug-Plugin-Version"))
+		assert.Equal(t, before, d.sd.nrestarts(unit), "NRestarts unchanged: the plugin process died, not the service")
+		assert.Contains(t, d.serviceLog(), "plugin process died; starting it again")
+	})
+
+	t.Run("no plugin process outlives 20 restarts", func(t *testing.T) {
+		before := d.sd.nrestarts(unit)
+		note := filepath.Join(d.plugins, "NOTES")
+		for i := range 20 {
+			time.Sleep(time.Until(d.health().Started.Add(daemon.DefaultMinUptime + 100*time.Millisecond)))
+			pid := d.health().PID
+			if i%2 == 0 {
+				require.NoError(t, os.WriteFile(note, []byte("a change\n"), 0o644))
+			} else {
+				require.NoError(t, os.Remove(note))
+			}
+			eventually(t, "a restart", time.Minute, func() (bool, string) {
+				rep := d.health()
+				return rep.PID != pid && rep.Ready, fmt.Sprintf("pid %d", rep.PID)
+			})
+		}
+		assert.GreaterOrEqual(t, d.sd.nrestarts(unit)-before, 20)
+		exe := filepath.Join(d.plugins, "wasmtag_v3.0.0")
+		eventually(t, "one plugin process", 10*time.Second, func() (bool, string) {
+			pids := processesOf(exe)
+			return len(pids) == 1, fmt.Sprintf("processes of %s: %v", exe, pids)
+		})
+		require.NoError(t, os.Remove(exe))
+		d.waitVersion("wasmtag", "1.1.0")
+		eventually(t, "none once it is removed", 10*time.Second, func() (bool, string) {
+			pids := processesOf(exe)
+			return len(pids) == 0, fmt.Sprintf("processes of %s: %v", exe, pids)
+		})
+	})
+
 	t.Run("stop is clean", func(t *testing.T) {
 		d.sd.ctl("stop", unit)
 		p := d.sd.show(unit, "ActiveState", "Result", "ExecMainStatus")
@@ -153,6 +206,38 @@ func TestUnderSystemd(t *testing.T) {
 		assert.Equal(t, "success", p["Result"])
 		assert.Equal(t, "0", p["ExecMainStatus"])
 	})
+}
+
+// plugin returns the health of the plugin named name.
+func plugin(rep daemon.Report, name string) daemon.PluginHealth {
+	for _, p := range rep.Plugins {
+		if p.Name == name {
+			return p
+		}
+	}
+	return daemon.PluginHealth{}
+}
+
+// processesOf returns the live processes running the executable exe (a
+// removed file still counts).
+func processesOf(exe string) []int {
+	var pids []int
+	entries, _ := os.ReadDir("/proc")
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		target, err := os.Readlink(filepath.Join("/proc", e.Name(), "exe"))
+		if err != nil || strings.TrimSuffix(target, " (deleted)") != exe {
+			continue
+		}
+		if stat, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat")); err == nil && strings.Contains(string(stat), ") Z ") {
+			continue
+		}
+		pids = append(pids, pid)
+	}
+	return pids
 }
 
 // deploy installs the runner, the example plugins and the shipped units

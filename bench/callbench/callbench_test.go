@@ -1,7 +1,8 @@
 // Package callbench measures the cost of one Transform call through a
-// native plugin, linked statically, and through hashicorp/go-plugin over
-// net/rpc and gRPC, side by side in one process. bench/run builds
-// bin/plugin.so and bin/server first.
+// native plugin, linked statically, through soplug's out-of-process backend
+// (contract/serve, loaded by the loader), and through hashicorp/go-plugin
+// over net/rpc and gRPC, side by side in one process. bench/run builds
+// bin/plugin.so, bin/procplugin and bin/server first.
 package callbench
 
 import (
@@ -20,6 +21,7 @@ import (
 
 	"github.com/soplug/soplug/bench/callbench/xform"
 	"github.com/soplug/soplug/contract"
+	"github.com/soplug/soplug/loader"
 )
 
 var sizes = []struct {
@@ -69,6 +71,25 @@ func remote(b *testing.B, proto goplugin.Protocol) contract.Transformer {
 	return raw.(contract.Transformer)
 }
 
+// process loads bin/procplugin with the loader, as the runner loads an
+// out-of-process plugin.
+func process(b *testing.B) contract.Transformer {
+	data, err := os.ReadFile(filepath.Join("bin", "procplugin"))
+	if err != nil {
+		b.Fatalf("bin/procplugin: %v (bench/run builds it)", err)
+	}
+	dir := b.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "checker_v1.0.0"), data, 0o755); err != nil {
+		b.Fatal(err)
+	}
+	sel, err := loader.New(loader.Config{Dir: dir}).Load(context.Background())
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(sel.Close)
+	return sel.Selected()[0].Plugin.(contract.Transformer)
+}
+
 var native1 contract.Transformer
 
 // BenchmarkTransform calls Transform on a valid component of each size.
@@ -84,6 +105,7 @@ func BenchmarkTransform(b *testing.B) {
 			}
 			return native1
 		}},
+		{"process", process},
 		{"goplugin-netrpc", func(b *testing.B) contract.Transformer { return remote(b, goplugin.ProtocolNetRPC) }},
 		{"goplugin-grpc", func(b *testing.B) contract.Transformer { return remote(b, goplugin.ProtocolGRPC) }},
 	}
