@@ -29,7 +29,9 @@ type Client struct {
 // service answers with 503.
 type UnavailableError struct{ Err error }
 
-func (e *UnavailableError) Error() string { return "the plugin process is unavailable: " + e.Err.Error() }
+func (e *UnavailableError) Error() string {
+	return "the plugin process is unavailable: " + e.Err.Error()
+}
 
 // Unwrap returns the transport's error.
 func (e *UnavailableError) Unwrap() error { return e.Err }
