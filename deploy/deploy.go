@@ -84,7 +84,15 @@ func (in Install) Run(ctx context.Context, src string) (Installed, error) {
 		}
 	}
 	name := in.Name
-	if fname, fv, err := loader.ParseFileName(filepath.Base(src)); err == nil {
+	backend := loader.Native
+	fname, fv, fb, err := loader.ParseName(filepath.Base(src))
+	switch {
+	case err == nil:
+		backend = fb
+	case loader.CheckFile(src) != nil && loader.CheckExecutable(src) == nil:
+		backend = loader.Process // an executable, whatever its name
+	}
+	if err == nil {
 		if name != "" && name != fname {
 			return out, fmt.Errorf("%w: %s is named for plugin %s, not %s", ErrUsage, src, fname, name)
 		}
@@ -94,7 +102,7 @@ func (in Install) Run(ctx context.Context, src string) (Installed, error) {
 		name, v = fname, fv
 	}
 	if name == "" {
-		return out, fmt.Errorf("%w: %s is not named <name>_v<semver>.so; give --name", ErrUsage, src)
+		return out, fmt.Errorf("%w: %s is not named <name>_v<semver>.so or <name>_v<semver>; give --name", ErrUsage, src)
 	}
 	if v != nil && !in.Force {
 		existing, err := Files(dir, name, v.String())
@@ -106,7 +114,11 @@ func (in Install) Run(ctx context.Context, src string) (Installed, error) {
 		}
 	}
 
-	tmp, err := copyInto(dir, src, name)
+	mode := os.FileMode(0o644)
+	if backend == loader.Process {
+		mode = 0o755
+	}
+	tmp, err := copyInto(dir, src, name, mode)
 	if err != nil {
 		return out, err
 	}
@@ -122,7 +134,7 @@ func (in Install) Run(ctx context.Context, src string) (Installed, error) {
 	}
 
 	l := loader.New(in.Loader)
-	d := l.Diagnose(ctx, tmp, name, v)
+	d := l.DiagnoseAs(ctx, tmp, name, v, backend)
 	d.Path = src // the copy was checked; the operator knows the source
 	out.Diagnosis = d
 	if err := ctx.Err(); err != nil {
@@ -137,7 +149,8 @@ func (in Install) Run(ctx context.Context, src string) (Installed, error) {
 		return out, fmt.Errorf("%w: %s: %w", ErrRejected, src, err)
 	}
 	out.Name, out.Version, out.Kind = d.Name, d.Version, string(d.Kind)
-	out.File = fmt.Sprintf("%s_v%s%s", out.Name, out.Version, loader.Suffix)
+	ov, _ := version.NewSemver(out.Version)
+	out.File = loader.CanonicalName(out.Name, ov, backend)
 	target := filepath.Join(dir, out.File)
 
 	existing, err := Files(dir, out.Name, out.Version)
@@ -175,9 +188,9 @@ func (in Install) Run(ctx context.Context, src string) (Installed, error) {
 	return out, syncDir(dir)
 }
 
-// copyInto copies src into a dotfile of dir and flushes it, refusing a
-// source that changes meanwhile.
-func copyInto(dir, src, name string) (string, error) {
+// copyInto copies src into a dotfile of dir with mode and flushes it,
+// refusing a source that changes meanwhile.
+func copyInto(dir, src, name string, mode os.FileMode) (string, error) {
 	in, err := os.Open(src)
 	if err != nil {
 		return "", fmt.Errorf("deploy: %w", err)
@@ -197,7 +210,7 @@ func copyInto(dir, src, name string) (string, error) {
 	tmp := out.Name()
 	n, cerr := io.Copy(out, in)
 	serr := out.Sync()
-	err = errors.Join(cerr, serr, out.Chmod(0o644), out.Close())
+	err = errors.Join(cerr, serr, out.Chmod(mode), out.Close())
 	if err != nil {
 		os.Remove(tmp)
 		return "", fmt.Errorf("deploy: copying %s: %w", src, err)

@@ -227,3 +227,26 @@ func TestRemove(t *testing.T) {
 	_, err = os.Stat(filepath.Join(dir, "wasmtag_v1.1.0.so"))
 	assert.ErrorIs(t, err, os.ErrNotExist)
 }
+
+// TestInstallExecutable: an out-of-process plugin is installed under
+// <name>_v<semver>, executable, named from its Version() when its file
+// name says nothing.
+func TestInstallExecutable(t *testing.T) {
+	dir := folder(t)
+	src := filepath.Join(t.TempDir(), "build-output")
+	copyFile(t, fixture(t, "otherdep.exec"), src)
+	out, err := deploy.Install{Loader: loader.Config{Dir: dir}, Name: "other"}.Run(context.Background(), src)
+	require.NoError(t, err)
+	assert.Equal(t, "other_v9.0.0", out.File)
+	assert.Equal(t, "transformer", out.Kind)
+	fi, err := os.Stat(filepath.Join(dir, "other_v9.0.0"))
+	require.NoError(t, err)
+	assert.Equal(t, os.FileMode(0o755), fi.Mode().Perm())
+	sel, err := loader.New(loader.Config{Dir: dir}).Check(context.Background())
+	require.NoError(t, err)
+	var selected []string
+	for _, c := range sel.Selected() {
+		selected = append(selected, c.File)
+	}
+	assert.Equal(t, []string{"other_v9.0.0", "wasmtag_v1.1.0.so"}, selected)
+}

@@ -4,12 +4,15 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
+	"strings"
 
 	version "github.com/hashicorp/go-version"
 
 	"github.com/soplug/soplug/buildcheck"
 	"github.com/soplug/soplug/contract"
+	"github.com/soplug/soplug/loader/probe"
 )
 
 // Step is one check of a diagnosis and its outcome.
@@ -82,8 +85,20 @@ func (d *Diagnosis) skip(stage Stage, check, why string) {
 // file's name would say (a file not yet named <name>_v<semver>.so); a file
 // whose name parses is checked against them.
 func (l *Loader) Diagnose(ctx context.Context, path, name string, v *version.Version) Diagnosis {
+	backend := Native
+	if _, _, b, err := ParseName(filepath.Base(path)); err == nil {
+		backend = b
+	} else if fi, err := os.Stat(path); err == nil && !strings.HasSuffix(path, Suffix) && fi.Mode().Perm()&0o100 != 0 {
+		backend = Process // an executable not yet named
+	}
+	return l.DiagnoseAs(ctx, path, name, v, backend)
+}
+
+// DiagnoseAs is Diagnose of a file that runs with backend, whatever its
+// name says (a copy under a temporary name).
+func (l *Loader) DiagnoseAs(ctx context.Context, path, name string, v *version.Version, backend Backend) Diagnosis {
 	d := Diagnosis{Path: path}
-	fname, fv, nerr := ParseFileName(filepath.Base(path))
+	fname, fv, _, nerr := ParseName(filepath.Base(path))
 	switch {
 	case nerr == nil && ((name != "" && name != fname) || (v != nil && !v.Equal(fv))):
 		d.add(StageDiscover, "file name", reject(path, StageDiscover, ErrBadName,
@@ -102,7 +117,7 @@ func (l *Loader) Diagnose(ctx context.Context, path, name string, v *version.Ver
 	if v != nil {
 		d.Version = v.String()
 	}
-	c := &Candidate{File: filepath.Base(path), Path: path, Name: name, Version: v}
+	c := &Candidate{File: filepath.Base(path), Path: path, Name: name, Version: v, Backend: backend}
 
 	admit := func() {
 		if l.cfg.Admit == nil || c.Name == "" || c.Version == nil {
@@ -118,17 +133,32 @@ func (l *Loader) Diagnose(ctx context.Context, path, name string, v *version.Ver
 		admit()
 	}
 
-	checked := d.add(StageCheck, "ELF shared object for this machine, complete, a Go plugin", CheckFile(path), "")
-	d.build(l, path, checked)
-	if !checked {
-		d.skip(StageProbe, "probe in a child process", "the file failed its checks; opening it could fault")
-		return d
-	}
-	rep, err := l.cfg.Prober.Probe(ctx, path)
-	d.Kind = rep.Kind
-	if !d.add(StageProbe, "probe in a child process: open, accessor, Version(), IsAcceptable()", err,
-		fmt.Sprintf("a %s, Version() %q, acceptable", rep.Kind, rep.Version)) {
-		return d
+	var rep probe.Report
+	var err error
+	if backend == Process {
+		if !d.add(StageCheck, "ELF executable for this machine, complete, a Go program", CheckExecutable(path), "") {
+			d.skip(StageProbe, "start the plugin process", "the file failed its checks")
+			return d
+		}
+		rep, err = l.probeProcess(ctx, c)
+		d.Kind = rep.Kind
+		if !d.add(StageProbe, "start it, go-plugin handshake, Kind(), Version(), IsAcceptable() over gRPC", err,
+			fmt.Sprintf("a %s, Version() %q, acceptable", rep.Kind, rep.Version)) {
+			return d
+		}
+	} else {
+		checked := d.add(StageCheck, "ELF shared object for this machine, complete, a Go plugin", CheckFile(path), "")
+		d.build(l, path, checked)
+		if !checked {
+			d.skip(StageProbe, "probe in a child process", "the file failed its checks; opening it could fault")
+			return d
+		}
+		rep, err = l.cfg.Prober.Probe(ctx, path)
+		d.Kind = rep.Kind
+		if !d.add(StageProbe, "probe in a child process: open, accessor, Version(), IsAcceptable()", err,
+			fmt.Sprintf("a %s, Version() %q, acceptable", rep.Kind, rep.Version)) {
+			return d
+		}
 	}
 	if v == nil {
 		d.add(StageProbe, "Version() matches the file name", nil, "no version to match; taking "+rep.Version)

@@ -171,7 +171,11 @@ func (s *started) callError(ctx context.Context, path string, stage Stage, call 
 // it, stop it. Its own process is the isolation the .so probe's child is.
 func (l *Loader) probeProcess(ctx context.Context, c *Candidate) (probe.Report, error) {
 	timeout := l.cfg.Prober.timeout()
-	s, err := startProcess(l.cfg.Process, c.Path, c.Name, c.Version.String(), timeout, StageProbe)
+	ver := ""
+	if c.Version != nil {
+		ver = c.Version.String()
+	}
+	s, err := startProcess(l.cfg.Process, c.Path, c.Name, ver, timeout, StageProbe)
 	if err != nil {
 		return probe.Report{}, err
 	}
