@@ -37,6 +37,24 @@ func newMetrics(sel *loader.Selection) *prometheus.Registry {
 		active.WithLabelValues(c.Name, c.Version.String(), string(c.Kind)).Set(1)
 	}
 	reg.MustRegister(build, active)
+	for _, c := range sel.Selected() {
+		if c.ProcessStatus() == nil {
+			continue
+		}
+		labels := prometheus.Labels{"plugin": c.Name, "version": c.Version.String()}
+		reg.MustRegister(
+			prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "soplug_plugin_process_restarts", ConstLabels: labels,
+				Help: "Times this out-of-process plugin's process was started again after it died."},
+				func() float64 { return float64(c.ProcessStatus().Restarts) }),
+			prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "soplug_plugin_process_up", ConstLabels: labels,
+				Help: "1 while this out-of-process plugin's process is running, 0 while it is being started again."},
+				func() float64 {
+					if c.ProcessStatus().PID > 0 {
+						return 1
+					}
+					return 0
+				}))
+	}
 	return reg
 }
 

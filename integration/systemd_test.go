@@ -306,7 +306,12 @@ func (d *deployment) drop(src, name string) time.Time {
 	data, err := os.ReadFile(src)
 	require.NoError(d.t, err, "run ./build_plugins.sh first")
 	tmp := filepath.Join(d.plugins, "."+name+".tmp")
-	require.NoError(d.t, os.WriteFile(tmp, data, 0o644))
+	mode := os.FileMode(0o644)
+	if !strings.HasSuffix(name, ".so") {
+		mode = 0o755 // an out-of-process plugin
+	}
+	require.NoError(d.t, os.WriteFile(tmp, data, mode))
+	require.NoError(d.t, os.Chmod(tmp, mode)) // whatever the umask
 	now := time.Now()
 	require.NoError(d.t, os.Rename(tmp, filepath.Join(d.plugins, name)))
 	return now

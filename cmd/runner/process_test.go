@@ -1,6 +1,7 @@
 package main
 
 import (
+	"fmt"
 	"net/http"
 	"os"
 	"strconv"
@@ -47,6 +48,7 @@ func TestProcessBackendEndToEnd(t *testing.T) {
 	require.NotNil(t, h.Process)
 	assert.Equal(t, "127.0.0.1:19400", h.Process.MetricsAddr)
 	assert.Contains(t, get(t, "http://"+h.Process.MetricsAddr+"/metrics"), "go_goroutines", "the plugin process serves its own metrics")
+	assert.Contains(t, get(t, "http://"+addr+"/metrics"), `soplug_plugin_process_up{plugin="faulty",version="1.0.0"} 1`)
 
 	module := wasmInput(t, "module.wasm")
 	crash := wasm.AppendCustomSection(append([]byte{}, module...), "soplug.test", []byte("crash"))
@@ -69,6 +71,7 @@ func TestProcessBackendEndToEnd(t *testing.T) {
 		}
 		assert.Equal(t, "1.0.0", resp.Header.Get(transform.HeaderVersion))
 		assert.Equal(t, i, processHealth(t, addr, "faulty").Process.Restarts)
+		assert.Contains(t, get(t, "http://"+addr+"/metrics"), fmt.Sprintf(`soplug_plugin_process_restarts{plugin="faulty",version="1.0.0"} %d`, i))
 		resp, _ = postWasm(t, "http://"+addr+"/v1/transform/wasmtag", module)
 		assert.Equal(t, http.StatusOK, resp.StatusCode, "the other plugin serves throughout")
 	}
