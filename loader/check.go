@@ -32,7 +32,10 @@ var machines = map[string]struct {
 // dlopen can fault on it) carrying Go build info of -buildmode=plugin. The
 // returned error is a *RejectError at StageCheck, or nil. Malformed input
 // never makes it panic.
-func CheckFile(path string) (err error) {
+func CheckFile(path string) error { return checkPath(path, checkELF) }
+
+// checkPath runs check on the open file at path.
+func checkPath(path string, check func(io.ReaderAt, int64) *RejectError) error {
 	f, err := os.Open(path)
 	if err != nil {
 		return reject(path, StageCheck, ErrNotRegular, "%v", err)
@@ -42,7 +45,7 @@ func CheckFile(path string) (err error) {
 	if err != nil {
 		return reject(path, StageCheck, ErrNotRegular, "%v", err)
 	}
-	if cerr := checkELF(f, fi.Size()); cerr != nil {
+	if cerr := check(f, fi.Size()); cerr != nil {
 		cerr.Path = path
 		return cerr
 	}
@@ -83,22 +86,7 @@ func checkELF(r io.ReaderAt, size int64) (rerr *RejectError) {
 // complete ELF executable for this machine carrying Go build info, not
 // built as a plugin. Its Go version and modules are its own business. The
 // error is a *RejectError at StageCheck, or nil.
-func CheckExecutable(path string) error {
-	f, err := os.Open(path)
-	if err != nil {
-		return reject(path, StageCheck, ErrNotRegular, "%v", err)
-	}
-	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil {
-		return reject(path, StageCheck, ErrNotRegular, "%v", err)
-	}
-	if cerr := checkExecELF(f, fi.Size()); cerr != nil {
-		cerr.Path = path
-		return cerr
-	}
-	return nil
-}
+func CheckExecutable(path string) error { return checkPath(path, checkExecELF) }
 
 func checkExecELF(r io.ReaderAt, size int64) (rerr *RejectError) {
 	defer recoverELF(&rerr)

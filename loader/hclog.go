@@ -27,22 +27,30 @@ func newHCLogger(log *slog.Logger) hclog.Logger {
 // plugin's own output (a sub-logger of go-plugin's) is logged at least at
 // INFO, since go-plugin gives a plain line DEBUG.
 type hclogWriter struct {
+	lines
+	log *slog.Logger
+}
+
+func (w *hclogWriter) Write(p []byte) (int, error) { return w.split(p, w.record) }
+
+// lines splits what is written into lines.
+type lines struct {
 	mu   sync.Mutex
-	log  *slog.Logger
 	part []byte
 }
 
-func (w *hclogWriter) Write(p []byte) (int, error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	w.part = append(w.part, p...)
+// split calls fn for each complete line of what has been written so far.
+func (l *lines) split(p []byte, fn func(line []byte)) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.part = append(l.part, p...)
 	for {
-		i := bytes.IndexByte(w.part, '\n')
+		i := bytes.IndexByte(l.part, '\n')
 		if i < 0 {
 			return len(p), nil
 		}
-		w.record(w.part[:i])
-		w.part = w.part[i+1:]
+		fn(l.part[:i])
+		l.part = l.part[i+1:]
 	}
 }
 
@@ -75,22 +83,11 @@ func (w *hclogWriter) record(line []byte) {
 
 // lineLog logs each line written to it, for a plugin's stdout.
 type lineLog struct {
-	mu     sync.Mutex
+	lines
 	log    *slog.Logger
 	stream string
-	part   []byte
 }
 
 func (l *lineLog) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.part = append(l.part, p...)
-	for {
-		i := bytes.IndexByte(l.part, '\n')
-		if i < 0 {
-			return len(p), nil
-		}
-		l.log.Info("plugin: "+string(l.part[:i]), "source", "plugin "+l.stream)
-		l.part = l.part[i+1:]
-	}
+	return l.split(p, func(line []byte) { l.log.Info("plugin: "+string(line), "source", "plugin "+l.stream) })
 }

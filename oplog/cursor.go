@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"slices"
 	"sync"
+
+	"github.com/soplug/soplug/internal/atomicfile"
 )
 
 // Cursor is how far one processor got in one worker's oplog.
@@ -65,28 +67,15 @@ func (s *cursorStore) save(c Cursor) error {
 	if err != nil {
 		return err
 	}
-	return writeFileAtomic(s.dir, s.path(c.Worker), data)
+	return writeFileAtomic(s.path(c.Worker), data)
 }
 
 // writeFileAtomic replaces path, in dir, with data durably.
-func writeFileAtomic(dir, path string, data []byte) error {
-	tmp := path + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o640)
-	if err != nil {
+func writeFileAtomic(path string, data []byte) error {
+	if err := atomicfile.Write(path, data, 0o640); err != nil {
 		return fmt.Errorf("oplog: %w", err)
 	}
-	_, werr := f.Write(data)
-	serr := f.Sync()
-	cerr := f.Close()
-	if err := errors.Join(werr, serr, cerr); err != nil {
-		os.Remove(tmp)
-		return fmt.Errorf("oplog: writing %s: %w", path, err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		os.Remove(tmp)
-		return fmt.Errorf("oplog: %w", err)
-	}
-	return syncDir(dir)
+	return nil
 }
 
 // PauseSet is the set of workers whose delivery is paused, kept in a file
@@ -156,7 +145,7 @@ func (p *PauseSet) Set(worker string, paused bool) error {
 		}
 		slices.Sort(list)
 		data, _ := json.Marshal(list)
-		if err := writeFileAtomic(filepath.Dir(p.path), p.path, data); err != nil {
+		if err := writeFileAtomic(p.path, data); err != nil {
 			return err
 		}
 	}

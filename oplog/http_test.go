@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
-	"os"
 	"os/exec"
 	"strings"
 	"testing"
@@ -101,14 +100,7 @@ func TestAppendHTTP(t *testing.T) {
 // TestAppendDiskFull: 507 when the disk is full, with nothing appended, and
 // appends succeed again once there is room.
 func TestAppendDiskFull(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("mounting a tmpfs needs root")
-	}
-	dir := t.TempDir()
-	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", dir).CombinedOutput(); err != nil {
-		t.Skipf("cannot mount a tmpfs here: %v: %s", err, out)
-	}
-	t.Cleanup(func() { _ = exec.Command("umount", dir).Run() })
+	dir := tmpfs(t, "256k")
 	url := appendServer(t, dir, 1<<20)
 	next := 1
 	for {

@@ -229,14 +229,7 @@ func TestCorruptRecord(t *testing.T) {
 // append leaves nothing behind, and every append that succeeded is read
 // back.
 func TestDiskFull(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("mounting a tmpfs needs root")
-	}
-	dir := t.TempDir()
-	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", dir).CombinedOutput(); err != nil {
-		t.Skipf("cannot mount a tmpfs here: %v: %s", err, out)
-	}
-	t.Cleanup(func() { _ = exec.Command("umount", dir).Run() })
+	dir := tmpfs(t, "1m")
 	w, err := oplog.OpenWriter(dir, "w")
 	require.NoError(t, err)
 	defer w.Close()
@@ -250,4 +243,19 @@ func TestDiskFull(t *testing.T) {
 	require.NoError(t, err, "no torn record is left behind")
 	assert.Equal(t, entries("w", 1, int(ok)), got)
 	assert.Greater(t, ok, uint64(100))
+}
+
+// tmpfs mounts a tmpfs of size (mount's notation) on a new folder and
+// returns it; the test is skipped where that cannot be done.
+func tmpfs(t *testing.T, size string) string {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("mounting a tmpfs needs root")
+	}
+	dir := t.TempDir()
+	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size="+size, "tmpfs", dir).CombinedOutput(); err != nil {
+		t.Skipf("cannot mount a tmpfs here: %v: %s", err, out)
+	}
+	t.Cleanup(func() { _ = exec.Command("umount", dir).Run() })
+	return dir
 }

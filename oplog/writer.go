@@ -6,10 +6,10 @@ import (
 	"fmt"
 	"hash/crc32"
 	"os"
-	"path/filepath"
 	"syscall"
 
 	"github.com/soplug/soplug/contract"
+	"github.com/soplug/soplug/internal/atomicfile"
 )
 
 // OrderError is an append whose first entry is not the next index; it
@@ -211,13 +211,8 @@ func (w *Writer) Close() error { return w.f.Close() }
 
 // syncDir flushes dir's entries, so that a new file in it survives a crash.
 func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
+	if err := atomicfile.SyncDir(dir); err != nil {
 		return fmt.Errorf("oplog: %w", err)
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
-		return fmt.Errorf("oplog: syncing %s: %w", filepath.Clean(dir), err)
 	}
 	return nil
 }

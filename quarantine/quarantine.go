@@ -23,6 +23,8 @@ import (
 	"slices"
 	"syscall"
 	"time"
+
+	"github.com/soplug/soplug/internal/atomicfile"
 )
 
 // DefaultThreshold is the number of unclean ends that quarantine a version
@@ -176,12 +178,7 @@ func (s *Store) Loading(name, version, path string) error {
 		return err
 	}
 	return s.update(func(st *state) error {
-		k := key(name, version)
-		r := st.Versions[k]
-		if r == nil || r.File != id {
-			r = &Record{Name: name, Version: version, File: id}
-			st.Versions[k] = r
-		}
+		k, _ := st.record(name, version, id)
 		if st.Run == nil {
 			st.Run = &run{PID: os.Getpid(), Started: time.Now().UTC()}
 		}
@@ -190,6 +187,18 @@ func (s *Store) Loading(name, version, path string) error {
 		}
 		return nil
 	})
+}
+
+// record returns the key and the record of the version in the file of
+// identity id, a new one when there is none or it is about another file.
+func (st *state) record(name, version, id string) (string, *Record) {
+	k := key(name, version)
+	r := st.Versions[k]
+	if r == nil || r.File != id {
+		r = &Record{Name: name, Version: version, File: id}
+		st.Versions[k] = r
+	}
+	return k, r
 }
 
 // Quarantine quarantines the version in the file at path at once, durably:
@@ -204,12 +213,7 @@ func (s *Store) Quarantine(name, version, path string) error {
 		return err
 	}
 	return s.update(func(st *state) error {
-		k := key(name, version)
-		r := st.Versions[k]
-		if r == nil || r.File != id {
-			r = &Record{Name: name, Version: version, File: id}
-			st.Versions[k] = r
-		}
+		k, r := st.record(name, version, id)
 		r.Crashes = max(r.Crashes+1, s.threshold())
 		r.LastCrash = time.Now().UTC()
 		if st.Run != nil {
@@ -311,34 +315,8 @@ func (s *Store) update(fn func(*state) error) error {
 	if string(out) == before {
 		return nil
 	}
-	return writeFileSync(path, out)
-}
-
-// writeFileSync replaces path with data so that a crash leaves either the
-// old or the new content.
-func writeFileSync(path string, data []byte) error {
-	tmp := path + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o600)
-	if err != nil {
+	if err := atomicfile.Write(path, out, 0o600); err != nil {
 		return fmt.Errorf("quarantine: %w", err)
-	}
-	_, werr := f.Write(data)
-	serr := f.Sync()
-	cerr := f.Close()
-	if err := errors.Join(werr, serr, cerr); err != nil {
-		os.Remove(tmp)
-		return fmt.Errorf("quarantine: writing %s: %w", tmp, err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		return fmt.Errorf("quarantine: %w", err)
-	}
-	d, err := os.Open(filepath.Dir(path))
-	if err != nil {
-		return fmt.Errorf("quarantine: %w", err)
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
-		return fmt.Errorf("quarantine: syncing %s: %w", filepath.Dir(path), err)
 	}
 	return nil
 }
