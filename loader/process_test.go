@@ -2,6 +2,7 @@ package loader_test
 
 import (
 	"context"
+	"crypto/sha256"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -150,5 +151,35 @@ func TestProcessNotOrphaned(t *testing.T) {
 		}
 		require.True(t, time.Now().Before(deadline), "plugin process %d still running", pid)
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestProcessChecksum: with a checksum from the trust manifest, go-plugin's
+// SecureConfig refuses to start an executable whose SHA-256 differs.
+func TestProcessChecksum(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	path := install(t, dir, "faulty.exec", "faulty_v1.0.0")
+	data, err := os.ReadFile(path)
+	require.NoError(t, err)
+	sum := sha256.Sum256(data)
+	for _, tc := range []struct {
+		name string
+		sum  []byte
+		ok   bool
+	}{{"the manifest's", sum[:], true}, {"another", make([]byte, sha256.Size), false}} {
+		t.Run(tc.name, func(t *testing.T) {
+			sel, err := loader.New(loader.Config{Dir: dir, Process: loader.ProcessConfig{
+				Checksum: func(string) ([]byte, error) { return tc.sum, nil }}}).Check(context.Background())
+			c := sel.Candidates[0]
+			if tc.ok {
+				require.NoError(t, err)
+				assert.Equal(t, loader.Selected, c.Verdict)
+				return
+			}
+			require.ErrorIs(t, err, loader.ErrNoAcceptable)
+			assert.Equal(t, loader.StageAdmit, c.Stage)
+			assert.Contains(t, c.Reason, "its SHA-256 is not the manifest's: go-plugin refused to start it")
+		})
 	}
 }
