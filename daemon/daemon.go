@@ -218,6 +218,7 @@ func Run(ctx context.Context, cfg Config) error {
 	processes(&lcfg.Process, cfg, policy, store, log, giveUp)
 	log.Info("selecting plugins", "dir", dir)
 	sel, selErr := loader.New(lcfg).Load(ctx)
+	defer sel.Close() // on every way out: no plugin process outlives the daemon
 	if ctx.Err() != nil {
 		closeAll(lns)
 		return cleanExit(store, nil)
@@ -306,7 +307,6 @@ func Run(ctx context.Context, cfg Config) error {
 		log.Warn("drain did not finish", "timeout", cfg.DrainTimeout, "err", err)
 	}
 	stopServices(dctx, cfg.Services, log)
-	sel.Close() // no plugin process outlives the daemon
 	if result != nil && !errors.Is(result, ErrRestart) {
 		return result
 	}
