@@ -260,13 +260,8 @@ func TestPause(t *testing.T) {
 // being written, says so, and delivers it once it is whole.
 func TestDeliveryWaitsForTornRecord(t *testing.T) {
 	dir := t.TempDir()
-	appendN(t, dir, "w", 5)
 	path := oplog.Path(dir, "w")
-	whole, err := os.ReadFile(path)
-	require.NoError(t, err)
-	appendN(t, dir, "w", 1)
-	full, err := os.ReadFile(path)
-	require.NoError(t, err)
+	whole, full := oneMore(t, dir, "w", 5)
 	require.NoError(t, os.WriteFile(path, full[:len(full)-3], 0o644))
 
 	rec := newRecorder()

@@ -39,6 +39,19 @@ func appendN(t testing.TB, dir, worker string, n int) {
 	require.NoError(t, w.Append(entries(worker, w.Next(), n)...))
 }
 
+// oneMore writes n entries to worker's oplog, then one more, and returns
+// the file's bytes before and after the last one.
+func oneMore(t *testing.T, dir, worker string, n int) (whole, full []byte) {
+	t.Helper()
+	appendN(t, dir, worker, n)
+	whole, err := os.ReadFile(oplog.Path(dir, worker))
+	require.NoError(t, err)
+	appendN(t, dir, worker, 1)
+	full, err = os.ReadFile(oplog.Path(dir, worker))
+	require.NoError(t, err)
+	return whole, full
+}
+
 // readAll reads worker's oplog from the start.
 func readAll(t testing.TB, dir, worker string) ([]contract.Entry, error) {
 	t.Helper()
@@ -123,13 +136,8 @@ func TestBadAppends(t *testing.T) {
 // writer cuts it off.
 func TestTornRecord(t *testing.T) {
 	dir := t.TempDir()
-	appendN(t, dir, "w", 10)
 	path := oplog.Path(dir, "w")
-	whole, err := os.ReadFile(path)
-	require.NoError(t, err)
-	appendN(t, dir, "w", 1)
-	full, err := os.ReadFile(path)
-	require.NoError(t, err)
+	whole, full := oneMore(t, dir, "w", 10)
 	record := full[len(whole):]
 
 	for _, cut := range []int{1, 7, len(record) - 1} {
