@@ -170,36 +170,42 @@ func (s *started) callError(ctx context.Context, path string, stage Stage, call 
 // probeProcess is the probe of an out-of-process candidate: start it, ask
 // it, stop it. Its own process is the isolation the .so probe's child is.
 func (l *Loader) probeProcess(ctx context.Context, c *Candidate) (probe.Report, error) {
-	timeout := l.cfg.Prober.timeout()
+	s, rep, err := l.startAsked(ctx, c, StageProbe, l.cfg.Prober.timeout())
+	if err == nil {
+		s.client.Kill()
+	}
+	return rep, err
+}
+
+// startAsked starts c's executable and asks it its kind, version and
+// acceptance within ask; on an error nothing is left running.
+func (l *Loader) startAsked(ctx context.Context, c *Candidate, stage Stage, ask time.Duration) (*started, probe.Report, error) {
 	ver := ""
 	if c.Version != nil {
 		ver = c.Version.String()
 	}
-	s, err := startProcess(l.cfg.Process, c.Path, c.Name, ver, timeout, StageProbe)
+	s, err := startProcess(l.cfg.Process, c.Path, c.Name, ver, l.cfg.Prober.timeout(), stage)
 	if err != nil {
-		return probe.Report{}, err
+		return nil, probe.Report{}, err
 	}
-	defer s.client.Kill()
-	actx, cancel := context.WithTimeout(ctx, timeout)
+	actx, cancel := context.WithTimeout(ctx, ask)
 	defer cancel()
-	return s.ask(actx, c.Path, StageProbe)
+	rep, err := s.ask(actx, c.Path, stage)
+	if err != nil {
+		s.client.Kill()
+		return nil, rep, err
+	}
+	return s, rep, nil
 }
 
 // loadProcess starts the selected out-of-process candidate for good and
 // supervises it.
 func (l *Loader) loadProcess(ctx context.Context, c *Candidate) (probe.Report, error) {
-	timeout := l.cfg.Prober.timeout()
-	s, err := startProcess(l.cfg.Process, c.Path, c.Name, c.Version.String(), timeout, StageLoad)
+	s, rep, err := l.startAsked(ctx, c, StageLoad, l.cfg.LoadTimeout)
 	if err != nil {
-		return probe.Report{}, err
-	}
-	actx, cancel := context.WithTimeout(ctx, l.cfg.LoadTimeout)
-	defer cancel()
-	rep, err := s.ask(actx, c.Path, StageLoad)
-	if err != nil {
-		s.client.Kill()
 		return rep, err
 	}
+	timeout := l.cfg.Prober.timeout()
 	p := &procPlugin{cfg: l.cfg.Process, cand: c, timeout: timeout, cur: s, done: make(chan struct{}), log: l.log}
 	if p.cfg.MaxRestarts <= 0 {
 		p.cfg.MaxRestarts = DefaultMaxRestarts

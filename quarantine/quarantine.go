@@ -170,41 +170,33 @@ func (s *Store) Admit(name, version, path string) error {
 // Loading records, durably, that this run is about to open the version in
 // the file at path in its own process.
 func (s *Store) Loading(name, version, path string) error {
-	if !s.enabled() {
-		return nil
-	}
-	id, err := FileID(path)
-	if err != nil {
-		return err
-	}
-	return s.update(func(st *state) error {
-		k, _ := st.record(name, version, id)
+	return s.updateRecord(name, version, path, func(st *state, k string, _ *Record) {
 		if st.Run == nil {
 			st.Run = &run{PID: os.Getpid(), Started: time.Now().UTC()}
 		}
 		if !slices.Contains(st.Run.Loaded, k) {
 			st.Run.Loaded = append(st.Run.Loaded, k)
 		}
-		return nil
 	})
-}
-
-// record returns the key and the record of the version in the file of
-// identity id, a new one when there is none or it is about another file.
-func (st *state) record(name, version, id string) (string, *Record) {
-	k := key(name, version)
-	r := st.Versions[k]
-	if r == nil || r.File != id {
-		r = &Record{Name: name, Version: version, File: id}
-		st.Versions[k] = r
-	}
-	return k, r
 }
 
 // Quarantine quarantines the version in the file at path at once, durably:
 // the daemon calls it for an out-of-process plugin whose process kept dying
 // while this run went on. The run's clean end does not lift it.
 func (s *Store) Quarantine(name, version, path string) error {
+	return s.updateRecord(name, version, path, func(st *state, k string, r *Record) {
+		r.Crashes = max(r.Crashes+1, s.threshold())
+		r.LastCrash = time.Now().UTC()
+		if st.Run != nil {
+			st.Run.Loaded = slices.DeleteFunc(st.Run.Loaded, func(l string) bool { return l == k })
+		}
+	})
+}
+
+// updateRecord calls fn with the state and the key and record of the
+// version in the file at path (a new record when there is none or it is
+// about another file), and saves the state durably.
+func (s *Store) updateRecord(name, version, path string, fn func(st *state, k string, r *Record)) error {
 	if !s.enabled() {
 		return nil
 	}
@@ -213,12 +205,13 @@ func (s *Store) Quarantine(name, version, path string) error {
 		return err
 	}
 	return s.update(func(st *state) error {
-		k, r := st.record(name, version, id)
-		r.Crashes = max(r.Crashes+1, s.threshold())
-		r.LastCrash = time.Now().UTC()
-		if st.Run != nil {
-			st.Run.Loaded = slices.DeleteFunc(st.Run.Loaded, func(l string) bool { return l == k })
+		k := key(name, version)
+		r := st.Versions[k]
+		if r == nil || r.File != id {
+			r = &Record{Name: name, Version: version, File: id}
+			st.Versions[k] = r
 		}
+		fn(st, k, r)
 		return nil
 	})
 }
