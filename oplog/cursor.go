@@ -30,22 +30,27 @@ type Cursor struct {
 }
 
 // cursorStore keeps one processor's cursors, a file per worker, in dir.
+// At most cap(sem) loads and saves run at once: however many workers
+// commit together, the store holds that many files open (two each).
 type cursorStore struct {
 	dir string
+	sem chan struct{}
 }
 
-func newCursorStore(dir string) (*cursorStore, error) {
+func newCursorStore(dir string, parallel int) (*cursorStore, error) {
 	if err := os.MkdirAll(dir, 0o750); err != nil {
 		return nil, fmt.Errorf("oplog: cursors: %w", err)
 	}
-	return &cursorStore{dir: dir}, nil
+	return &cursorStore{dir: dir, sem: make(chan struct{}, max(parallel, 1))}, nil
 }
 
 func (s *cursorStore) path(worker string) string { return filepath.Join(s.dir, worker+".cursor") }
 
 // load returns worker's cursor; a worker with none starts at index 1.
 func (s *cursorStore) load(worker string) (Cursor, error) {
+	s.sem <- struct{}{}
 	data, err := os.ReadFile(s.path(worker))
+	<-s.sem
 	if errors.Is(err, os.ErrNotExist) {
 		return Cursor{Worker: worker}, nil
 	}
@@ -67,6 +72,8 @@ func (s *cursorStore) save(c Cursor) error {
 	if err != nil {
 		return err
 	}
+	s.sem <- struct{}{}
+	defer func() { <-s.sem }()
 	return writeFileAtomic(s.path(c.Worker), data)
 }
 

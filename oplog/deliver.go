@@ -137,7 +137,7 @@ type Deliverer struct {
 // processor named name at version.
 func NewDeliverer(cfg Config, name, version string, proc contract.OplogProcessor) (*Deliverer, error) {
 	cfg.defaults(name)
-	cs, err := newCursorStore(cfg.CursorDir)
+	cs, err := newCursorStore(cfg.CursorDir, cfg.Parallel)
 	if err != nil {
 		return nil, err
 	}

@@ -18,7 +18,7 @@ import (
 // appendServer serves an Appender of dir with a body limit of max.
 func appendServer(t *testing.T, dir string, max int64) string {
 	t.Helper()
-	a := oplog.NewAppender(dir, max, nil)
+	a := oplog.NewAppender(oplog.AppenderConfig{Dir: dir, MaxBytes: max})
 	t.Cleanup(func() { a.Close() })
 	mux := http.NewServeMux()
 	mux.Handle("POST /v1/workers/{id}/oplog", a)
@@ -79,6 +79,11 @@ func TestAppendHTTP(t *testing.T) {
 		{"long kind", "w", []byte(`{"entries":[{"index":4,"kind":"` + strings.Repeat("k", 300) + `"}]}`), 400, "kind is 300 bytes", 0},
 		{"too large", "w", appendBody(4, 1, strings.Repeat("x", 8<<10)), 413, "larger than 4096 bytes", 0},
 		{"held by a worker", "other", appendBody(1, 1, "x"), 423, "being written by another process", 0},
+		{"trailing garbage", "w", append(appendBody(4, 1, "x"), "garbage"...), 400, "continues after the append request", 0},
+		{"a second object", "w", append(appendBody(4, 1, "x"), appendBody(5, 1, "x")...), 400, "continues after the append request", 0},
+		{"before 1678", "w", []byte(`{"entries":[{"index":4,"kind":"k","timestamp":"1600-01-01T00:00:00Z"}]}`), 400, "timestamp 1600-01-01T00:00:00Z is outside what an oplog stores", 0},
+		{"after 2262", "w", []byte(`{"entries":[{"index":4,"kind":"k","timestamp":"2263-01-01T00:00:00Z"}]}`), 400, "timestamp 2263-01-01T00:00:00Z is outside", 0},
+		{"year 9999", "w", []byte(`{"entries":[{"index":4,"kind":"k","timestamp":"9999-12-31T23:59:59Z"}]}`), 400, "is outside what an oplog stores", 0},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -86,14 +91,19 @@ func TestAppendHTTP(t *testing.T) {
 			require.Equal(t, tc.code, code, e.Error)
 			assert.Contains(t, e.Error, tc.msg)
 			assert.Equal(t, tc.expected, e.ExpectedIndex)
+			assert.NotContains(t, e.Error, dir, "the server's paths stay on the server")
 		})
 	}
-	code, _, ok = postEntries(t, url, "w", appendBody(4, 2, "y"))
+	// Trailing white space is no second value.
+	code, e, _ := postEntries(t, url, "w", append(appendBody(4, 1, "y"), " \n\t"...))
+	require.Equal(t, http.StatusOK, code, e.Error)
+	code, _, ok = postEntries(t, url, "w", appendBody(5, 1, "y"))
 	require.Equal(t, http.StatusOK, code)
 	assert.EqualValues(t, 6, ok.NextIndex)
 	got, err := readAll(t, dir, "w")
 	require.NoError(t, err)
 	require.Len(t, got, 5)
+	assert.Equal(t, "y", string(got[3].Payload))
 	assert.Equal(t, "y", string(got[4].Payload))
 }
 

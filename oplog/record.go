@@ -23,6 +23,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/crc32"
+	"math"
 	"regexp"
 	"time"
 
@@ -64,6 +65,13 @@ const (
 	bodyFixed  = 8 + 8 + 1 // index, timestamp, kind length
 	maxBody    = bodyFixed + MaxKind + MaxPayload
 	maxWorkerB = 128
+)
+
+// MinTimestamp and MaxTimestamp bound an entry's timestamp: a record keeps
+// it as int64 Unix nanoseconds, which reach from 1677 to 2262.
+var (
+	MinTimestamp = time.Unix(0, math.MinInt64).UTC()
+	MaxTimestamp = time.Unix(0, math.MaxInt64).UTC()
 )
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
@@ -110,6 +118,9 @@ func checkEntry(worker string, e *contract.Entry) error {
 		return fmt.Errorf("%w: entry %d: kind is %d bytes, at most %d", ErrEntry, e.Index, len(e.Kind), MaxKind)
 	case len(e.Payload) > MaxPayload:
 		return fmt.Errorf("%w: entry %d: payload is %d bytes, at most %d", ErrEntry, e.Index, len(e.Payload), MaxPayload)
+	case e.Timestamp.Before(MinTimestamp) || e.Timestamp.After(MaxTimestamp):
+		return fmt.Errorf("%w: entry %d: timestamp %s is outside what an oplog stores (%s to %s)", ErrEntry, e.Index,
+			e.Timestamp.UTC().Format(time.RFC3339Nano), MinTimestamp.Format(time.RFC3339Nano), MaxTimestamp.Format(time.RFC3339Nano))
 	}
 	return nil
 }

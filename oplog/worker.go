@@ -100,23 +100,18 @@ func (w *worker) wait(stop context.Context, extra <-chan struct{}) bool {
 }
 
 // open waits for the oplog to exist with a complete header, and for a
-// readable cursor, and returns the reader positioned at the cursor.
+// readable cursor, and returns the reader positioned at the cursor. It
+// opens the files holding a delivery slot, so that thousands of workers
+// starting at once keep at most Parallel files open.
 func (w *worker) open(stop context.Context) (*Reader, Cursor, bool) {
 	for {
-		r, err := OpenReader(w.d.cfg.Dir, w.id)
+		if !w.acquire(stop) {
+			return nil, Cursor{}, false
+		}
+		r, c, err := w.openOnce()
+		w.release()
 		if err == nil {
-			c, cerr := w.d.cursors.load(w.id)
-			if cerr == nil && c.Offset > 0 {
-				r.Resume(c.Offset, c.Acked+1)
-			}
-			if cerr == nil && c.Offset == 0 && c.Acked > 0 {
-				cerr = fmt.Errorf("%w: the cursor of %s acknowledges index %d but names no offset", ErrCorrupt, w.id, c.Acked)
-			}
-			if cerr == nil {
-				return r, c, true
-			}
-			r.Close()
-			err = cerr
+			return r, c, true
 		}
 		switch {
 		case errors.Is(err, os.ErrNotExist):
@@ -130,6 +125,26 @@ func (w *worker) open(stop context.Context) (*Reader, Cursor, bool) {
 			return nil, Cursor{}, false
 		}
 	}
+}
+
+// openOnce opens the oplog and the cursor and positions the reader there.
+func (w *worker) openOnce() (*Reader, Cursor, error) {
+	r, err := OpenReader(w.d.cfg.Dir, w.id)
+	if err != nil {
+		return nil, Cursor{}, err
+	}
+	c, err := w.d.cursors.load(w.id)
+	if err == nil && c.Offset == 0 && c.Acked > 0 {
+		err = fmt.Errorf("%w: the cursor of %s acknowledges index %d but names no offset", ErrCorrupt, w.id, c.Acked)
+	}
+	if err != nil {
+		r.Close()
+		return nil, Cursor{}, err
+	}
+	if c.Offset > 0 {
+		r.Resume(c.Offset, c.Acked+1)
+	}
+	return r, c, nil
 }
 
 // noteBlocked records and logs (once per error) a corrupt oplog or cursor.
@@ -146,9 +161,9 @@ func (w *worker) run(stop, procCtx context.Context) {
 	if !ok {
 		return
 	}
-	defer r.Close()
 	d := w.d
 	acked, ackedOff, inflight := cur.Acked, r.Offset(), cur.InFlight
+	r.Close() // the file is open only while a batch is read: see read
 	redeliverTo := cur.InFlight // entries up to it may have been delivered before
 	written := cur              // what the cursor file holds
 	commit := func(inFl uint64) error {
@@ -196,10 +211,12 @@ func (w *worker) run(stop, procCtx context.Context) {
 		if redeliverTo > acked {
 			limit = int(min(uint64(limit), redeliverTo-acked))
 		}
-		entries, rerr := r.Read(limit, d.cfg.MaxBatchBytes)
+		entries, readOff, rerr := w.read(ackedOff, acked+1, limit)
 		if len(entries) == 0 {
 			w.release()
 			switch {
+			case errors.Is(rerr, os.ErrNotExist):
+				w.set(StateStarting, nil)
 			case errors.Is(rerr, ErrTorn):
 				w.set(StateTorn, rerr)
 			case rerr != nil:
@@ -219,7 +236,6 @@ func (w *worker) run(stop, procCtx context.Context) {
 				w.release()
 				w.set(StateRetrying, err)
 				d.log.Error("recording the in-flight mark; the batch waits", "worker", w.id, "err", err)
-				r.Resume(ackedOff, acked+1)
 				w.sleep(stop, d.cfg.MinBackoff)
 				continue
 			}
@@ -229,7 +245,7 @@ func (w *worker) run(stop, procCtx context.Context) {
 			pending = true // stopped with the batch unacknowledged: it stays in flight
 			return
 		}
-		acked, ackedOff = last, r.Offset()
+		acked, ackedOff = last, readOff
 		w.mu.Lock()
 		w.st.Acked = acked
 		w.mu.Unlock()
@@ -244,6 +260,21 @@ func (w *worker) run(stop, procCtx context.Context) {
 			}
 		}
 	}
+}
+
+// read returns up to limit entries from offset off, where the entry of
+// index next starts, and the offset after them. The oplog is opened for
+// this read only, while the worker holds a delivery slot: a delivery keeps
+// at most Parallel files open, however many workers there are.
+func (w *worker) read(off int64, next uint64, limit int) ([]contract.Entry, int64, error) {
+	r, err := OpenReader(w.d.cfg.Dir, w.id)
+	if err != nil {
+		return nil, off, err
+	}
+	defer r.Close()
+	r.Resume(off, next)
+	entries, err := r.Read(limit, w.d.cfg.MaxBatchBytes)
+	return entries, r.Offset(), err
 }
 
 // process hands b to the processor until it succeeds: a failure is retried

@@ -41,6 +41,9 @@ type Writer struct {
 	size   int64  // where the next record goes
 	next   uint64 // the index the next entry must have
 	buf    []byte
+	// created: the file was empty (or held a partial header) and this
+	// Writer wrote its header.
+	created bool
 	// Cut is how many bytes of a torn last record Open cut off: an append
 	// a previous writer did not finish, whose caller never heard it
 	// succeed.
@@ -94,7 +97,7 @@ func (w *Writer) recover(dir string) error {
 		if err := w.f.Sync(); err != nil {
 			return fmt.Errorf("oplog: %w", err)
 		}
-		w.size, w.next = int64(len(h)), 1
+		w.size, w.next, w.created = int64(len(h)), 1, true
 		return syncDir(dir)
 	}
 	if err != nil {

@@ -15,13 +15,15 @@
 //	413  body past Config.MaxBytes
 //	422  the plugin refused the input (Transform returned an error)
 //	500  the plugin panicked (recovered and counted) or returned no WebAssembly
-//	503  draining for a restart, the plugin has no acceptable version, or its
-//	     process (out of process) is being restarted
+//	503  draining for a restart, the daemon's budget for bodies in flight is
+//	     exhausted (both with Retry-After), the plugin has no acceptable
+//	     version, or its process (out of process) is being restarted
 //	504  past Config.Timeout, which the plugin receives as its context's deadline
 //
-// The body is read once into a buffer sized from Content-Length with room
-// for appended sections, handed to the plugin, which may extend it in place,
-// and written back: memory per request stays near the body size.
+// The body is read once into a buffer that grows as it arrives, up to
+// Content-Length with room for appended sections, handed to the plugin,
+// which may extend it in place, and written back: memory per request stays
+// near the body size, and bodies in flight stay within Config.Budget.
 package transform
 
 import (
@@ -42,6 +44,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/soplug/soplug/contract"
+	"github.com/soplug/soplug/internal/inflight"
 	"github.com/soplug/soplug/pluginconf"
 	"github.com/soplug/soplug/wasm"
 )
@@ -83,6 +86,10 @@ type Config struct {
 	Registerer prometheus.Registerer
 	// Logger receives a record per failed request. Nil means none.
 	Logger *slog.Logger
+	// Budget bounds the bytes of request bodies in flight, shared with the
+	// daemon's other services: a body it cannot hold is refused with 503
+	// and Retry-After. Nil means no bound beyond MaxBytes per request.
+	Budget *inflight.Budget
 }
 
 // Plugin is one installed transformer.
@@ -164,9 +171,10 @@ type Error struct {
 
 // failure is an error response on its way out.
 type failure struct {
-	code int
-	msg  string
-	p    *Plugin // the plugin it is counted against; nil for none
+	code  int
+	msg   string
+	p     *Plugin // the plugin it is counted against; nil for none
+	retry bool    // may succeed later: sent with Retry-After
 }
 
 func (s *Service) serveDefault(w http.ResponseWriter, r *http.Request) {
@@ -197,8 +205,7 @@ func (s *Service) serveNamed(w http.ResponseWriter, r *http.Request) {
 func (s *Service) serve(w http.ResponseWriter, r *http.Request, route []*Plugin) {
 	first := route[0]
 	if s.draining.Load() {
-		w.Header().Set("Retry-After", "1")
-		s.fail(w, r, failure{code: http.StatusServiceUnavailable, msg: "draining for a restart; retry", p: first})
+		s.fail(w, r, failure{code: http.StatusServiceUnavailable, msg: "draining for a restart; retry", p: first, retry: true})
 		return
 	}
 	for _, p := range route {
@@ -212,7 +219,8 @@ func (s *Service) serve(w http.ResponseWriter, r *http.Request, route []*Plugin)
 		s.fail(w, r, *f)
 		return
 	}
-	body, f := s.readBody(w, r, first)
+	body, charge, f := s.readBody(w, r, first)
+	defer charge.Release()
 	if f != nil {
 		s.fail(w, r, *f)
 		return
@@ -362,6 +370,9 @@ func (s *Service) fail(w http.ResponseWriter, r *http.Request, f failure) {
 	s.log.Log(r.Context(), level, "transform failed", attrs...)
 	if f.code == statusClientClosed {
 		return
+	}
+	if f.retry {
+		w.Header().Set("Retry-After", "1")
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(f.code)

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/soplug/soplug/daemon"
+	"github.com/soplug/soplug/internal/inflight"
 	"github.com/soplug/soplug/loader"
 	"github.com/soplug/soplug/quarantine"
 	"github.com/soplug/soplug/transform"
@@ -33,6 +34,7 @@ type loaderFlags struct {
 type transformFlags struct {
 	maxBody int64
 	timeout time.Duration
+	budget  *inflight.Budget // set after parsing
 }
 
 func (f *transformFlags) register(fs *flag.FlagSet) {
@@ -41,7 +43,7 @@ func (f *transformFlags) register(fs *flag.FlagSet) {
 }
 
 func (f *transformFlags) config(log *slog.Logger) transform.Config {
-	return transform.Config{MaxBytes: f.maxBody, Timeout: f.timeout, Logger: log}
+	return transform.Config{MaxBytes: f.maxBody, Timeout: f.timeout, Logger: log, Budget: f.budget}
 }
 
 // stringList is a repeatable string flag.

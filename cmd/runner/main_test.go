@@ -91,6 +91,9 @@ func TestCheckFailures(t *testing.T) {
 		{"stray argument", []string{"plugins", "check", "extra"}, exitUsage, []string{"unexpected arguments"}},
 		{"unknown command", []string{"frobnicate"}, exitUsage, []string{"unknown command", "usage:"}},
 		{"run with a bad flag", []string{"run", "--listen"}, exitUsage, []string{"flag needs an argument"}},
+		{"a budget smaller than one body", []string{"run", "--max-inflight-bytes", "1000"}, exitUsage, []string{"--max-inflight-bytes 1000 cannot hold one request"}},
+		{"a negative budget", []string{"run", "--max-inflight-bytes", "-1"}, exitUsage, []string{"--max-inflight-bytes -1: must not be negative"}},
+		{"a negative body limit", []string{"run", "--max-body", "-5"}, exitUsage, []string{"--max-body -5: must not be negative"}},
 		{"unquarantine without a state dir", []string{"plugins", "unquarantine", "--state-dir", "", "p", "1.0.0"}, exitUsage, []string{"no state directory"}},
 		{"unquarantine of an unknown version", []string{"plugins", "unquarantine", "--state-dir", empty, "p", "1.0.0"}, exitNoPlugin, []string{"p 1.0.0 has no record"}},
 	}

@@ -18,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/soplug/soplug/contract"
+	"github.com/soplug/soplug/internal/inflight"
 	"github.com/soplug/soplug/loader"
 	"github.com/soplug/soplug/oplog"
 	"github.com/soplug/soplug/pluginconf"
@@ -31,6 +32,8 @@ type oplogFlags struct {
 	parallel    int
 	parkAfter   int
 	control     string
+	maxAppend   int64
+	maxOpen     int
 }
 
 func (f *oplogFlags) register(fs *flag.FlagSet) {
@@ -39,6 +42,8 @@ func (f *oplogFlags) register(fs *flag.FlagSet) {
 	fs.IntVar(&f.commitEvery, "oplog-commit-every", 0, "entries that may share one cursor write (0: one write per batch; see the README for what a crash then flags)")
 	fs.IntVar(&f.parallel, "oplog-parallel", 0, "workers delivered at once (0: GOMAXPROCS)")
 	fs.IntVar(&f.parkAfter, "oplog-park-after", oplog.DefaultParkAfter, "failures in a row that park a worker")
+	fs.Int64Var(&f.maxAppend, "oplog-max-body", oplog.DefaultMaxAppendBytes, "the largest append request body, in bytes")
+	fs.IntVar(&f.maxOpen, "oplog-max-open", oplog.DefaultMaxOpenWriters, "workers' oplogs kept open for appends between requests (one file descriptor each)")
 	registerControl(fs, &f.control)
 }
 
@@ -66,6 +71,7 @@ type oplogService struct {
 	stateDir string
 	conf     *pluginconf.File
 	log      *slog.Logger
+	budget   *inflight.Budget
 
 	appender *oplog.Appender
 	control  *oplog.Control
@@ -130,7 +136,8 @@ func (o *oplogService) Start(ctx context.Context, sel *loader.Selection, mux *ht
 		})
 		o.log.Info("oplog delivery started", "processor", c.Name, "version", c.Version.String(), "dir", o.flags.dir)
 	}
-	o.appender = oplog.NewAppender(o.flags.dir, 0, m)
+	o.appender = oplog.NewAppender(oplog.AppenderConfig{Dir: o.flags.dir, MaxBytes: o.flags.maxAppend,
+		MaxOpen: o.flags.maxOpen, Budget: o.budget, Metrics: m, Logger: o.log})
 	mux.Handle("POST /v1/workers/{id}/oplog", o.appender)
 	o.control.Register(mux, false)
 	return o.listenControl()

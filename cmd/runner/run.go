@@ -9,7 +9,10 @@ import (
 	"log/slog"
 
 	"github.com/soplug/soplug/daemon"
+	"github.com/soplug/soplug/internal/inflight"
+	"github.com/soplug/soplug/oplog"
 	"github.com/soplug/soplug/pluginconf"
+	"github.com/soplug/soplug/transform"
 )
 
 // runCmd is "runner run": the daemon. It returns 0 after SIGTERM or SIGINT,
@@ -31,11 +34,19 @@ func runCmd(ctx context.Context, args []string, stderr io.Writer) int {
 	of.register(fs)
 	var metricsPorts portRange
 	fs.Var(&metricsPorts, "plugin-metrics-ports", "FIRST-LAST: ports on 127.0.0.1 for the plugin processes' own /metrics, one each (empty: none)")
+	var maxInflight int64
+	fs.Int64Var(&maxInflight, "max-inflight-bytes", 0, "the memory all request bodies in flight may hold together, in bytes; past it requests get 503 with Retry-After (0: an eighth of the machine's memory, 256 MiB to 2 GiB)")
 	var level slog.Level
 	fs.TextVar(&level, "log-level", slog.LevelInfo, "the lowest level logged: DEBUG, INFO, WARN or ERROR")
 	if !parse(fs, args, stderr) {
 		return exitUsage
 	}
+	budget, err := bodyBudget(maxInflight, tf.maxBody, of.maxAppend)
+	if err != nil {
+		fmt.Fprintf(stderr, "runner run: %v\n", err)
+		return exitUsage
+	}
+	tf.budget = budget
 	cfg.Loader = lf.config()
 	cfg.PluginMetricsPorts = metricsPorts
 	cfg.StateDir = lf.stateDir
@@ -62,7 +73,7 @@ func runCmd(ctx context.Context, args []string, stderr io.Writer) int {
 	}
 	cfg.Services = []daemon.Service{&transformService{conf: conf, cfg: tf.config(cfg.Logger)}}
 	if of.dir != "" {
-		cfg.Services = append(cfg.Services, &oplogService{flags: of, stateDir: lf.stateDir, conf: conf, log: cfg.Logger})
+		cfg.Services = append(cfg.Services, &oplogService{flags: of, stateDir: lf.stateDir, conf: conf, log: cfg.Logger, budget: budget})
 	}
 
 	err = daemon.Run(ctx, cfg)
@@ -79,4 +90,27 @@ func runCmd(ctx context.Context, args []string, stderr io.Writer) int {
 		return exitConfig
 	}
 	return exitFailure
+}
+
+// bodyBudget returns the budget of request bodies in flight: limit bytes,
+// or with limit 0 the default for this machine. A limit that cannot hold
+// the largest single request the flags allow is an error naming the flag.
+func bodyBudget(limit, maxBody, maxAppend int64) (*inflight.Budget, error) {
+	for _, f := range []struct {
+		name string
+		v    int64
+	}{{"--max-inflight-bytes", limit}, {"--max-body", maxBody}, {"--oplog-max-body", maxAppend}} {
+		if f.v < 0 {
+			return nil, fmt.Errorf("%s %d: must not be negative", f.name, f.v)
+		}
+	}
+	largest := max(maxBody+transform.Slack, maxAppend*oplog.AppendWeight)
+	if limit == 0 {
+		return inflight.New(inflight.DefaultLimit(inflight.MemTotal(), largest)), nil
+	}
+	if limit < largest {
+		return nil, fmt.Errorf("--max-inflight-bytes %d cannot hold one request of the largest size the other flags allow (%d bytes: --max-body + %d, or %d x --oplog-max-body)",
+			limit, largest, transform.Slack, oplog.AppendWeight)
+	}
+	return inflight.New(limit), nil
 }

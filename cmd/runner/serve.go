@@ -73,6 +73,9 @@ func (t *transformService) Start(_ context.Context, sel *loader.Selection, mux *
 	if err := checkChain(t.conf, sel); err != nil {
 		return err
 	}
+	if err := t.cfg.Budget.Register(reg); err != nil {
+		return err
+	}
 	var plugins []transform.Plugin
 	have := map[string]bool{}
 	for _, c := range sel.Selected() {
