@@ -163,7 +163,7 @@ func (w *worker) run(stop, procCtx context.Context) {
 	}
 	d := w.d
 	acked, ackedOff, inflight := cur.Acked, r.Offset(), cur.InFlight
-	r.Close() // the file is open only while a batch is read: see read
+	r.Close()                   // the file is open only while a batch is read: see read
 	redeliverTo := cur.InFlight // entries up to it may have been delivered before
 	written := cur              // what the cursor file holds
 	commit := func(inFl uint64) error {
