@@ -170,3 +170,36 @@ func TestBudget(t *testing.T) {
 	resp.Body.Close()
 	assert.Equal(t, http.StatusOK, resp.StatusCode)
 }
+
+// TestMethodNotAllowed: any method but POST gets a JSON 405 naming POST.
+func TestMethodNotAllowed(t *testing.T) {
+	srv, _, _ := serve(t, transform.Config{}, plugin("tag", nil))
+	for _, method := range []string{http.MethodGet, http.MethodPut, http.MethodDelete} {
+		for _, path := range []string{"/v1/transform", "/v1/transform/tag"} {
+			req, err := http.NewRequest(method, srv.URL+path, nil)
+			require.NoError(t, err)
+			resp, err := client.Do(req)
+			require.NoError(t, err)
+			var e transform.Error
+			assert.NoError(t, json.NewDecoder(resp.Body).Decode(&e), "%s %s", method, path)
+			resp.Body.Close()
+			assert.Equal(t, http.StatusMethodNotAllowed, resp.StatusCode)
+			assert.Equal(t, "POST", resp.Header.Get("Allow"))
+			assert.Equal(t, "application/json", resp.Header.Get("Content-Type"))
+			assert.Contains(t, e.Error, "method "+method+" is not allowed")
+		}
+	}
+}
+
+// TestOverrideEscapes: escaped separators and spaces reach the plugin as
+// the characters they stand for.
+func TestOverrideEscapes(t *testing.T) {
+	var got string
+	srv, _, _ := serve(t, transform.Config{}, plugin("tag", func(_ context.Context, b []byte, cfg contract.Config) ([]byte, error) {
+		got = cfg["env"]
+		return b, nil
+	}))
+	resp, out := post(t, srv.URL+"/v1/transform?env=a%3Bb+c%26d%3De", bytes.NewReader(module))
+	require.Equal(t, http.StatusOK, resp.StatusCode, string(out))
+	assert.Equal(t, "a;b c&d=e", got)
+}

@@ -75,6 +75,17 @@ func (m *metrics) observe(p *Plugin, in, out int, took time.Duration) {
 	m.durations.WithLabelValues(p.Name, p.Version).Observe(took.Seconds())
 }
 
+// init creates p's panic and abandonment series at zero, so that alerts
+// on them work before the first event.
+func (m *metrics) init(p *Plugin) {
+	if p.Transformer == nil {
+		return
+	}
+	m.panics.WithLabelValues(p.Name, p.Version)
+	m.abandon.WithLabelValues(p.Name, p.Version)
+	m.running.WithLabelValues(p.Name, p.Version)
+}
+
 func (m *metrics) panicked(p *Plugin) { m.panics.WithLabelValues(p.Name, p.Version).Inc() }
 
 func (m *metrics) abandoned(p *Plugin) {

@@ -34,12 +34,15 @@ import (
 	"log/slog"
 	"maps"
 	"net/http"
+	"net/url"
 	"runtime/debug"
 	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -149,6 +152,9 @@ func New(cfg Config, plugins []Plugin) (*Service, error) {
 		return nil, err
 	}
 	s.m = m
+	for _, name := range s.names {
+		m.init(s.plugins[name])
+	}
 	return s, nil
 }
 
@@ -156,6 +162,15 @@ func New(cfg Config, plugins []Plugin) (*Service, error) {
 func (s *Service) Register(mux *http.ServeMux) {
 	mux.HandleFunc("POST /v1/transform", s.serveDefault)
 	mux.HandleFunc("POST /v1/transform/{plugin}", s.serveNamed)
+	mux.HandleFunc("/v1/transform", s.serveMethod)
+	mux.HandleFunc("/v1/transform/{plugin}", s.serveMethod)
+}
+
+// serveMethod answers a method other than POST with a JSON 405, as every
+// other error is.
+func (s *Service) serveMethod(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Allow", http.MethodPost)
+	s.fail(w, r, failure{code: http.StatusMethodNotAllowed, msg: fmt.Sprintf("method %s is not allowed: POST the component", r.Method)})
 }
 
 // Drain makes every later request fail with 503 and a Retry-After, while
@@ -260,7 +275,10 @@ func (s *Service) serve(w http.ResponseWriter, r *http.Request, route []*Plugin)
 // overrides applied. A key no plugin of the route lets a request set is a
 // 400.
 func (s *Service) configs(r *http.Request, route []*Plugin) ([]contract.Config, *failure) {
-	q := r.URL.Query()
+	q, err := parseOverrides(r.URL.RawQuery)
+	if err != nil {
+		return nil, &failure{code: http.StatusBadRequest, msg: err.Error(), p: route[0]}
+	}
 	cfgs := make([]contract.Config, len(route))
 	for i, p := range route {
 		cfgs[i] = maps.Clone(p.Installation.Config)
@@ -286,6 +304,44 @@ func (s *Service) configs(r *http.Request, route []*Plugin) ([]contract.Config, 
 		}
 	}
 	return cfgs, nil
+}
+
+// parseOverrides parses a query string of configuration overrides
+// strictly: where url.ParseQuery drops a pair it cannot read and goes on,
+// a ';' separator, an escape that is not %XX, and a key or value with a
+// control character (a forged "\nkey=value" line) are errors naming the
+// key.
+func parseOverrides(raw string) (url.Values, error) {
+	q := url.Values{}
+	for _, pair := range strings.Split(raw, "&") {
+		if pair == "" {
+			continue
+		}
+		rawKey, rawValue, _ := strings.Cut(pair, "=")
+		name := rawKey
+		key, err := url.QueryUnescape(rawKey)
+		if err == nil {
+			name = key
+		}
+		switch {
+		case strings.Contains(pair, ";"):
+			return nil, fmt.Errorf("override %q: a ';' in the query string (separate overrides with '&', escape a ';' in a value as %%3B)", name)
+		case err != nil:
+			return nil, fmt.Errorf("override %q: the key is not URL-encoded: %v", name, err)
+		}
+		value, err := url.QueryUnescape(rawValue)
+		if err != nil {
+			return nil, fmt.Errorf("override %q: the value is not URL-encoded: %v", name, err)
+		}
+		if i := strings.IndexFunc(key+value, unicode.IsControl); i >= 0 {
+			return nil, fmt.Errorf("override %q: a control character (%U) in the key or value", name, []rune(key + value)[utf8.RuneCountInString((key + value)[:i])])
+		}
+		if !utf8.ValidString(key + value) {
+			return nil, fmt.Errorf("override %q: the key or value is not UTF-8", name)
+		}
+		q[key] = append(q[key], value)
+	}
+	return q, nil
 }
 
 // call runs one plugin's Transform under ctx, recovering a panic. A plugin

@@ -144,6 +144,13 @@ func TestErrors(t *testing.T) {
 		{"other version", "/v1/transform/tag", strings.NewReader("\x00asm\x02\x00\x00\x00"), 400, "tag", "unknown version/layer"},
 		{"fixed override", "/v1/transform/tag?team=core", bytes.NewReader(module), 400, "tag", `key "team" cannot be overridden by a request (overridable: env)`},
 		{"override twice", "/v1/transform/tag?env=a&env=b", bytes.NewReader(module), 400, "tag", `override "env" is given 2 times`},
+		{"forged line", "/v1/transform/tag?env=staging%0Ateam=x", bytes.NewReader(module), 400, "tag", `override "env": a control character (U+000A)`},
+		{"control in key", "/v1/transform/tag?e%01nv=staging", bytes.NewReader(module), 400, "tag", `override "e\x01nv": a control character (U+0001)`},
+		{"tab", "/v1/transform/tag?env=a%09b", bytes.NewReader(module), 400, "tag", `override "env": a control character (U+0009)`},
+		{"semicolon", "/v1/transform/tag?env=staging;x", bytes.NewReader(module), 400, "tag", `override "env": a ';' in the query string`},
+		{"bad escape", "/v1/transform/tag?env=%ZZ", bytes.NewReader(module), 400, "tag", `override "env": the value is not URL-encoded`},
+		{"bad escape in key", "/v1/transform/tag?e%Gnv=1", bytes.NewReader(module), 400, "tag", `override "e%Gnv": the key is not URL-encoded`},
+		{"not utf-8", "/v1/transform/tag?env=%FF", bytes.NewReader(module), 400, "tag", `override "env": the key or value is not UTF-8`},
 		{"no such plugin", "/v1/transform/nosuch", bytes.NewReader(module), 404, "", `no transformer named "nosuch"`},
 		{"no default", "/v1/transform", bytes.NewReader(module), 404, "", "several transformers are installed"},
 		{"too large", "/v1/transform/tag", bytes.NewReader(make([]byte, 2<<10)), 413, "tag", "larger than the limit of 1024 bytes"},
@@ -172,7 +179,10 @@ func TestErrors(t *testing.T) {
 	assert.Equal(t, 1.0, value(t, reg, "soplug_transform_panics_total", "plugin=boom", "version=1.0.0"))
 	assert.Equal(t, 1.0, value(t, reg, "soplug_transform_abandoned_total", "plugin=stuck", "version=1.0.0"))
 	assert.Equal(t, 2.0, value(t, reg, "soplug_transform_errors_total", "plugin=tag", "version=1.0.0", "code=413"))
-	assert.Equal(t, 5.0, value(t, reg, "soplug_transform_errors_total", "plugin=tag", "version=1.0.0", "code=400"))
+	assert.Equal(t, 12.0, value(t, reg, "soplug_transform_errors_total", "plugin=tag", "version=1.0.0", "code=400"))
+	for _, name := range []string{"soplug_transform_panics_total", "soplug_transform_abandoned_total"} {
+		assert.Equal(t, 0.0, value(t, reg, name, "plugin=tag", "version=1.0.0"), "%s is there before its first event", name)
+	}
 
 	resp, out := post(t, srv.URL+"/v1/transform/tag", bytes.NewReader(module))
 	assert.Equal(t, http.StatusOK, resp.StatusCode, "still serving after a panic: %s", out)
