@@ -54,6 +54,7 @@ const (
 	exitFailure  = 1
 	exitUsage    = 64 // EX_USAGE
 	exitNoInput  = 66 // EX_NOINPUT
+	exitInUse    = 73 // EX_CANTCREAT: another runner owns --state-dir or --oplog-dir
 )
 
 const usage = `usage:

@@ -7,8 +7,10 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"path/filepath"
 
 	"github.com/soplug/soplug/daemon"
+	"github.com/soplug/soplug/internal/dirlock"
 	"github.com/soplug/soplug/internal/inflight"
 	"github.com/soplug/soplug/oplog"
 	"github.com/soplug/soplug/pluginconf"
@@ -57,6 +59,21 @@ func runCmd(ctx context.Context, args []string, stderr io.Writer) int {
 	}
 	cfg.Trust = policy
 	cfg.Logger = slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+
+	// One live runner owns the state and oplog folders: taken before
+	// anything in them is read or written.
+	for i, dir := range []string{lf.stateDir, of.dir} {
+		if dir == "" || (i == 1 && filepath.Clean(dir) == filepath.Clean(lf.stateDir)) {
+			continue
+		}
+		lock, err := dirlock.Acquire(dir)
+		if err != nil {
+			cfg.Logger.Error("another runner owns a folder of this one", "dir", dir, "err", err)
+			fmt.Fprintf(stderr, "runner run: %v\n", err)
+			return exitInUse
+		}
+		defer lock.Release()
+	}
 
 	conf, err := loadConfig(lf.confFile, lf.dir)
 	if err != nil {
