@@ -14,6 +14,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/soplug/soplug/contract"
+	"github.com/soplug/soplug/contract/serve"
 	"github.com/soplug/soplug/oplog"
 )
 
@@ -295,4 +296,52 @@ func TestDeliveryBlockedByCorruptRecord(t *testing.T) {
 	stop()
 	assert.Equal(t, seq(1, 4), rec.seen["w"])
 	assert.Contains(t, status(d, "w").Error, "checksum mismatch")
+}
+
+// TestRetryAfterPartialProcess: a batch whose Process call panicked, or
+// whose processor's process died during the call, may have been applied in
+// part: every later try of it is flagged as a redelivery. A batch the
+// processor refused with an error is retried unflagged.
+func TestRetryAfterPartialProcess(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		fail    func() error
+		flagged bool
+	}{
+		{"refused", func() error { return errors.New("database unavailable") }, false},
+		{"panicked", func() error { panic("half-way") }, true},
+		{"process died", func() error {
+			return &serve.UnavailableError{Err: errors.New("connection reset"), Sent: true}
+		}, true},
+		{"process not running", func() error {
+			return &serve.UnavailableError{Err: errors.New("being restarted")}
+		}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			appendN(t, dir, "w", 10)
+			rec := newRecorder()
+			var mu sync.Mutex
+			tries := 0
+			rec.fail = func(b contract.Batch) error {
+				mu.Lock()
+				tries++
+				first := tries <= 2
+				mu.Unlock()
+				if first {
+					return tc.fail()
+				}
+				return nil
+			}
+			_, stop := run(t, oplog.Config{Dir: dir, Parallel: 1, MinBackoff: time.Millisecond, MaxBackoff: time.Millisecond}, rec)
+			eventually(t, "delivered", func() bool { return rec.count("w") == 10 })
+			stop()
+			assert.Equal(t, seq(1, 10), rec.seen["w"], "each entry acknowledged once")
+			if tc.flagged {
+				assert.Equal(t, seq(1, 10), rec.redel["w"])
+			} else {
+				assert.Empty(t, rec.redel["w"])
+			}
+		})
+	}
 }

@@ -297,6 +297,11 @@ func (w *worker) process(stop, procCtx context.Context, b contract.Batch) error 
 			w.mu.Unlock()
 			return nil
 		}
+		if mayHaveRun(err) {
+			// The processor died or panicked inside the call: it may have
+			// applied part of the batch, so every later try says so.
+			b.Redelivery = true
+		}
 		failures++
 		w.mu.Lock()
 		w.st.Failures = failures
@@ -346,10 +351,25 @@ func (w *worker) isParked() bool {
 func safeProcess(ctx context.Context, p contract.OplogProcessor, b contract.Batch) (err error) {
 	defer func() {
 		if v := recover(); v != nil {
-			err = fmt.Errorf("the processor panicked: %v", v)
+			err = panicError{v}
 		}
 	}()
 	return p.Process(ctx, b)
+}
+
+// panicError is a Process call that panicked, part-way through the batch.
+type panicError struct{ v any }
+
+func (e panicError) Error() string    { return fmt.Sprintf("the processor panicked: %v", e.v) }
+func (e panicError) MayHaveRun() bool { return true }
+
+// mayHaveRun reports whether a failed Process call may have applied part
+// of its batch: it panicked, or the processor's process died during the
+// call (errors with a MayHaveRun method that reports true). A processor
+// that returns an error itself has refused the batch.
+func mayHaveRun(err error) bool {
+	var m interface{ MayHaveRun() bool }
+	return errors.As(err, &m) && m.MayHaveRun()
 }
 
 func (w *worker) acquire(stop context.Context) bool {

@@ -1,10 +1,10 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"hash/crc32"
 	"math/rand/v2"
 	"net/http"
 	"os"
@@ -109,29 +109,9 @@ func TestOplogCrashes(t *testing.T) {
 	require.NoError(t, d.cmd.Process.Signal(syscall.SIGTERM))
 	require.Equal(t, 0, d.exitCode(t), d.text())
 
-	plain := map[string]map[uint64]int{}   // unflagged deliveries
-	flagged := map[string]map[uint64]int{} // redeliveries
-	f, err := os.Open(seen)
-	require.NoError(t, err)
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	total, redelivered := 0, 0
-	for sc.Scan() {
-		parts := strings.Fields(sc.Text())
-		require.Len(t, parts, 3, "line %q", sc.Text())
-		idx, err := strconv.ParseUint(parts[1], 10, 64)
-		require.NoError(t, err)
-		m := plain
-		if parts[2] == "R" {
-			m, redelivered = flagged, redelivered+1
-		}
-		if m[parts[0]] == nil {
-			m[parts[0]] = map[uint64]int{}
-		}
-		m[parts[0]][idx]++
-		total++
-	}
-	require.NoError(t, sc.Err())
+	rec := readRecorder(t, seen)
+	plain, flagged := rec.plain, rec.flagged
+	t.Logf("%d frames torn by a kill, ignored", rec.torn)
 	missing, twice, again := 0, 0, 0
 	for w := range workers {
 		id := fmt.Sprintf("worker-%03d", w)
@@ -147,20 +127,98 @@ func TestOplogCrashes(t *testing.T) {
 		}
 	}
 	t.Logf("%d deliveries of %d entries: %d flagged as redeliveries, of which %d had been delivered before",
-		total, workers*perWorker, redelivered, again)
+		rec.total, workers*perWorker, rec.redelivered, again)
 	assert.Zero(t, missing, "entries never delivered")
 	assert.Zero(t, twice, "entries delivered twice without the redelivery flag")
 	assert.Positive(t, lines)
 	assert.GreaterOrEqual(t, midway, kills/4, "kills that landed while delivering")
 }
 
+// countLines counts the entries in the oplogrecorder's complete frames.
 func countLines(t *testing.T, path string) int {
-	data, err := os.ReadFile(path)
-	if os.IsNotExist(err) {
+	if _, err := os.Stat(path); os.IsNotExist(err) {
 		return 0
 	}
+	return readRecorder(t, path).total
+}
+
+// recorded is what the oplogrecorder fixture wrote: the deliveries of each
+// worker's indexes, unflagged and flagged as redeliveries, from its
+// complete frames, and how many frames a kill tore (their entries do not
+// count: the processor never acknowledged them).
+type recorded struct {
+	plain, flagged     map[string]map[uint64]int
+	total, redelivered int
+	torn               int
+}
+
+// readRecorder parses the oplogrecorder's file. A frame is "B <n>", n
+// entry lines, "E <crc>"; anything else ends the frame as torn and is
+// skipped up to the next "B" line.
+func readRecorder(t *testing.T, path string) recorded {
+	t.Helper()
+	data, err := os.ReadFile(path)
 	require.NoError(t, err)
-	return bytes.Count(data, []byte("\n"))
+	rec := recorded{plain: map[string]map[uint64]int{}, flagged: map[string]map[uint64]int{}}
+	lines := strings.Split(string(data), "\n")
+	for i := 0; i < len(lines); {
+		n, ok := frameStart(lines[i])
+		if !ok {
+			if lines[i] != "" {
+				rec.torn++ // the start of a frame torn before its "B" line ended
+			}
+			i++
+			continue
+		}
+		body := lines[i+1 : min(i+1+n, len(lines))]
+		end := i + 1 + n
+		var text strings.Builder
+		good := len(body) == n && end < len(lines)
+		for _, l := range body {
+			if _, ok := frameStart(l); ok || len(strings.Fields(l)) != 3 {
+				good = false
+				break
+			}
+			text.WriteString(l + "\n")
+		}
+		if !good || lines[end] != fmt.Sprintf("E %08x", crc32.ChecksumIEEE([]byte(text.String()))) {
+			rec.torn++
+			i++ // resynchronise at the next "B" line
+			for i < len(lines) {
+				if _, ok := frameStart(lines[i]); ok {
+					break
+				}
+				i++
+			}
+			continue
+		}
+		for _, l := range body {
+			parts := strings.Fields(l)
+			idx, err := strconv.ParseUint(parts[1], 10, 64)
+			require.NoError(t, err, "line %q", l)
+			m := rec.plain
+			if parts[2] == "R" {
+				m = rec.flagged
+				rec.redelivered++
+			}
+			if m[parts[0]] == nil {
+				m[parts[0]] = map[uint64]int{}
+			}
+			m[parts[0]][idx]++
+			rec.total++
+		}
+		i = end + 1
+	}
+	return rec
+}
+
+func frameStart(line string) (int, bool) {
+	v, ok := strings.CutPrefix(line, "B ")
+	if !ok {
+		return 0, false
+	}
+	n, err := strconv.Atoi(v)
+	return n, err == nil && n >= 0
 }
 
 // TestOplogHTTPAndControl: entries appended over HTTP reach the

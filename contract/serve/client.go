@@ -24,10 +24,15 @@ type Client struct {
 	conn *grpc.ClientConn
 }
 
-// UnavailableError is a call that did not reach the plugin (its process
-// is gone or restarting). Unavailable reports true, which the transform
-// service answers with 503.
-type UnavailableError struct{ Err error }
+// UnavailableError is a call that did not reach the plugin, or whose
+// answer did not come back (its process is gone or restarting).
+// Unavailable reports true, which the transform service answers with 503.
+type UnavailableError struct {
+	Err error
+	// Sent is true when the call may have reached the plugin before the
+	// connection was lost: its process may have done part of the work.
+	Sent bool
+}
 
 func (e *UnavailableError) Error() string {
 	return "the plugin process is unavailable: " + e.Err.Error()
@@ -38,6 +43,10 @@ func (e *UnavailableError) Unwrap() error { return e.Err }
 
 // Unavailable reports true.
 func (e *UnavailableError) Unavailable() bool { return true }
+
+// MayHaveRun reports whether the plugin may have run part of the call:
+// an oplog batch retried after it is flagged as a redelivery.
+func (e *UnavailableError) MayHaveRun() bool { return e.Sent }
 
 // call invokes method, turning the plugin's errors back into what the
 // implementation returned: a panic is raised again here, a refusal is a
@@ -60,7 +69,7 @@ func (c *Client) call(ctx context.Context, method string, in, out proto.Message)
 	case codes.Canceled:
 		return fmt.Errorf("%w: %s", context.Canceled, st.Message())
 	case codes.Unavailable:
-		return &UnavailableError{Err: err}
+		return &UnavailableError{Err: err, Sent: true}
 	case codes.InvalidArgument:
 		return errors.New(st.Message())
 	}
