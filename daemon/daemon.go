@@ -172,7 +172,7 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	for _, r := range blamed {
 		log.Warn("the previous run ended uncleanly with this version loaded", "plugin", r.Name, "version", r.Version,
-			"crashes", r.Crashes, "quarantined", r.Quarantined(store.Threshold))
+			"crashes", r.Crashes, "quarantined", store.Quarantines(r))
 	}
 
 	// Watch before taking the fingerprint, and take it before selecting, so

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"slices"
@@ -17,11 +18,26 @@ import (
 )
 
 // Fingerprint is what of a plugins folder, and of the other files a run
-// depends on, can change a selection: for every entry of the folder that is
-// not a temporary, partial or hidden name, and for every file, its type,
-// mode, size, modification time and inode. Folder entries are keyed by
-// name, files by path.
+// depends on, can change a selection: for every entry of the folder that
+// can (a plugin file, its signature, the manifest), and for every file, its
+// type, mode, size, modification time and inode. Folder entries are keyed
+// by name, files by path. A README or any other file in the folder is not
+// part of it.
 type Fingerprint map[string]string
+
+// counts reports whether a folder entry of this name can change a
+// selection: a name a plugin can have (<name>_v<semver>.so or an
+// executable's <name>_v<semver>), its .sig, or SHA256SUMS.
+func counts(name string) bool {
+	if loader.IsTempName(name) || strings.HasPrefix(name, ".") {
+		return false
+	}
+	if name == "SHA256SUMS" {
+		return true
+	}
+	_, _, _, err := loader.ParseName(strings.TrimSuffix(name, ".sig"))
+	return err == nil
+}
 
 // TakeFingerprint reads the fingerprint of dir and of files (a missing
 // file has one too).
@@ -32,7 +48,7 @@ func TakeFingerprint(dir string, files ...string) (Fingerprint, error) {
 	}
 	fp := Fingerprint{}
 	for _, e := range entries {
-		if !loader.IsTempName(e.Name()) {
+		if counts(e.Name()) {
 			fp[e.Name()] = stamp(filepath.Join(dir, e.Name()))
 		}
 	}
@@ -89,14 +105,16 @@ func (fp Fingerprint) Diff(old Fingerprint) string {
 // Watcher waits for changes to a plugins folder, or to other files, that
 // can alter the selection.
 type Watcher struct {
-	dir   string
-	files []string
-	quiet time.Duration
-	fsw   *fsnotify.Watcher
+	dir     string
+	files   []string
+	targets []string // of the folder's symlinks: their stamps are the links'
+	quiet   time.Duration
+	fsw     *fsnotify.Watcher
 }
 
-// NewWatcher watches dir (the folder, not its files) and each of files
-// (through its folder, so that an editor's write-and-rename is seen). A
+// NewWatcher watches dir (the folder, not its files), each of files, and
+// the target of each plugin symlink in dir (each through its folder, so
+// that an editor's write-and-rename, or a target replaced, is seen). A
 // burst of events is one change once quiet has passed without another
 // event.
 func NewWatcher(dir string, quiet time.Duration, files ...string) (*Watcher, error) {
@@ -105,11 +123,21 @@ func NewWatcher(dir string, quiet time.Duration, files ...string) (*Watcher, err
 		return nil, fmt.Errorf("daemon: watching %s: %w", dir, err)
 	}
 	w := &Watcher{dir: filepath.Clean(dir), quiet: quiet, fsw: fsw}
-	for _, d := range append([]string{dir}, files...) {
+	for _, f := range files {
+		w.files = append(w.files, filepath.Clean(f))
+	}
+	for _, t := range symlinkTargets(dir) {
+		w.targets = append(w.targets, filepath.Clean(t))
+	}
+	watched := map[string]bool{}
+	for _, d := range append(append([]string{dir}, w.files...), w.targets...) {
 		if d != dir {
-			w.files = append(w.files, filepath.Clean(d))
 			d = filepath.Dir(d)
 		}
+		if watched[d] {
+			continue
+		}
+		watched[d] = true
 		if err := fsw.Add(d); err != nil {
 			fsw.Close()
 			return nil, fmt.Errorf("daemon: watching %s: %w", d, err)
@@ -118,13 +146,28 @@ func NewWatcher(dir string, quiet time.Duration, files ...string) (*Watcher, err
 	return w, nil
 }
 
+// symlinkTargets returns where the plugin symlinks of dir lead.
+func symlinkTargets(dir string) []string {
+	entries, _ := os.ReadDir(dir)
+	var out []string
+	for _, e := range entries {
+		if e.Type()&fs.ModeSymlink == 0 || !counts(e.Name()) {
+			continue
+		}
+		if target, err := filepath.EvalSymlinks(filepath.Join(dir, e.Name())); err == nil {
+			out = append(out, target)
+		}
+	}
+	return out
+}
+
 // relevant reports whether an event on path can change the fingerprint.
 func (w *Watcher) relevant(path string) bool {
 	path = filepath.Clean(path)
-	if slices.Contains(w.files, path) {
+	if slices.Contains(w.files, path) || slices.Contains(w.targets, path) {
 		return true
 	}
-	return filepath.Dir(path) == w.dir && !loader.IsTempName(filepath.Base(path)) || path == w.dir
+	return filepath.Dir(path) == w.dir && counts(filepath.Base(path)) || path == w.dir
 }
 
 // Close stops watching.

@@ -12,11 +12,13 @@ package deploy
 
 import (
 	"context"
+	"debug/buildinfo"
 	"errors"
 	"fmt"
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 	"syscall"
 
 	version "github.com/hashicorp/go-version"
@@ -114,14 +116,18 @@ func (in Install) Run(ctx context.Context, src string) (Installed, error) {
 		}
 	}
 
+	if _, err := CleanStale(dir); err != nil {
+		return out, err
+	}
 	mode := os.FileMode(0o644)
 	if backend == loader.Process {
 		mode = 0o755
 	}
-	tmp, err := copyInto(dir, src, name, mode)
+	tmp, unlock, err := copyInto(dir, src, name, mode)
 	if err != nil {
 		return out, err
 	}
+	defer unlock()
 	defer os.Remove(tmp) // a no-op once renamed
 	// A signature travels with its plugin, checked with the copy.
 	sig := ""
@@ -147,6 +153,11 @@ func (in Install) Run(ctx context.Context, src string) (Installed, error) {
 			err = rerr.Err // its path is the temporary copy's
 		}
 		return out, fmt.Errorf("%w: %s: %w", ErrRejected, src, err)
+	}
+	if backend == loader.Native {
+		if err := sameBuild(dir, tmp, name); err != nil {
+			return out, fmt.Errorf("%w: %s: %w", ErrRejected, src, err)
+		}
 	}
 	out.Name, out.Version, out.Kind = d.Name, d.Version, string(d.Kind)
 	ov, _ := version.NewSemver(out.Version)
@@ -189,39 +200,115 @@ func (in Install) Run(ctx context.Context, src string) (Installed, error) {
 }
 
 // copyInto copies src into a dotfile of dir with mode and flushes it,
-// refusing a source that changes meanwhile.
-func copyInto(dir, src, name string, mode os.FileMode) (string, error) {
+// refusing a source that changes meanwhile. The copy is locked until
+// unlock is called, so that CleanStale leaves it alone.
+func copyInto(dir, src, name string, mode os.FileMode) (tmp string, unlock func(), err error) {
 	in, err := os.Open(src)
 	if err != nil {
-		return "", fmt.Errorf("deploy: %w", err)
+		return "", nil, fmt.Errorf("deploy: %w", err)
 	}
 	defer in.Close()
 	before, err := in.Stat()
 	if err != nil {
-		return "", fmt.Errorf("deploy: %w", err)
+		return "", nil, fmt.Errorf("deploy: %w", err)
 	}
 	if !before.Mode().IsRegular() {
-		return "", fmt.Errorf("%w: %s is not a regular file", ErrUsage, src)
+		return "", nil, fmt.Errorf("%w: %s is not a regular file", ErrUsage, src)
 	}
-	out, err := os.CreateTemp(dir, "."+name+"-install-*.so.tmp")
+	out, err := os.CreateTemp(dir, "."+name+installInfix+"*"+installSuffix)
 	if err != nil {
-		return "", fmt.Errorf("deploy: %w", err)
+		return "", nil, fmt.Errorf("deploy: %w", err)
 	}
-	tmp := out.Name()
+	tmp = out.Name()
+	lock, err := os.Open(tmp) // its own open file: the lock outlives out's Close
+	if err == nil {
+		err = syscall.Flock(int(lock.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
+	}
+	if err != nil {
+		out.Close()
+		os.Remove(tmp)
+		return "", nil, fmt.Errorf("deploy: locking %s: %w", tmp, err)
+	}
+	unlock = func() { lock.Close() }
+	fail := func(err error) (string, func(), error) {
+		unlock()
+		os.Remove(tmp)
+		return "", nil, err
+	}
 	n, cerr := io.Copy(out, in)
 	serr := out.Sync()
 	err = errors.Join(cerr, serr, out.Chmod(mode), out.Close())
 	if err != nil {
-		os.Remove(tmp)
-		return "", fmt.Errorf("deploy: copying %s: %w", src, err)
+		return fail(fmt.Errorf("deploy: copying %s: %w", src, err))
 	}
 	after, err := os.Stat(src)
 	if err != nil || n != before.Size() || after.Size() != before.Size() || !after.ModTime().Equal(before.ModTime()) {
-		os.Remove(tmp)
-		return "", fmt.Errorf("%w: %s was %d bytes, then %d (copied %d); is it still being written?",
-			ErrChanged, src, before.Size(), sizeOf(after), n)
+		return fail(fmt.Errorf("%w: %s was %d bytes, then %d (copied %d); is it still being written?",
+			ErrChanged, src, before.Size(), sizeOf(after), n))
 	}
-	return tmp, nil
+	return tmp, unlock, nil
+}
+
+// The names of install's temporary copies: .<name>-install-<random>.so.tmp.
+const (
+	installInfix  = "-install-"
+	installSuffix = ".so.tmp"
+)
+
+// CleanStale removes the temporary copies (and their .sig) that installs
+// killed part-way left in dir, and returns their names. A copy an install
+// still holds is locked, and left alone.
+func CleanStale(dir string) ([]string, error) {
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, fmt.Errorf("deploy: %w", err)
+	}
+	var removed []string
+	for _, e := range ents {
+		n := e.Name()
+		if !e.Type().IsRegular() || !strings.HasPrefix(n, ".") || !strings.Contains(n, installInfix) || !strings.HasSuffix(n, installSuffix) {
+			continue
+		}
+		path := filepath.Join(dir, n)
+		f, err := os.Open(path)
+		if err != nil {
+			continue // gone meanwhile
+		}
+		err = syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
+		if err == nil {
+			// Unlocked: its install is dead. Removed while locked by us,
+			// so no install can take it meanwhile.
+			if rerr := os.Remove(path); rerr == nil || errors.Is(rerr, os.ErrNotExist) {
+				removed = append(removed, n)
+			}
+			_ = os.Remove(path + ".sig")
+		}
+		f.Close()
+	}
+	return removed, nil
+}
+
+// sameBuild refuses a native plugin whose build (plugin path) is already
+// in dir under another plugin name: the runner could not load both.
+func sameBuild(dir, tmp, name string) error {
+	bi, err := buildinfo.ReadFile(tmp)
+	if err != nil || bi.Path == "" || bi.Path == "command-line-arguments" {
+		return nil
+	}
+	cands, err := loader.Discover(dir)
+	if err != nil {
+		return nil
+	}
+	for _, c := range cands {
+		if c.Name == "" || c.Name == name || c.Backend != loader.Native {
+			continue
+		}
+		if other, err := buildinfo.ReadFile(c.Path); err == nil && other.Path == bi.Path {
+			return fmt.Errorf("%w: it is the build of %s (plugin %s, plugin path %s), and Go loads a plugin path once per process (\"plugin already loaded\"); build each plugin from its own package",
+				loader.ErrSameBuild, c.File, c.Name, bi.Path)
+		}
+	}
+	return nil
 }
 
 func sizeOf(fi os.FileInfo) int64 {

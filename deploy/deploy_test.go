@@ -121,6 +121,11 @@ func TestInstallRefusals(t *testing.T) {
 		}, []error{deploy.ErrUsage}, "named for version 1.2.0, not 1.3.0"},
 		{"no name", deploy.Install{}, func(t *testing.T) string { return fixture(t, "good-1.2.0") },
 			[]error{deploy.ErrUsage}, "give --name"},
+		{"the build of another plugin", deploy.Install{Name: "other"}, func(t *testing.T) string {
+			p := filepath.Join(t.TempDir(), "build.so")
+			copyFile(t, filepath.Join("..", "plugins", "wasmtag_v1.1.0.so"), p)
+			return p
+		}, []error{deploy.ErrRejected, loader.ErrSameBuild}, "it is the build of wasmtag_v1.1.0.so (plugin wasmtag"},
 		{"missing file", deploy.Install{Name: "wasmtag"}, func(t *testing.T) string { return filepath.Join(t.TempDir(), "nope.so") },
 			[]error{os.ErrNotExist}, "nope.so"},
 	}

@@ -75,6 +75,9 @@ type Candidate struct {
 
 	// checked is the file's identity when its checks began.
 	checked fileID
+	// pluginPath is a native plugin's plugin path (its main package's
+	// import path), which Go loads once per process; empty when unknown.
+	pluginPath string
 }
 
 func (c *Candidate) rejectWith(err *RejectError) {

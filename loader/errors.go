@@ -48,6 +48,9 @@ var (
 	// links, compiled differently (another module version, toolchain or
 	// flags); plugin.Open would refuse it.
 	ErrBuildMismatch = errors.New("loader: built differently from the runner")
+	// ErrSameBuild: the build (plugin path) of a plugin already selected
+	// under another name; Go loads a plugin path once per process.
+	ErrSameBuild = errors.New("loader: the same build as another selected plugin")
 	// ErrOpen: plugin.Open failed, e.g. the plugin was built with a
 	// different version of a package it shares with the runner.
 	ErrOpen = errors.New("loader: plugin.Open failed")

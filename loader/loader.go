@@ -15,10 +15,12 @@ package loader
 
 import (
 	"context"
+	"debug/buildinfo"
 	"errors"
 	"fmt"
 	"log/slog"
 	"runtime"
+	"runtime/debug"
 	"sync"
 	"time"
 
@@ -152,13 +154,14 @@ func (l *Loader) run(ctx context.Context, load bool) (*Selection, error) {
 	}
 	var errs []error
 	named := 0
+	taken := map[string]*Candidate{} // plugin path → the selected candidate
 	for start := 0; start < len(cands) && cands[start].Version != nil; {
 		end := start + 1
 		for end < len(cands) && cands[end].Version != nil && cands[end].Name == cands[start].Name {
 			end++
 		}
 		named += end - start
-		if err := l.selectOne(ctx, cands[start:end], load); err != nil {
+		if err := l.selectOne(ctx, cands[start:end], load, taken); err != nil {
 			if ctx.Err() != nil || errors.Is(err, ErrSwapped) {
 				return sel, err
 			}
@@ -176,7 +179,10 @@ func (l *Loader) run(ctx context.Context, load bool) (*Selection, error) {
 // passes every stage. The newest is tried alone; after a rejection, the
 // next Parallel candidates are checked and probed at once, and their
 // verdicts taken in order.
-func (l *Loader) selectOne(ctx context.Context, group []Candidate, load bool) error {
+//
+// taken holds the plugin paths of the names selected before; a candidate
+// with one of them is rejected, since the process could not load it.
+func (l *Loader) selectOne(ctx context.Context, group []Candidate, load bool, taken map[string]*Candidate) error {
 	name := group[0].Name
 	var pending []*Candidate
 	for i := range group {
@@ -193,7 +199,7 @@ func (l *Loader) selectOne(ctx context.Context, group []Candidate, load bool) er
 			wg.Go(func() {
 				start := time.Now()
 				l.log.Debug("probing plugin candidate", "file", c.File, "plugin", c.Name, "version", c.Version.String())
-				errs[i] = l.preflight(ctx, c)
+				errs[i] = l.preflight(ctx, c, taken)
 				took[i] = time.Since(start)
 			})
 		}
@@ -222,6 +228,9 @@ func (l *Loader) selectOne(ctx context.Context, group []Candidate, load bool) er
 				continue
 			}
 			c.Verdict = Selected
+			if c.pluginPath != "" {
+				taken[c.pluginPath] = c
+			}
 			l.logVerdict(c, "took", took[i].Round(time.Millisecond))
 			for _, older := range batch[i+1:] {
 				older.Kind = "" // probed alongside, but older than the winner: not tried
@@ -234,7 +243,7 @@ func (l *Loader) selectOne(ctx context.Context, group []Candidate, load bool) er
 
 // preflight passes one candidate through admission, the checks and the
 // probe. The error is a *RejectError or ctx's error.
-func (l *Loader) preflight(ctx context.Context, c *Candidate) error {
+func (l *Loader) preflight(ctx context.Context, c *Candidate, taken map[string]*Candidate) error {
 	c.checked, _ = statID(c.Path) // a file that cannot be stat'ed fails its checks
 	if l.cfg.Admit != nil {
 		if err := l.cfg.Admit(c); err != nil {
@@ -255,9 +264,15 @@ func (l *Loader) preflight(ctx context.Context, c *Candidate) error {
 	if err := CheckFile(c.Path); err != nil {
 		return err
 	}
-	if err := l.checkBuild(c.Path); err != nil {
+	pp, err := l.checkBuild(c.Path)
+	if err != nil {
 		return err
 	}
+	if other := taken[pp]; pp != "" && other != nil {
+		return reject(c.Path, StageCheck, ErrSameBuild, "%s is the build of %s, selected for plugin %s (plugin path %s): Go loads a plugin path once per process (\"plugin already loaded\"); build each plugin from its own package",
+			c.File, other.File, other.Name, pp)
+	}
+	c.pluginPath = pp
 	rep, err := l.cfg.Prober.Probe(ctx, c.Path)
 	c.Kind = rep.Kind
 	if err != nil {
@@ -299,23 +314,37 @@ func (l *Loader) load(ctx context.Context, c *Candidate) error {
 
 // checkBuild rejects a plugin that links a package the runner also links,
 // compiled differently: what plugin.Open would refuse, found without it.
-func (l *Loader) checkBuild(path string) error {
+// It returns the plugin's plugin path, or "" when it cannot be read.
+func (l *Loader) checkBuild(path string) (string, error) {
 	runner, err := l.runner()
 	if err != nil {
 		l.log.Debug("no build check: cannot read this executable", "err", err)
-		return nil
 	}
-	if len(runner.PkgHashes) == 0 {
-		return nil
+	if err != nil || len(runner.PkgHashes) == 0 {
+		bi, err := buildinfo.ReadFile(path)
+		if err != nil {
+			return "", nil // the probe finds what is wrong with it
+		}
+		return pluginPathOf(bi), nil
 	}
 	plugin, err := buildcheck.Read(path)
 	if err != nil {
-		return reject(path, StageCheck, ErrNotPlugin, "%v", err)
+		return "", reject(path, StageCheck, ErrNotPlugin, "%v", err)
 	}
 	if rep := buildcheck.Compare(plugin, runner); !rep.Compatible() {
-		return reject(path, StageCheck, ErrBuildMismatch, "%s", rep.Summary())
+		return "", reject(path, StageCheck, ErrBuildMismatch, "%s", rep.Summary())
 	}
-	return nil
+	return pluginPathOf(plugin.Info), nil
+}
+
+// pluginPathOf returns the plugin path a build loads under: its main
+// package's import path. A build of files rather than a package gets a
+// path from their content, which the build info does not show: "".
+func pluginPathOf(bi *debug.BuildInfo) string {
+	if bi.Path == "command-line-arguments" {
+		return ""
+	}
+	return bi.Path
 }
 
 // runner returns the build plugins must match: Config.Runner, or this

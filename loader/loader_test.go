@@ -63,6 +63,41 @@ func TestNewestGoodBehindBadOnes(t *testing.T) {
 	}
 }
 
+// TestSameBuildUnderTwoNames: one build installed as two plugins cannot be
+// loaded twice (Go's "plugin already loaded"): the second name falls back
+// to its next version, and check says why, as load would find.
+func TestSameBuildUnderTwoNames(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	install(t, dir, "good-1.0.0", "a_v1.0.0.so")
+	install(t, dir, "good-1.0.0", "b_v1.0.0.so")
+	install(t, dir, "good-1.1.0", "b_v0.9.0.so") // another build: its Version() disagrees
+	install(t, dir, "good-1.2.0", "c_v1.2.0.so")
+	for _, load := range []bool{false, true} {
+		l := loader.New(loader.Config{Dir: dir})
+		run := l.Check
+		if load {
+			run = l.Load
+		}
+		sel, err := run(context.Background())
+		require.ErrorIs(t, err, loader.ErrNoAcceptable, "b has nothing else")
+		byFile := map[string]loader.Candidate{}
+		for _, c := range sel.Candidates {
+			byFile[c.File] = c
+		}
+		assert.Equal(t, loader.Selected, byFile["a_v1.0.0.so"].Verdict)
+		assert.Equal(t, loader.Selected, byFile["c_v1.2.0.so"].Verdict)
+		b := byFile["b_v1.0.0.so"]
+		assert.Equal(t, loader.Rejected, b.Verdict)
+		assert.Equal(t, loader.StageCheck, b.Stage)
+		assert.ErrorIs(t, b.Err, loader.ErrSameBuild)
+		assert.Contains(t, b.Reason, "b_v1.0.0.so is the build of a_v1.0.0.so, selected for plugin a")
+		if load {
+			return // a second Load in this process would reopen a_v1.0.0.so
+		}
+	}
+}
+
 // TestLoadFallsBackWhenTheProcessRefuses: a plugin acceptable to the probe
 // child but not in this process is rejected at the load stage and the next
 // older version is loaded; loading the folder again in the same process

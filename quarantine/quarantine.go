@@ -88,6 +88,10 @@ func (s *Store) threshold() int {
 	return DefaultThreshold
 }
 
+// Quarantines reports whether the store quarantines r: whether r has
+// reached the store's threshold (Threshold, or DefaultThreshold for 0).
+func (s *Store) Quarantines(r Record) bool { return r.Quarantined(s.threshold()) }
+
 func key(name, version string) string { return name + "@" + version }
 
 // FileID returns the identity of the file at path: device, inode, size and

@@ -113,6 +113,16 @@ func (p *Policy) Check(path, name string) error {
 		if err := p.checkMode(path, "the file"); err != nil {
 			return err
 		}
+		// A symlink's target is replaced through its own folder: that
+		// folder is held to the same rules.
+		if target, err := filepath.EvalSymlinks(path); err == nil {
+			real, _ := filepath.EvalSymlinks(filepath.Dir(path))
+			if td := filepath.Dir(target); td != real {
+				if err := p.checkMode(td, "the folder of the symlink's target"); err != nil {
+					return err
+				}
+			}
+		}
 	}
 	if p.Manifest == "" && len(p.Keys) == 0 {
 		return nil

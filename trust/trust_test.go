@@ -53,6 +53,11 @@ func TestCheck(t *testing.T) {
 		{"world-writable folder", func(string, ed25519.PublicKey, string) *trust.Policy { return &trust.Policy{} },
 			func(t *testing.T, dir, _ string, _ ed25519.PrivateKey) { require.NoError(t, os.Chmod(dir, 0o777)) },
 			trust.ErrWritable, "the plugins folder"},
+		{"symlink into a safe folder", func(string, ed25519.PublicKey, string) *trust.Policy { return &trust.Policy{} },
+			func(t *testing.T, dir, plugin string, _ ed25519.PrivateKey) { linkInto(t, dir, plugin, 0o755) }, nil, ""},
+		{"symlink into a world-writable folder", func(string, ed25519.PublicKey, string) *trust.Policy { return &trust.Policy{} },
+			func(t *testing.T, dir, plugin string, _ ed25519.PrivateKey) { linkInto(t, dir, plugin, 0o777) },
+			trust.ErrWritable, "the folder of the symlink's target"},
 		{"owner not allowed", func(string, ed25519.PublicKey, string) *trust.Policy {
 			return &trust.Policy{AllowedOwners: []uint32{4242}}
 		},
@@ -116,6 +121,17 @@ func TestCheck(t *testing.T) {
 			assert.Contains(t, err.Error(), tc.msg)
 		})
 	}
+}
+
+// linkInto moves plugin into a subfolder of dir with mode perm and leaves
+// a symlink to it in its place.
+func linkInto(t *testing.T, dir, plugin string, perm os.FileMode) {
+	sub := filepath.Join(dir, "releases")
+	require.NoError(t, os.Mkdir(sub, 0o755))
+	require.NoError(t, os.Chmod(sub, perm))
+	target := filepath.Join(sub, filepath.Base(plugin))
+	require.NoError(t, os.Rename(plugin, target))
+	require.NoError(t, os.Symlink("releases/"+filepath.Base(plugin), plugin))
 }
 
 func manifest(t *testing.T, dir, content string) string {

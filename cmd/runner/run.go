@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 
 	"github.com/soplug/soplug/daemon"
+	"github.com/soplug/soplug/deploy"
 	"github.com/soplug/soplug/internal/dirlock"
 	"github.com/soplug/soplug/internal/inflight"
 	"github.com/soplug/soplug/oplog"
@@ -73,6 +74,11 @@ func runCmd(ctx context.Context, args []string, stderr io.Writer) int {
 			return exitInUse
 		}
 		defer lock.Release()
+	}
+	if removed, err := deploy.CleanStale(lf.dir); err != nil {
+		cfg.Logger.Warn("cleaning up after killed installs", "dir", lf.dir, "err", err)
+	} else if len(removed) > 0 {
+		cfg.Logger.Info("removed the copies of installs that were killed part-way", "dir", lf.dir, "files", removed)
 	}
 
 	conf, err := loadConfig(lf.confFile, lf.dir)

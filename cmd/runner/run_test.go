@@ -243,6 +243,9 @@ func TestQuarantineAfterCrashes(t *testing.T) {
 		d.waitLog(t, `msg=ready status="serving wasmtag 3.0.0"`)
 		assert.Equal(t, 2, d.exitCode(t), "run %d dies of the plugin's panic:\n%s", i, d.text())
 		assert.Contains(t, d.text(), "crashafterload: fatal error after load")
+		if i == 2 {
+			assert.Regexp(t, `msg="the previous run ended uncleanly with this version loaded" plugin=wasmtag version=3\.0\.0 crashes=1 quarantined=false`, d.text())
+		}
 	}
 	d := start(t, dir, "--state-dir", state)
 	d.waitLog(t, `msg=ready status="serving wasmtag 1.1.0"`)
@@ -289,4 +292,66 @@ func TestSlowClientsAreCutOff(t *testing.T) {
 	require.NoError(t, err)
 	resp.Body.Close()
 	assert.Equal(t, http.StatusRequestHeaderFieldsTooLarge, resp.StatusCode)
+}
+
+// TestRunWatchesWhatCounts: writing to a file in the folder that is no
+// plugin (a README) does not restart the runner; replacing the target of
+// a plugin symlink, in a folder of its own, does.
+func TestRunWatchesWhatCounts(t *testing.T) {
+	t.Parallel()
+	dir := copyPlugins(t, "wasmtag_v1.0.0.so")
+	releases := filepath.Join(dir, "releases")
+	require.NoError(t, os.Mkdir(releases, 0o755))
+	data, err := os.ReadFile(filepath.Join(examples, "wasmtag_v1.1.0.so"))
+	require.NoError(t, err)
+	require.NoError(t, os.WriteFile(filepath.Join(releases, "wasmtag-1.1.0.so"), data, 0o644))
+	require.NoError(t, os.Symlink("releases/wasmtag-1.1.0.so", filepath.Join(dir, "wasmtag_v1.1.0.so")))
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "README.md"), []byte("# plugins\n"), 0o644))
+	d := start(t, dir)
+	d.waitLog(t, `msg=ready status="serving wasmtag 1.1.0"`)
+
+	f, err := os.OpenFile(filepath.Join(dir, "README.md"), os.O_APPEND|os.O_WRONLY, 0)
+	require.NoError(t, err)
+	_, err = f.WriteString("more notes\n")
+	require.NoError(t, err)
+	require.NoError(t, f.Close())
+	select {
+	case <-d.done:
+		t.Fatalf("a README restarted the runner:\n%s", d.text())
+	case <-time.After(time.Second): // ten debounce periods
+	}
+
+	// A new build replaces the target by rename, as a deploy tool does.
+	tmp := filepath.Join(releases, ".next")
+	require.NoError(t, os.WriteFile(tmp, data, 0o644))
+	require.NoError(t, os.Rename(tmp, filepath.Join(releases, "wasmtag-1.1.0.so")))
+	assert.Equal(t, daemon.ExitRestart, d.exitCode(t), d.text())
+	assert.Contains(t, d.text(), `change="changed wasmtag_v1.1.0.so"`)
+}
+
+// TestStaleInstallCopiesRemoved: the copies that installs killed part-way
+// left behind are removed at the next start; one an install still holds
+// is not.
+func TestStaleInstallCopiesRemoved(t *testing.T) {
+	t.Parallel()
+	dir := copyPlugins(t, "wasmtag_v1.1.0.so")
+	stale := filepath.Join(dir, ".wasmtag-install-123.so.tmp")
+	require.NoError(t, os.WriteFile(stale, make([]byte, 1<<20), 0o644))
+	require.NoError(t, os.WriteFile(stale+".sig", []byte("sig"), 0o644))
+	held := filepath.Join(dir, ".wasmtag-install-456.so.tmp")
+	require.NoError(t, os.WriteFile(held, []byte("in progress"), 0o644))
+	f, err := os.Open(held)
+	require.NoError(t, err)
+	defer f.Close()
+	require.NoError(t, syscall.Flock(int(f.Fd()), syscall.LOCK_EX))
+	other := filepath.Join(dir, ".notes.tmp")
+	require.NoError(t, os.WriteFile(other, []byte("not ours"), 0o644))
+
+	d := start(t, dir)
+	d.waitLog(t, `msg=ready`)
+	assert.Contains(t, d.text(), `msg="removed the copies of installs that were killed part-way"`)
+	assert.NoFileExists(t, stale)
+	assert.NoFileExists(t, stale+".sig")
+	assert.FileExists(t, held, "an install in progress keeps its copy")
+	assert.FileExists(t, other, "only install's own copies are removed")
 }
