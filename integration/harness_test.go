@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
 
@@ -129,6 +130,16 @@ func verifyUnits(t *testing.T, units ...string) {
 	out, err := exec.Command("bash", append([]string{script, "verify"}, units...)...).CombinedOutput()
 	require.NoError(t, err, "systemd-analyze verify: %s", out)
 	require.Empty(t, strings.TrimSpace(string(out)), "systemd-analyze verify has warnings")
+	// The exposure score of the service stays at 2.0 or below (3.2 before
+	// its system call filter).
+	for _, u := range units {
+		if !strings.HasSuffix(u, ".service") {
+			continue
+		}
+		out, err := exec.Command("systemd-analyze", "security", "--offline=yes", "--threshold=20", u).CombinedOutput()
+		assert.NoError(t, err, "systemd-analyze security: exposure above 2.0:\n%s", out)
+		assert.Contains(t, string(out), "SystemCallFilter=~@privileged", "the filter is seen")
+	}
 }
 
 func eventually(t *testing.T, what string, timeout time.Duration, cond func() (bool, string)) {
