@@ -277,7 +277,7 @@ func (a *Appender) decode(w http.ResponseWriter, r *http.Request, worker string)
 	}
 	charge := a.cfg.Budget.Charge()
 	defer charge.Release()
-	if err := charge.Grow(r.ContentLength * AppendWeight); err != nil {
+	if err := a.cfg.Budget.Admit(r.ContentLength * AppendWeight); err != nil {
 		return nil, http.StatusServiceUnavailable, fmt.Errorf("%w; retry", err)
 	}
 	dec := json.NewDecoder(inflight.Reader(http.MaxBytesReader(w, r.Body, a.cfg.MaxBytes), charge, AppendWeight))

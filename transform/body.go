@@ -18,10 +18,11 @@ const firstBuffer = 64 << 10
 // after it, allocated as the body arrives: from a small first buffer,
 // doubling, never past Content-Length (+ Slack) when the client sent one.
 // Past MaxBytes it is a 413, without reading when Content-Length already
-// says so. The buffer is charged against Config.Budget: a Content-Length
-// the budget cannot hold is a 503 before anything is read, and so is a
-// chunked body whose next doubling it cannot hold. The caller releases the
-// returned Charge when the response is written.
+// says so. The buffer is charged against Config.Budget as it grows: a
+// Content-Length the budget cannot hold now is a 503 before anything is
+// read, and so is a body whose next doubling it cannot hold. A client that
+// announces a body and sends nothing holds nothing. The caller releases
+// the returned Charge when the response is written.
 func (s *Service) readBody(w http.ResponseWriter, r *http.Request, p *Plugin) ([]byte, *inflight.Charge, *failure) {
 	charge := s.cfg.Budget.Charge()
 	fail := func(f *failure) ([]byte, *inflight.Charge, *failure) {
@@ -39,10 +40,8 @@ func (s *Service) readBody(w http.ResponseWriter, r *http.Request, p *Plugin) ([
 	if cl == 0 {
 		return nil, charge, nil
 	}
-	if cl > 0 {
-		if err := charge.Grow(cl + Slack); err != nil {
-			return fail(busy(err))
-		}
+	if err := s.cfg.Budget.Admit(cl + Slack); cl > 0 && err != nil {
+		return fail(busy(err))
 	}
 	body := http.MaxBytesReader(w, r.Body, s.cfg.MaxBytes)
 	grow := func(buf []byte) ([]byte, error) {

@@ -203,3 +203,30 @@ func TestOverrideEscapes(t *testing.T) {
 	require.Equal(t, http.StatusOK, resp.StatusCode, string(out))
 	assert.Equal(t, "a;b c&d=e", got)
 }
+
+// TestAnnouncedButNeverSent: clients that announce the largest body and
+// send nothing hold at most one first buffer each, however large the
+// announcement, and the budget still admits a real request beside them.
+func TestAnnouncedButNeverSent(t *testing.T) {
+	const announcers = 50
+	budget := inflight.New(16 << 20)
+	srv, _, _ := serve(t, transform.Config{Budget: budget, MaxBytes: 8 << 20}, plugin("echo", echo))
+	var conns []net.Conn
+	for range announcers {
+		conn, err := net.Dial("tcp", strings.TrimPrefix(srv.URL, "http://"))
+		require.NoError(t, err)
+		conns = append(conns, conn)
+		fmt.Fprintf(conn, "POST /v1/transform HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n", 8<<20)
+	}
+	defer func() {
+		for _, c := range conns {
+			c.Close()
+		}
+	}()
+	time.Sleep(200 * time.Millisecond) // the handlers are waiting for bodies
+	assert.LessOrEqual(t, budget.InUse(), int64(announcers*(64<<10+transform.Slack)), "at most a first buffer each")
+	resp, err := client.Post(srv.URL+"/v1/transform", "application/wasm", bytes.NewReader(wasmOfSize(4<<20)))
+	require.NoError(t, err)
+	resp.Body.Close()
+	assert.Equal(t, http.StatusOK, resp.StatusCode, "a real request is admitted beside them")
+}

@@ -74,6 +74,22 @@ func (b *Budget) TryAcquire(n int64) bool {
 	}
 }
 
+// Admit reports, without charging anything, whether n more bytes fit now:
+// ErrExhausted (counted as refused) when they do not. A service calls it
+// with what a request announces (its Content-Length) before reading, and
+// charges the bytes as they arrive: a client that announces a large body
+// and sends nothing holds no part of the budget.
+func (b *Budget) Admit(n int64) error {
+	if b == nil || b.limit == 0 || n <= 0 {
+		return nil
+	}
+	if used := b.used.Load(); used+n > b.limit {
+		b.refused.Add(1)
+		return fmt.Errorf("%w (%d of %d bytes in use; this request announces %d)", ErrExhausted, used, b.limit, n)
+	}
+	return nil
+}
+
 // Release gives back n bytes charged by TryAcquire.
 func (b *Budget) Release(n int64) {
 	if b == nil || n <= 0 {
