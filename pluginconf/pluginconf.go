@@ -58,11 +58,27 @@ type Installation struct {
 	Overridable []string `json:"overridable,omitempty"`
 }
 
-// CanOverride reports whether a request may set key.
+// AnyKey in overridable lets a request set every key: the switch for a
+// plugin whose configuration Golem's installation owns.
+const AnyKey = "*"
+
+// CanOverride reports whether a request may set key: a key of the
+// configuration's form that Overridable lists, or any such key when it
+// lists AnyKey.
 func (in Installation) CanOverride(key string) bool {
+	if !ValidKey(key) {
+		return false
+	}
 	_, ok := slices.BinarySearch(in.Overridable, key)
+	if !ok {
+		_, ok = slices.BinarySearch(in.Overridable, AnyKey)
+	}
 	return ok
 }
+
+// ValidKey reports whether key can be a configuration key: letters,
+// digits, '_', '.' and '-', not starting with '.' or '-'.
+func ValidKey(key string) bool { return keyRE.MatchString(key) }
 
 // File is a parsed configuration file. The zero File configures nothing:
 // every plugin gets an empty Config and no chain is set.
@@ -147,8 +163,8 @@ func Parse(path string, data []byte) (*File, error) {
 			in.Config[k] = s
 		}
 		for _, k := range rp.Overridable {
-			if !keyRE.MatchString(k) {
-				errs = append(errs, f.errorf("plugins."+name+".overridable", "overridable key %q: use letters, digits, '_', '.' and '-'", k))
+			if !keyRE.MatchString(k) && k != AnyKey {
+				errs = append(errs, f.errorf("plugins."+name+".overridable", "overridable key %q: use letters, digits, '_', '.' and '-', or %q for every key", k, AnyKey))
 			}
 		}
 		in.Overridable = slices.Compact(slices.Sorted(slices.Values(rp.Overridable)))

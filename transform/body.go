@@ -15,35 +15,43 @@ import (
 const firstBuffer = 64 << 10
 
 // readBody reads the request body into one buffer with Slack bytes of room
-// after it, allocated as the body arrives: from a small first buffer,
-// doubling, never past Content-Length (+ Slack) when the client sent one.
-// Past MaxBytes it is a 413, without reading when Content-Length already
-// says so. The buffer is charged against Config.Budget as it grows: a
-// Content-Length the budget cannot hold now is a 503 before anything is
-// read, and so is a body whose next doubling it cannot hold. A client that
-// announces a body and sends nothing holds nothing. The caller releases
-// the returned Charge when the response is written.
+// after it (see readAll). Past MaxBytes it is a 413, without reading when
+// Content-Length already says so; a Content-Length the budget cannot hold
+// now is a 503 before anything is read. The caller releases the returned
+// Charge when the response is written.
 func (s *Service) readBody(w http.ResponseWriter, r *http.Request, p *Plugin) ([]byte, *inflight.Charge, *failure) {
 	charge := s.cfg.Budget.Charge()
-	fail := func(f *failure) ([]byte, *inflight.Charge, *failure) {
-		charge.Release()
-		return nil, charge, f
-	}
-	tooBig := &failure{code: http.StatusRequestEntityTooLarge, p: p, msg: fmt.Sprintf("the body is larger than the limit of %d bytes", s.cfg.MaxBytes)}
-	busy := func(err error) *failure {
-		return &failure{code: http.StatusServiceUnavailable, p: p, retry: true, msg: err.Error() + "; retry"}
-	}
 	cl := r.ContentLength
-	if cl > s.cfg.MaxBytes {
-		return fail(tooBig)
-	}
-	if cl == 0 {
+	switch {
+	case cl > s.cfg.MaxBytes:
+		return nil, charge, s.tooBig(p)
+	case cl == 0:
 		return nil, charge, nil
 	}
 	if err := s.cfg.Budget.Admit(cl + Slack); cl > 0 && err != nil {
-		return fail(busy(err))
+		return nil, charge, busy(p, err)
 	}
-	body := http.MaxBytesReader(w, r.Body, s.cfg.MaxBytes)
+	buf, f := s.readAll(http.MaxBytesReader(w, r.Body, s.cfg.MaxBytes), cl, charge, p)
+	if f != nil {
+		charge.Release()
+	}
+	return buf, charge, f
+}
+
+func (s *Service) tooBig(p *Plugin) *failure {
+	return &failure{code: http.StatusRequestEntityTooLarge, p: p, msg: fmt.Sprintf("the component is larger than the limit of %d bytes", s.cfg.MaxBytes)}
+}
+
+func busy(p *Plugin, err error) *failure {
+	return &failure{code: http.StatusServiceUnavailable, p: p, retry: true, msg: err.Error() + "; retry"}
+}
+
+// readAll reads src, cl bytes when cl > 0 and to its end otherwise, into
+// one buffer with Slack bytes of room after it, allocated as the bytes
+// arrive: from a small first buffer, doubling, never past cl (+ Slack).
+// Each growth is charged to charge first: one the budget cannot hold is a
+// 503. More than MaxBytes is a 413, an end before cl bytes a 400.
+func (s *Service) readAll(src io.Reader, cl int64, charge *inflight.Charge, p *Plugin) ([]byte, *failure) {
 	grow := func(buf []byte) ([]byte, error) {
 		want := max(2*cap(buf), firstBuffer+Slack)
 		if cl > 0 {
@@ -59,27 +67,27 @@ func (s *Service) readBody(w http.ResponseWriter, r *http.Request, p *Plugin) ([
 	var buf []byte
 	for {
 		if cl > 0 && int64(len(buf)) == cl {
-			return buf, charge, nil // the server's reader ends the body there
+			return buf, nil // the server's reader ends the body there
 		}
 		if cap(buf)-len(buf) <= Slack { // no room for one byte more
 			nb, err := grow(buf)
 			if err != nil {
-				return fail(busy(err))
+				return nil, busy(p, err)
 			}
 			buf = nb
 		}
-		n, err := body.Read(buf[len(buf) : cap(buf)-Slack])
+		n, err := src.Read(buf[len(buf) : cap(buf)-Slack])
 		buf = buf[:len(buf)+n]
 		var maxErr *http.MaxBytesError
 		switch {
-		case errors.As(err, &maxErr):
-			return fail(tooBig)
+		case errors.As(err, &maxErr), int64(len(buf)) > s.cfg.MaxBytes:
+			return nil, s.tooBig(p)
 		case (errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF)) && cl > 0 && int64(len(buf)) < cl:
-			return fail(&failure{code: http.StatusBadRequest, p: p, msg: fmt.Sprintf("reading the body: it ended after %d of the %d bytes Content-Length announced", len(buf), cl)})
+			return nil, &failure{code: http.StatusBadRequest, p: p, msg: fmt.Sprintf("reading the body: it ended after %d of the %d bytes Content-Length announced", len(buf), cl)}
 		case errors.Is(err, io.EOF):
-			return buf, charge, nil
+			return buf, nil
 		case err != nil:
-			return fail(&failure{code: http.StatusBadRequest, p: p, msg: "reading the body: " + err.Error()})
+			return nil, &failure{code: http.StatusBadRequest, p: p, msg: "reading the body: " + err.Error()}
 		}
 	}
 }

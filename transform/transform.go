@@ -41,8 +41,6 @@ import (
 	"strings"
 	"sync/atomic"
 	"time"
-	"unicode"
-	"unicode/utf8"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -216,7 +214,8 @@ func (s *Service) serveNamed(w http.ResponseWriter, r *http.Request) {
 	s.serve(w, r, []*Plugin{p})
 }
 
-// serve runs route on the request's body.
+// serve runs route on the request's body: a raw binary, or Golem's
+// multipart form (serveGolem).
 func (s *Service) serve(w http.ResponseWriter, r *http.Request, route []*Plugin) {
 	first := route[0]
 	if s.draining.Load() {
@@ -234,46 +233,63 @@ func (s *Service) serve(w http.ResponseWriter, r *http.Request, route []*Plugin)
 		s.fail(w, r, *f)
 		return
 	}
+	if isGolem(r) {
+		s.serveGolem(w, r, route, cfgs)
+		return
+	}
 	body, charge, f := s.readBody(w, r, first)
 	defer charge.Release()
 	if f != nil {
 		s.fail(w, r, *f)
 		return
 	}
-	if _, err := wasm.CheckPreamble(body); err != nil {
-		s.fail(w, r, failure{code: http.StatusBadRequest, msg: err.Error(), p: first})
-		return
-	}
 	ctx, cancel := context.WithTimeout(r.Context(), s.cfg.Timeout)
 	defer cancel()
+	body, f = s.run(ctx, route, body, cfgs)
+	if f != nil {
+		s.fail(w, r, *f)
+		return
+	}
+	h := w.Header()
+	h.Set("Content-Type", "application/wasm")
+	h.Set("Content-Length", strconv.Itoa(len(body)))
+	setPluginHeaders(h, route)
+	w.WriteHeader(http.StatusOK)
+	_, _ = w.Write(body)
+}
+
+// run checks that body is WebAssembly and passes it through route, each
+// plugin with its configuration, under ctx.
+func (s *Service) run(ctx context.Context, route []*Plugin, body []byte, cfgs []contract.Config) ([]byte, *failure) {
+	if _, err := wasm.CheckPreamble(body); err != nil {
+		return nil, &failure{code: http.StatusBadRequest, msg: err.Error(), p: route[0]}
+	}
 	for i, p := range route {
 		start := time.Now()
 		in := len(body)
 		out, f := s.call(ctx, p, body, cfgs[i])
 		s.m.observe(p, in, len(out), time.Since(start))
 		if f != nil {
-			s.fail(w, r, *f)
-			return
+			return nil, f
 		}
 		s.m.count(p, http.StatusOK)
 		body = out
 	}
+	return body, nil
+}
+
+// setPluginHeaders names the plugins of route and their versions.
+func setPluginHeaders(h http.Header, route []*Plugin) {
 	names, versions := make([]string, len(route)), make([]string, len(route))
 	for i, p := range route {
 		names[i], versions[i] = p.Name, p.Version
 	}
-	h := w.Header()
-	h.Set("Content-Type", "application/wasm")
-	h.Set("Content-Length", strconv.Itoa(len(body)))
 	h.Set(HeaderPlugin, strings.Join(names, ", "))
 	h.Set(HeaderVersion, strings.Join(versions, ", "))
-	w.WriteHeader(http.StatusOK)
-	_, _ = w.Write(body)
 }
 
 // configs returns each route plugin's configuration with the request's
-// overrides applied. A key no plugin of the route lets a request set is a
-// 400.
+// query overrides applied (see override).
 func (s *Service) configs(r *http.Request, route []*Plugin) ([]contract.Config, *failure) {
 	q, err := parseOverrides(r.URL.RawQuery)
 	if err != nil {
@@ -283,14 +299,22 @@ func (s *Service) configs(r *http.Request, route []*Plugin) ([]contract.Config, 
 	for i, p := range route {
 		cfgs[i] = maps.Clone(p.Installation.Config)
 	}
-	for _, key := range slices.Sorted(maps.Keys(q)) {
-		if len(q[key]) != 1 {
-			return nil, &failure{code: http.StatusBadRequest, msg: fmt.Sprintf("override %q is given %d times", key, len(q[key])), p: route[0]}
+	return cfgs, override(cfgs, route, q, "override")
+}
+
+// override sets values in cfgs, each key in the configuration of every
+// plugin of route that lets a request set it. A key given twice, or one no
+// plugin of the route lets a request set, is a 400 naming it ("override"
+// or "parameter", as what says).
+func override(cfgs []contract.Config, route []*Plugin, values url.Values, what string) *failure {
+	for _, key := range slices.Sorted(maps.Keys(values)) {
+		if len(values[key]) != 1 {
+			return &failure{code: http.StatusBadRequest, msg: fmt.Sprintf("%s %q is given %d times", what, key, len(values[key])), p: route[0]}
 		}
 		used := false
 		for i, p := range route {
 			if p.Installation.CanOverride(key) {
-				cfgs[i][key] = q.Get(key)
+				cfgs[i][key] = values.Get(key)
 				used = true
 			}
 		}
@@ -299,49 +323,11 @@ func (s *Service) configs(r *http.Request, route []*Plugin) ([]contract.Config, 
 			for _, p := range route {
 				allowed = append(allowed, p.Installation.Overridable...)
 			}
-			return nil, &failure{code: http.StatusBadRequest, p: route[0], msg: fmt.Sprintf(
-				"configuration key %q cannot be overridden by a request (overridable: %s)", key, orNone(allowed))}
+			return &failure{code: http.StatusBadRequest, p: route[0], msg: fmt.Sprintf(
+				"%s: configuration key %q cannot be overridden by a request (overridable: %s)", what, key, orNone(allowed))}
 		}
 	}
-	return cfgs, nil
-}
-
-// parseOverrides parses a query string of configuration overrides
-// strictly: where url.ParseQuery drops a pair it cannot read and goes on,
-// a ';' separator, an escape that is not %XX, and a key or value with a
-// control character (a forged "\nkey=value" line) are errors naming the
-// key.
-func parseOverrides(raw string) (url.Values, error) {
-	q := url.Values{}
-	for _, pair := range strings.Split(raw, "&") {
-		if pair == "" {
-			continue
-		}
-		rawKey, rawValue, _ := strings.Cut(pair, "=")
-		name := rawKey
-		key, err := url.QueryUnescape(rawKey)
-		if err == nil {
-			name = key
-		}
-		switch {
-		case strings.Contains(pair, ";"):
-			return nil, fmt.Errorf("override %q: a ';' in the query string (separate overrides with '&', escape a ';' in a value as %%3B)", name)
-		case err != nil:
-			return nil, fmt.Errorf("override %q: the key is not URL-encoded: %v", name, err)
-		}
-		value, err := url.QueryUnescape(rawValue)
-		if err != nil {
-			return nil, fmt.Errorf("override %q: the value is not URL-encoded: %v", name, err)
-		}
-		if i := strings.IndexFunc(key+value, unicode.IsControl); i >= 0 {
-			return nil, fmt.Errorf("override %q: a control character (%U) in the key or value", name, []rune(key + value)[utf8.RuneCountInString((key + value)[:i])])
-		}
-		if !utf8.ValidString(key + value) {
-			return nil, fmt.Errorf("override %q: the key or value is not UTF-8", name)
-		}
-		q[key] = append(q[key], value)
-	}
-	return q, nil
+	return nil
 }
 
 // call runs one plugin's Transform under ctx, recovering a panic. A plugin

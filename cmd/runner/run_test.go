@@ -163,13 +163,14 @@ func TestRunServesAndStopsOnSIGTERM(t *testing.T) {
 	t.Parallel()
 	d := start(t, examples)
 	addr := <-d.addr
-	d.waitLog(t, `msg=ready status="serving kindcount 1.0.0, wasmdigest 1.0.0, wasmtag 1.1.0"`)
+	d.waitLog(t, `msg=ready status="serving golemmeta 1.0.0, kindcount 1.0.0, wasmdigest 1.0.0, wasmtag 1.1.0"`)
 
 	var rep daemon.Report
 	require.Equal(t, http.StatusOK, getJSON(t, "http://"+addr+"/v1/health", &rep))
 	assert.True(t, rep.Ready)
 	assert.Equal(t, d.cmd.Process.Pid, rep.PID)
 	assert.Equal(t, []daemon.PluginHealth{
+		{Name: "golemmeta", Kind: "transformer", Version: "1.0.0", File: "golemmeta_v1.0.0.so", Backend: "native"},
 		{Name: "kindcount", Kind: "oplog-processor", Version: "1.0.0", File: "kindcount_v1.0.0.so", Backend: "native"},
 		{Name: "wasmdigest", Kind: "transformer", Version: "1.0.0", File: "wasmdigest_v1.0.0.so", Backend: "native"},
 		{Name: "wasmtag", Kind: "transformer", Version: "1.1.0", File: "wasmtag_v1.1.0.so", Backend: "native"},

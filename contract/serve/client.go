@@ -16,6 +16,7 @@ import (
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/soplug/soplug/contract"
+	"github.com/soplug/soplug/contract/golem"
 )
 
 // Client calls a plugin process. Its methods are those of the contract's
@@ -52,8 +53,8 @@ func (e *UnavailableError) MayHaveRun() bool { return e.Sent }
 // implementation returned: a panic is raised again here, a refusal is a
 // plain error, a context's end its error, a lost connection an
 // *UnavailableError.
-func (c *Client) call(ctx context.Context, method string, in, out proto.Message) error {
-	err := c.conn.Invoke(ctx, "/soplug.Plugin/"+method, in, out)
+func (c *Client) call(ctx context.Context, method string, in, out proto.Message, opts ...grpc.CallOption) error {
+	err := c.conn.Invoke(ctx, "/soplug.Plugin/"+method, in, out, opts...)
 	if err == nil {
 		return nil
 	}
@@ -104,11 +105,37 @@ func (c *Client) Acceptable(ctx context.Context) (bool, error) {
 	return out.Value, err
 }
 
-// Transform calls the plugin's Transform.
+// Transform calls the plugin's Transform. A Golem request in ctx (package
+// contract/golem) travels with the call, and the files and environment
+// entries the plugin adds come back into it.
 func (c *Client) Transform(ctx context.Context, component []byte, cfg contract.Config) ([]byte, error) {
 	out := new(wrapperspb.BytesValue)
-	if err := c.call(withConfig(ctx, cfg), "Transform", wrapperspb.Bytes(component), out); err != nil {
+	var trailer metadata.MD
+	req, isGolem := golem.FromContext(ctx)
+	ctx = withConfig(ctx, cfg)
+	if isGolem {
+		data, err := json.Marshal(req.Metadata)
+		if err != nil {
+			return nil, err
+		}
+		ctx = metadata.AppendToOutgoingContext(ctx, golemKey, string(data))
+	}
+	if err := c.call(ctx, "Transform", wrapperspb.Bytes(component), out, grpc.Trailer(&trailer)); err != nil {
 		return nil, err
+	}
+	if v := trailer.Get(golemOutKey); isGolem && len(v) > 0 {
+		var added golemOut
+		if err := json.Unmarshal([]byte(v[0]), &added); err != nil {
+			return nil, fmt.Errorf("soplug: Transform: the plugin's Golem answer: %w", err)
+		}
+		for _, f := range added.Files {
+			if err := req.AddFile(f); err != nil {
+				return nil, err
+			}
+		}
+		for k, v := range added.Env {
+			req.SetEnv(k, v)
+		}
 	}
 	return out.Value, nil
 }

@@ -48,6 +48,7 @@ import (
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/soplug/soplug/contract"
+	"github.com/soplug/soplug/contract/golem"
 )
 
 // Handshake is what runner and plugin must agree on before anything else:
@@ -71,6 +72,19 @@ const panicPrefix = "soplug: the plugin panicked: "
 
 // configKey is the call metadata that carries the configuration.
 const configKey = "soplug-config-bin"
+
+// golemKey carries a Golem request's metadata to a Transform call, and
+// golemOutKey, in its trailer, what the plugin added to the answer.
+const (
+	golemKey    = "soplug-golem-bin"
+	golemOutKey = "soplug-golem-out-bin"
+)
+
+// golemOut is what a plugin added to a Golem request's answer.
+type golemOut struct {
+	Files []golem.File      `json:"files,omitempty"`
+	Env   map[string]string `json:"env,omitempty"`
+}
 
 // Transformer serves t until the runner ends the process. Call it from
 // main; it does not return.
@@ -126,6 +140,20 @@ func guard[T any](fn func() (T, error)) (out T, err error) {
 		err = status.Error(code, err.Error())
 	}
 	return out, err
+}
+
+// golemFrom returns the Golem request a call carries, or nil.
+func golemFrom(ctx context.Context) *golem.Request {
+	md, _ := metadata.FromIncomingContext(ctx)
+	v := md.Get(golemKey)
+	if len(v) == 0 {
+		return nil
+	}
+	m, err := golem.ParseMetadata([]byte(v[0]))
+	if err != nil {
+		return nil
+	}
+	return golem.NewRequest(m)
 }
 
 func configFrom(ctx context.Context) contract.Config {
@@ -189,9 +217,17 @@ var serviceDesc = grpc.ServiceDesc{
 			if s.t == nil {
 				return nil, status.Error(codes.Unimplemented, "this plugin is not a transformer")
 			}
+			req := golemFrom(ctx)
+			if req != nil {
+				ctx = golem.NewContext(ctx, req)
+			}
 			out, err := s.t.Transform(ctx, in.Value, configFrom(ctx))
 			if err != nil {
 				return nil, err
+			}
+			if req != nil {
+				data, _ := json.Marshal(golemOut{Files: req.Files(), Env: req.Env()})
+				_ = grpc.SetTrailer(ctx, metadata.Pairs(golemOutKey, string(data)))
 			}
 			return wrapperspb.Bytes(out), nil
 		}),
