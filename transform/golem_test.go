@@ -138,10 +138,15 @@ func TestGolemErrors(t *testing.T) {
 	}
 	plugins := []transform.Plugin{
 		golemPlugin("tag", "env"),
-		plugin("refuse", fail(func(context.Context, []byte, contract.Config) ([]byte, error) { return nil, errors.New("unsupported import") })),
+		plugin("refuse", fail(func(context.Context, []byte, contract.Config) ([]byte, error) {
+			return nil, errors.New("unsupported import")
+		})),
 		plugin("boom", fail(func(context.Context, []byte, contract.Config) ([]byte, error) { panic("nil map") })),
 		plugin("garbage", fail(func(context.Context, []byte, contract.Config) ([]byte, error) { return []byte("text"), nil })),
-		plugin("slow", fail(func(ctx context.Context, _ []byte, _ contract.Config) ([]byte, error) { <-ctx.Done(); return nil, ctx.Err() })),
+		plugin("slow", fail(func(ctx context.Context, _ []byte, _ contract.Config) ([]byte, error) {
+			<-ctx.Done()
+			return nil, ctx.Err()
+		})),
 		plugin("badfile", fail(func(ctx context.Context, b []byte, _ contract.Config) ([]byte, error) {
 			req, _ := golem.FromContext(ctx)
 			return b, req.AddFile(golem.File{Path: "../etc/passwd", Permissions: golem.ReadOnly})
@@ -153,7 +158,9 @@ func TestGolemErrors(t *testing.T) {
 		return func() (io.Reader, string) { return golemForm(t, parts...) }
 	}
 	ok := []part{component(module), metadata(metadataNow)}
-	with := func(extra ...part) func() (io.Reader, string) { return form(append(append([]part{}, ok...), extra...)...) }
+	with := func(extra ...part) func() (io.Reader, string) {
+		return form(append(append([]part{}, ok...), extra...)...)
+	}
 	cases := []struct {
 		name, plugin string
 		body         func() (io.Reader, string)

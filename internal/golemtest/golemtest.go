@@ -30,7 +30,9 @@ type Part struct {
 func Component(b []byte) Part { return Part{Name: "component", Value: b} }
 
 // Metadata is the metadata part: JSON, application/json.
-func Metadata(s string) Part { return Part{Name: "metadata", ContentType: "application/json", Value: []byte(s)} }
+func Metadata(s string) Part {
+	return Part{Name: "metadata", ContentType: "application/json", Value: []byte(s)}
+}
 
 // Param is an installation parameter: a text part named by its key.
 func Param(k, v string) Part { return Part{Name: k, ContentType: "text/plain", Value: []byte(v)} }
