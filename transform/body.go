@@ -15,7 +15,7 @@ import (
 const firstBuffer = 64 << 10
 
 // readBody reads the request body into one buffer with Slack bytes of room
-// after it (see readAll). Past MaxBytes it is a 413, without reading when
+// after it (see readAll): a first 64 KiB, then Content-Length's worth. Past MaxBytes it is a 413, without reading when
 // Content-Length already says so; a Content-Length the budget cannot hold
 // now is a 503 before anything is read. The caller releases the returned
 // Charge when the response is written.
@@ -31,7 +31,7 @@ func (s *Service) readBody(w http.ResponseWriter, r *http.Request, p *Plugin) ([
 	if err := s.cfg.Budget.Admit(cl + Slack); cl > 0 && err != nil {
 		return nil, charge, busy(p, err)
 	}
-	buf, f := s.readAll(http.MaxBytesReader(w, r.Body, s.cfg.MaxBytes), cl, charge, p)
+	buf, f := s.readAll(http.MaxBytesReader(w, r.Body, s.cfg.MaxBytes), cl, cl > 0, s.cfg.MaxBytes, charge, p)
 	if f != nil {
 		charge.Release()
 	}
@@ -46,16 +46,28 @@ func busy(p *Plugin, err error) *failure {
 	return &failure{code: http.StatusServiceUnavailable, p: p, retry: true, msg: err.Error() + "; retry"}
 }
 
-// readAll reads src, cl bytes when cl > 0 and to its end otherwise, into
-// one buffer with Slack bytes of room after it, allocated as the bytes
-// arrive: from a small first buffer, doubling, never past cl (+ Slack).
-// Each growth is charged to charge first: one the budget cannot hold is a
-// 503. More than MaxBytes is a 413, an end before cl bytes a 400.
-func (s *Service) readAll(src io.Reader, cl int64, charge *inflight.Charge, p *Plugin) ([]byte, *failure) {
+// readAll reads src into one buffer with Slack bytes of room after it,
+// allocated as the bytes arrive: a first buffer of at most 64 KiB, then,
+// once that is full, one of size bytes when size says how large the body
+// is (at most), or one twice as large each time it fills when it does
+// not. A client that announces a large body and sends nothing holds only
+// the first buffer. When exact, src is size bytes: it ends there, and an
+// end before is a 400. Each buffer is charged to charge before it is
+// allocated: one the budget cannot hold is a 503. More than limit bytes is
+// a 413.
+func (s *Service) readAll(src io.Reader, size int64, exact bool, limit int64, charge *inflight.Charge, p *Plugin) ([]byte, *failure) {
 	grow := func(buf []byte) ([]byte, error) {
-		want := max(2*cap(buf), firstBuffer+Slack)
-		if cl > 0 {
-			want = min(want, int(cl)+Slack)
+		var want int
+		switch {
+		case cap(buf) == 0:
+			want = firstBuffer + Slack
+			if size > 0 {
+				want = min(want, int(size)+Slack)
+			}
+		case size > 0 && cap(buf) < int(size)+Slack:
+			want = int(size) + Slack
+		default:
+			want = 2 * cap(buf)
 		}
 		if err := charge.Grow(int64(want)); err != nil {
 			return nil, err
@@ -66,7 +78,7 @@ func (s *Service) readAll(src io.Reader, cl int64, charge *inflight.Charge, p *P
 	}
 	var buf []byte
 	for {
-		if cl > 0 && int64(len(buf)) == cl {
+		if exact && int64(len(buf)) == size {
 			return buf, nil // the server's reader ends the body there
 		}
 		if cap(buf)-len(buf) <= Slack { // no room for one byte more
@@ -80,10 +92,10 @@ func (s *Service) readAll(src io.Reader, cl int64, charge *inflight.Charge, p *P
 		buf = buf[:len(buf)+n]
 		var maxErr *http.MaxBytesError
 		switch {
-		case errors.As(err, &maxErr), int64(len(buf)) > s.cfg.MaxBytes:
+		case errors.As(err, &maxErr), int64(len(buf)) > limit:
 			return nil, s.tooBig(p)
-		case (errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF)) && cl > 0 && int64(len(buf)) < cl:
-			return nil, &failure{code: http.StatusBadRequest, p: p, msg: fmt.Sprintf("reading the body: it ended after %d of the %d bytes Content-Length announced", len(buf), cl)}
+		case (errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF)) && exact && int64(len(buf)) < size:
+			return nil, &failure{code: http.StatusBadRequest, p: p, msg: fmt.Sprintf("reading the body: it ended after %d of the %d bytes Content-Length announced", len(buf), size)}
 		case errors.Is(err, io.EOF):
 			return buf, nil
 		case err != nil:
