@@ -104,3 +104,29 @@ func TestZeroFile(t *testing.T) {
 	assert.Equal(t, contract.Config{}, f.For("any").Config)
 	assert.NoError(t, f.Validate(nil))
 }
+
+// TestCanOverride: a listed key, every key with "*", never a key that
+// cannot be a configuration key.
+func TestCanOverride(t *testing.T) {
+	listed := pluginconf.Installation{Overridable: []string{"env"}}
+	any := pluginconf.Installation{Overridable: []string{pluginconf.AnyKey}}
+	for _, tc := range []struct {
+		in   pluginconf.Installation
+		key  string
+		want bool
+	}{
+		{listed, "env", true},
+		{listed, "team", false},
+		{any, "team", true},
+		{any, "a b", false},
+		{any, "", false},
+		{any, "*", false},
+		{pluginconf.Installation{}, "env", false},
+	} {
+		assert.Equal(t, tc.want, tc.in.CanOverride(tc.key), "%v %q", tc.in.Overridable, tc.key)
+	}
+	f := write(t, "[plugins.p]\noverridable = [\"*\"]\n")
+	conf, err := pluginconf.Load(f)
+	require.NoError(t, err)
+	assert.True(t, conf.For("p").CanOverride("anything"))
+}

@@ -123,7 +123,10 @@ func describeConfig(in pluginconf.Installation) string {
 	if s == "" {
 		s = "(none)"
 	}
-	if len(in.Overridable) > 0 {
+	switch {
+	case slices.Contains(in.Overridable, pluginconf.AnyKey):
+		s += " (a request may set any key)"
+	case len(in.Overridable) > 0:
 		s += fmt.Sprintf(" (a request may set: %s)", strings.Join(in.Overridable, ", "))
 	}
 	return s
