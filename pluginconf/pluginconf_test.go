@@ -109,7 +109,7 @@ func TestZeroFile(t *testing.T) {
 // cannot be a configuration key.
 func TestCanOverride(t *testing.T) {
 	listed := pluginconf.Installation{Overridable: []string{"env"}}
-	any := pluginconf.Installation{Overridable: []string{pluginconf.AnyKey}}
+	all := pluginconf.Installation{Overridable: []string{pluginconf.AnyKey}}
 	for _, tc := range []struct {
 		in   pluginconf.Installation
 		key  string
@@ -117,10 +117,10 @@ func TestCanOverride(t *testing.T) {
 	}{
 		{listed, "env", true},
 		{listed, "team", false},
-		{any, "team", true},
-		{any, "a b", false},
-		{any, "", false},
-		{any, "*", false},
+		{all, "team", true},
+		{all, "a b", false},
+		{all, "", false},
+		{all, "*", false},
 		{pluginconf.Installation{}, "env", false},
 	} {
 		assert.Equal(t, tc.want, tc.in.CanOverride(tc.key), "%v %q", tc.in.Overridable, tc.key)
