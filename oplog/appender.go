@@ -131,7 +131,10 @@ func (a *Appender) OpenWriters() int {
 // closing the least recently used ones nobody holds to stay within
 // MaxOpen. More requests at once than MaxOpen may open more; they are
 // closed as they end.
-func (a *Appender) acquire(worker string) (*openWriter, error) {
+//
+// A worker with no oplog yet gets one only for an append that starts at
+// index 1: any other is an *OrderError, and no file is created.
+func (a *Appender) acquire(worker string, first uint64) (*openWriter, error) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if a.closed {
@@ -141,6 +144,12 @@ func (a *Appender) acquire(worker string) (*openWriter, error) {
 		ow.users++
 		a.lru.MoveToFront(ow.elem)
 		return ow, nil
+	}
+	if first != 1 {
+		path := Path(a.cfg.Dir, worker)
+		if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) {
+			return nil, &OrderError{Path: path, Expected: 1, Got: first}
+		}
 	}
 	a.evict(a.cfg.MaxOpen - 1)
 	w, err := OpenWriter(a.cfg.Dir, worker)
@@ -234,7 +243,7 @@ func (a *Appender) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeError(w, code, ErrorResponse{Error: err.Error()})
 		return
 	}
-	ow, err := a.acquire(worker)
+	ow, err := a.acquire(worker, entries[0].Index)
 	if err == nil {
 		ow.mu.Lock()
 		err = ow.w.Append(entries...)

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"fmt"
 	"net/http"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -44,15 +43,10 @@ func oplogFiles(t *testing.T, dir string) []string {
 func TestAppenderManyWorkers(t *testing.T) {
 	const maxOpen, workers, clients = 16, 2000, 8
 	dir := t.TempDir()
-	a := oplog.NewAppender(oplog.AppenderConfig{Dir: dir, MaxOpen: maxOpen})
-	t.Cleanup(func() { a.Close() })
-	mux := http.NewServeMux()
-	mux.Handle("POST /v1/workers/{id}/oplog", a)
-	srv := httptest.NewServer(mux)
-	t.Cleanup(srv.Close)
+	url, a := serveAppender(t, oplog.AppenderConfig{Dir: dir, MaxOpen: maxOpen})
 	client := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: clients}}
 	post := func(worker string, body []byte) int {
-		resp, err := client.Post(srv.URL+"/v1/workers/"+worker+"/oplog", "application/json", bytes.NewReader(body))
+		resp, err := client.Post(url+"/v1/workers/"+worker+"/oplog", "application/json", bytes.NewReader(body))
 		if !assert.NoError(t, err) {
 			return 0
 		}
@@ -141,12 +135,7 @@ func TestAppenderManyWorkers(t *testing.T) {
 func TestAppenderBudget(t *testing.T) {
 	dir := t.TempDir()
 	budget := inflight.New(64 << 10)
-	a := oplog.NewAppender(oplog.AppenderConfig{Dir: dir, Budget: budget})
-	t.Cleanup(func() { a.Close() })
-	mux := http.NewServeMux()
-	mux.Handle("POST /v1/workers/{id}/oplog", a)
-	srv := httptest.NewServer(mux)
-	t.Cleanup(srv.Close)
+	url, _ := serveAppender(t, oplog.AppenderConfig{Dir: dir, Budget: budget})
 
 	small := appendBody(1, 1, "x")
 	big := appendBody(2, 1, strings.Repeat("p", 30<<10)) // 40 KiB of JSON: 120 KiB charged
@@ -155,9 +144,9 @@ func TestAppenderBudget(t *testing.T) {
 		body func() *http.Request
 		code int
 	}{
-		{"fits", func() *http.Request { return req(t, srv.URL, "w", bytes.NewReader(small)) }, http.StatusOK},
-		{"content-length over the budget", func() *http.Request { return req(t, srv.URL, "w", bytes.NewReader(big)) }, http.StatusServiceUnavailable},
-		{"chunked over the budget", func() *http.Request { return req(t, srv.URL, "w", struct{ *bytes.Reader }{bytes.NewReader(big)}) }, http.StatusServiceUnavailable},
+		{"fits", func() *http.Request { return req(t, url, "w", bytes.NewReader(small)) }, http.StatusOK},
+		{"content-length over the budget", func() *http.Request { return req(t, url, "w", bytes.NewReader(big)) }, http.StatusServiceUnavailable},
+		{"chunked over the budget", func() *http.Request { return req(t, url, "w", struct{ *bytes.Reader }{bytes.NewReader(big)}) }, http.StatusServiceUnavailable},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			resp, err := http.DefaultClient.Do(tc.body())
@@ -200,4 +189,26 @@ func TestTimestampBounds(t *testing.T) {
 	require.Len(t, got, 2)
 	assert.True(t, got[0].Timestamp.Equal(oplog.MinTimestamp), got[0].Timestamp)
 	assert.True(t, got[1].Timestamp.Equal(oplog.MaxTimestamp), got[1].Timestamp)
+}
+
+// TestVanishedOplogsAreForgotten: oplog files that appear and go away
+// before their delivery could open them (empty or cut short, then
+// removed) leave no worker behind, and a worker of that name that comes
+// back later is delivered.
+func TestVanishedOplogsAreForgotten(t *testing.T) {
+	dir := t.TempDir()
+	rec := newRecorder()
+	d, _ := run(t, oplog.Config{Dir: dir, CursorDir: t.TempDir(), Poll: 20 * time.Millisecond}, rec)
+	const ghosts = 300
+	for i := range ghosts {
+		require.NoError(t, os.WriteFile(filepath.Join(dir, fmt.Sprintf("ghost-%03d%s", i, oplog.Suffix)), []byte("SOPLUG"), 0o644))
+	}
+	eventually(t, "the ghosts are seen", func() bool { return len(d.Status()) == ghosts })
+	for i := range ghosts {
+		require.NoError(t, os.Remove(filepath.Join(dir, fmt.Sprintf("ghost-%03d%s", i, oplog.Suffix))))
+	}
+	eventually(t, "the ghosts are forgotten", func() bool { return len(d.Status()) == 0 })
+
+	appendN(t, dir, "ghost-007", 3)
+	eventually(t, "a name that comes back is delivered", func() bool { return rec.count("ghost-007") == 3 })
 }

@@ -215,6 +215,27 @@ func (d *Deliverer) start(stop, procCtx context.Context, wg *sync.WaitGroup, fil
 	return w
 }
 
+// forget drops w, a worker whose oplog does not exist (a file removed, or
+// created and removed again by a refused append), so that thousands of
+// such names leave no goroutine behind; false when the file is there
+// after all. It looks under d.mu, which start takes too: a file created
+// after the look has an event that starts a new worker.
+func (d *Deliverer) forget(w *worker) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if _, err := os.Stat(Path(d.cfg.Dir, w.id)); !errors.Is(err, os.ErrNotExist) {
+		return false
+	}
+	if d.workers[w.id] == w {
+		delete(d.workers, w.id)
+	}
+	w.set(StateStarting, nil)
+	if m := d.cfg.Metrics; m != nil {
+		m.states.WithLabelValues(d.name, string(StateStarting)).Dec()
+	}
+	return true
+}
+
 // Status returns every worker's state, sorted by worker.
 func (d *Deliverer) Status() []WorkerStatus {
 	d.mu.Lock()

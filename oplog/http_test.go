@@ -18,13 +18,21 @@ import (
 // appendServer serves an Appender of dir with a body limit of max.
 func appendServer(t *testing.T, dir string, max int64) string {
 	t.Helper()
-	a := oplog.NewAppender(oplog.AppenderConfig{Dir: dir, MaxBytes: max})
+	url, _ := serveAppender(t, oplog.AppenderConfig{Dir: dir, MaxBytes: max})
+	return url
+}
+
+// serveAppender serves an Appender configured by cfg, and returns its URL
+// and the Appender.
+func serveAppender(t *testing.T, cfg oplog.AppenderConfig) (string, *oplog.Appender) {
+	t.Helper()
+	a := oplog.NewAppender(cfg)
 	t.Cleanup(func() { a.Close() })
 	mux := http.NewServeMux()
 	mux.Handle("POST /v1/workers/{id}/oplog", a)
 	srv := httptest.NewServer(mux)
 	t.Cleanup(srv.Close)
-	return srv.URL
+	return srv.URL, a
 }
 
 func postEntries(t *testing.T, url, worker string, body []byte) (int, oplog.ErrorResponse, oplog.AppendResponse) {

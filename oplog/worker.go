@@ -115,6 +115,9 @@ func (w *worker) open(stop context.Context) (*Reader, Cursor, bool) {
 		}
 		switch {
 		case errors.Is(err, os.ErrNotExist):
+			if w.d.forget(w) {
+				return nil, Cursor{}, false // its file went away: a new one starts a new worker
+			}
 			w.set(StateStarting, nil)
 		case errors.Is(err, ErrTorn):
 			w.set(StateTorn, err)

@@ -116,3 +116,36 @@ func TestSplitFormRefuses(t *testing.T) {
 	assert.Empty(t, parts[0].body)
 	assert.Empty(t, parts[0].name)
 }
+
+// FuzzSplitForm: any bytes under any boundary split without a panic, into
+// parts that lie inside the buffer, in order.
+func FuzzSplitForm(f *testing.F) {
+	var buf bytes.Buffer
+	mw := multipart.NewWriter(&buf)
+	_ = mw.SetBoundary("XYZ")
+	w, _ := mw.CreateFormField("component")
+	_, _ = w.Write([]byte("\x00asm\x01\x00\x00\x00\r\n--XY"))
+	w, _ = mw.CreateFormField("metadata")
+	_, _ = w.Write([]byte(`{"componentName":"x"}`))
+	_ = mw.Close()
+	f.Add(buf.Bytes(), "XYZ")
+	f.Add([]byte("--XYZ\r\n\r\n\r\n--XYZ--"), "XYZ")
+	f.Add([]byte("preamble\r\n--b\r\nContent-Disposition: form-data; name=\"a\"\r\n\r\nv\r\n--b--\r\nepilogue"), "b")
+	f.Fuzz(func(t *testing.T, data []byte, boundary string) {
+		if boundary == "" {
+			return
+		}
+		parts, err := splitForm(data, boundary)
+		if err != nil {
+			return
+		}
+		end := 0
+		for _, p := range parts {
+			start := cap(data) - cap(p.body)
+			if start < end || start+len(p.body) > len(data) {
+				t.Fatalf("part %q at %d..%d, outside the buffer or before the last part's end %d", p.name, start, start+len(p.body), end)
+			}
+			end = start + len(p.body)
+		}
+	})
+}
