@@ -116,6 +116,10 @@ type Config struct {
 	// process gets one to serve its own /metrics on; /v1/health lists
 	// them. Zero means the plugin processes serve none.
 	PluginMetricsPorts [2]int
+	// PluginScrapeTimeout bounds the scrape of the plugin processes'
+	// /metrics that each scrape of /metrics makes, to merge their series.
+	// Zero means DefaultPluginScrapeTimeout.
+	PluginScrapeTimeout time.Duration
 	// Services serve the selected plugins. None means the daemon serves
 	// only its health and metrics endpoints.
 	Services []Service
@@ -234,7 +238,13 @@ func Run(ctx context.Context, cfg Config) error {
 	mux := http.NewServeMux()
 	h.register(mux)
 	reg := newMetrics(sel)
-	mux.Handle("GET /metrics", metricsHandler(reg))
+	plugins, err := newPluginGatherer(sel, cfg.PluginScrapeTimeout, reg, log)
+	if err != nil {
+		closeAll(lns)
+		return err
+	}
+	mux.Handle("GET /metrics", metricsHandler(reg, plugins))
+	mux.Handle("GET /v1/discovery", discoveryHandler(sel))
 	for i, s := range cfg.Services {
 		if err := s.Start(ctx, sel, mux, reg); err != nil {
 			closeAll(lns)

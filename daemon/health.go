@@ -21,6 +21,12 @@ type PluginHealth struct {
 	// Process is the plugin process of a "process" plugin: its PID,
 	// restarts and metrics address.
 	Process *loader.ProcessStatus `json:"process,omitempty"`
+	// State is "serving" for a .so, and the process's state (running,
+	// restarting, given up) for a plugin process.
+	State string `json:"state"`
+	// LastError is why its process last died or failed to start; empty
+	// when nothing went wrong.
+	LastError string `json:"last_error,omitempty"`
 
 	cand *loader.Candidate
 }
@@ -48,13 +54,21 @@ type Report struct {
 	Rejected []CandidateHealth `json:"rejected,omitempty"`
 	// Services holds each Reporter service's state, by name.
 	Services map[string]any `json:"services,omitempty"`
+	// Health is one line per plugin name, in the shape of a LOOP plugin's
+	// HealthReport (name → error): "ok" for a plugin that serves, else
+	// what is wrong with it, a name with no acceptable version included.
+	Health map[string]string `json:"health"`
 }
+
+// Healthy is the Health value of a plugin that serves.
+const Healthy = "ok"
 
 // health is the state the health endpoints serve.
 type health struct {
 	mu        sync.RWMutex
 	rep       Report
 	reporters []Reporter
+	missing   map[string]string // plugin names with no acceptable version → why
 }
 
 func (h *health) addReporter(r Reporter) {
@@ -76,7 +90,17 @@ func (h *health) setSelection(sel *loader.Selection) {
 			Backend: string(c.Backend), cand: c})
 	}
 	h.rep.Rejected = nil
+	h.missing = map[string]string{}
+	selected := map[string]bool{}
+	for _, c := range sel.Selected() {
+		selected[c.Name] = true
+	}
 	for _, c := range sel.Candidates {
+		if c.Name != "" && !selected[c.Name] {
+			if _, ok := h.missing[c.Name]; !ok { // the newest version's reason
+				h.missing[c.Name] = "no acceptable version: " + c.File + ": " + loader.Plain(c.Reason)
+			}
+		}
 		if c.Verdict == loader.Rejected {
 			h.rep.Rejected = append(h.rep.Rejected, CandidateHealth{File: c.File, Stage: string(c.Stage), Reason: c.Reason})
 		}
@@ -94,8 +118,20 @@ func (h *health) report() Report {
 	defer h.mu.RUnlock()
 	r := h.rep
 	r.Plugins = append([]PluginHealth(nil), r.Plugins...)
+	r.Health = map[string]string{}
+	for name, why := range h.missing {
+		r.Health[name] = why
+	}
 	for i := range r.Plugins {
-		r.Plugins[i].Process = r.Plugins[i].cand.ProcessStatus()
+		p := &r.Plugins[i]
+		p.Process = p.cand.ProcessStatus()
+		p.State, r.Health[p.Name] = "serving", Healthy
+		if p.Process != nil {
+			p.State, p.LastError = p.Process.State, p.Process.LastError
+			if p.State != loader.ProcessRunning {
+				r.Health[p.Name] = p.State + ": " + p.LastError
+			}
+		}
 	}
 	r.Rejected = append([]CandidateHealth(nil), r.Rejected...)
 	for _, rep := range h.reporters {

@@ -58,7 +58,12 @@ func newMetrics(sel *loader.Selection) *prometheus.Registry {
 	return reg
 }
 
-// metricsHandler serves reg in the Prometheus text format.
-func metricsHandler(reg *prometheus.Registry) http.Handler {
-	return promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg})
+// metricsHandler serves reg and the plugin processes' series in the
+// Prometheus text format. A family that does not merge (a plugin's series
+// that clash with the daemon's own) is left out, not the whole scrape.
+func metricsHandler(reg *prometheus.Registry, plugins prometheus.Gatherer) http.Handler {
+	// The plugins first: a failed scrape of one is counted in reg, and
+	// shows in the same scrape.
+	return promhttp.HandlerFor(prometheus.Gatherers{plugins, reg},
+		promhttp.HandlerOpts{Registry: reg, ErrorHandling: promhttp.ContinueOnError})
 }

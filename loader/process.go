@@ -22,8 +22,12 @@ import (
 
 // Defaults of ProcessConfig.
 const (
-	DefaultMaxRestarts   = 5
-	DefaultRestartWindow = time.Minute
+	DefaultMaxRestarts    = 5
+	DefaultRestartWindow  = time.Minute
+	DefaultRestartBackoff = 100 * time.Millisecond
+	// maxRestartBackoff is where the doubling backoff stops, unless
+	// RestartBackoff starts above it.
+	maxRestartBackoff = 5 * time.Second
 )
 
 // ProcessConfig configures out-of-process plugins. The zero value starts
@@ -44,6 +48,11 @@ type ProcessConfig struct {
 	MaxRestarts int
 	// RestartWindow: see MaxRestarts. Zero means DefaultRestartWindow.
 	RestartWindow time.Duration
+	// RestartBackoff is the wait before a dead plugin process is started
+	// again; it doubles with each death in a row, up to 5 s (or
+	// RestartBackoff when that is more), and starts over once a process
+	// is up. Zero means DefaultRestartBackoff.
+	RestartBackoff time.Duration
 	// OnGiveUp, when set, is called once when a selected plugin process
 	// has died more than MaxRestarts times: the daemon quarantines the
 	// version and restarts onto the next one.
@@ -213,6 +222,9 @@ func (l *Loader) loadProcess(ctx context.Context, c *Candidate) (probe.Report, e
 	if p.cfg.RestartWindow <= 0 {
 		p.cfg.RestartWindow = DefaultRestartWindow
 	}
+	if p.cfg.RestartBackoff <= 0 {
+		p.cfg.RestartBackoff = DefaultRestartBackoff
+	}
 	go p.supervise()
 	switch rep.Kind {
 	case contract.KindTransformer:
@@ -236,12 +248,28 @@ type procPlugin struct {
 	restarts []time.Time
 	total    int
 	closed   bool
+	gaveUp   bool
+	lastErr  string // why the process last died or failed to start
 	initCfg  contract.Config // replayed after a restart of an OplogProcessor
 	inited   bool
 }
 
+// Process states.
+const (
+	ProcessRunning    = "running"
+	ProcessRestarting = "restarting"
+	ProcessGaveUp     = "given up"
+)
+
 // ProcessStatus is the state of an out-of-process plugin.
 type ProcessStatus struct {
+	// State is ProcessRunning, ProcessRestarting (it died and is being
+	// started again) or ProcessGaveUp (it died too often; the daemon
+	// restarts onto another version).
+	State string `json:"state"`
+	// LastError says why the process last died or failed to start; empty
+	// when it never did.
+	LastError string `json:"last_error,omitempty"`
 	// PID is the current process; 0 while it is being started again.
 	PID int `json:"pid"`
 	// Restarts counts the times it was started again after it died.
@@ -254,7 +282,13 @@ type ProcessStatus struct {
 func (p *procPlugin) status() ProcessStatus {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	st := ProcessStatus{Restarts: p.total}
+	st := ProcessStatus{Restarts: p.total, LastError: p.lastErr, State: ProcessRestarting}
+	switch {
+	case p.gaveUp:
+		st.State = ProcessGaveUp
+	case p.cur != nil:
+		st.State = ProcessRunning
+	}
 	if p.cur != nil {
 		if rc := p.cur.client.ReattachConfig(); rc != nil {
 			st.PID = rc.Pid
@@ -281,7 +315,7 @@ func (p *procPlugin) client() (*serve.Client, error) {
 // starts it again when it dies, with a doubling backoff, until it has died
 // more than MaxRestarts times within RestartWindow.
 func (p *procPlugin) supervise() {
-	backoff := 100 * time.Millisecond
+	backoff := p.cfg.RestartBackoff
 	for {
 		p.mu.Lock()
 		cur := p.cur
@@ -299,6 +333,9 @@ func (p *procPlugin) supervise() {
 			p.log.Error("plugin process died; starting it again", "plugin", p.cand.Name, "version", p.cand.Version.String(),
 				"output", truncate(cur.out.String(), 500))
 		}
+		if cur != nil {
+			p.lastErr = "the process died: " + deathLine(cur.out.String())
+		}
 		p.cur = nil
 		now := time.Now()
 		p.restarts = append(p.restarts, now)
@@ -306,6 +343,7 @@ func (p *procPlugin) supervise() {
 			p.restarts = p.restarts[1:]
 		}
 		giveUp := len(p.restarts) > p.cfg.MaxRestarts
+		p.gaveUp = giveUp
 		p.mu.Unlock()
 		if giveUp {
 			err := fmt.Errorf("the plugin process died %d times within %s", len(p.restarts), p.cfg.RestartWindow)
@@ -320,12 +358,15 @@ func (p *procPlugin) supervise() {
 			return
 		case <-time.After(backoff):
 		}
-		backoff = min(2*backoff, 5*time.Second)
+		backoff = min(2*backoff, max(maxRestartBackoff, p.cfg.RestartBackoff))
 		s, err := startProcess(p.cfg, p.cand.Path, p.cand.Name, p.cand.Version.String(), p.timeout, StageLoad)
 		if err == nil {
 			err = p.reinit(s)
 		}
 		if err != nil {
+			p.mu.Lock()
+			p.lastErr = "starting it again: " + err.Error()
+			p.mu.Unlock()
 			p.log.Error("starting the plugin process again failed", "plugin", p.cand.Name, "err", err)
 			continue
 		}
@@ -337,7 +378,7 @@ func (p *procPlugin) supervise() {
 		}
 		p.cur, p.total = s, p.total+1
 		p.mu.Unlock()
-		backoff = 100 * time.Millisecond
+		backoff = p.cfg.RestartBackoff
 		p.log.Info("plugin process started again", "plugin", p.cand.Name, "version", p.cand.Version.String())
 	}
 }
@@ -480,4 +521,21 @@ func (s *Selection) Close() {
 			p.kill()
 		}
 	}
+}
+
+// deathLine is the line of a process's output that says why it died: a Go
+// panic's or fatal error's, else the last one there is.
+func deathLine(out string) string {
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	for _, l := range lines {
+		if strings.HasPrefix(l, "panic: ") || strings.HasPrefix(l, "fatal error: ") {
+			return truncate(strings.TrimSpace(l), 300)
+		}
+	}
+	for i := len(lines) - 1; i >= 0; i-- {
+		if l := strings.TrimSpace(lines[i]); l != "" {
+			return truncate(l, 300)
+		}
+	}
+	return "(no output)"
 }

@@ -157,3 +157,48 @@ func (r *portRange) Set(v string) error {
 	*r = portRange{first, last}
 	return nil
 }
+
+// restartPolicy is the --plugin-max-deaths flag, N/DURATION, and the
+// backoff --plugin-restart-backoff sets.
+type restartPolicy struct {
+	backoff time.Duration
+	deaths  int
+	window  time.Duration
+}
+
+func (r *restartPolicy) String() string {
+	if r == nil {
+		return ""
+	}
+	return fmt.Sprintf("%d/%s", r.deaths, r.window)
+}
+
+func (r *restartPolicy) Set(v string) error {
+	n, d, ok := strings.Cut(v, "/")
+	deaths, err1 := strconv.Atoi(n)
+	window, err2 := time.ParseDuration(d)
+	if !ok || err1 != nil || err2 != nil || deaths < 1 || window <= 0 {
+		return fmt.Errorf("%q is not N/DURATION with N at least 1 and a positive duration (e.g. 5/1m)", v)
+	}
+	r.deaths, r.window = deaths, window
+	return nil
+}
+
+// positiveDuration is a duration flag that must be above zero.
+type positiveDuration struct{ d *time.Duration }
+
+func (p positiveDuration) String() string {
+	if p.d == nil {
+		return ""
+	}
+	return p.d.String()
+}
+
+func (p positiveDuration) Set(v string) error {
+	d, err := time.ParseDuration(v)
+	if err != nil || d <= 0 {
+		return fmt.Errorf("%q is not a positive duration", v)
+	}
+	*p.d = d
+	return nil
+}

@@ -96,6 +96,9 @@ func TestCheckFailures(t *testing.T) {
 		{"a budget smaller than one body", []string{"run", "--max-inflight-bytes", "1000"}, exitUsage, []string{"--max-inflight-bytes 1000 cannot hold one request"}},
 		{"a negative budget", []string{"run", "--max-inflight-bytes", "-1"}, exitUsage, []string{"--max-inflight-bytes -1: must not be negative"}},
 		{"a negative body limit", []string{"run", "--max-body", "-5"}, exitUsage, []string{"--max-body -5: must not be negative"}},
+		{"no deaths allowed", []string{"run", "--plugin-max-deaths", "0/1m"}, exitUsage, []string{`invalid value "0/1m" for flag -plugin-max-deaths`, "N at least 1"}},
+		{"deaths without a window", []string{"run", "--plugin-max-deaths", "5"}, exitUsage, []string{`invalid value "5" for flag -plugin-max-deaths`}},
+		{"a zero backoff", []string{"run", "--plugin-restart-backoff", "0s"}, exitUsage, []string{`invalid value "0s" for flag -plugin-restart-backoff`}},
 		{"unquarantine without a state dir", []string{"plugins", "unquarantine", "--state-dir", "", "p", "1.0.0"}, exitUsage, []string{"no state directory"}},
 		{"unquarantine of an unknown version", []string{"plugins", "unquarantine", "--state-dir", empty, "p", "1.0.0"}, exitNoPlugin, []string{"p 1.0.0 has no record"}},
 	}

@@ -11,6 +11,9 @@ import (
 	"testing"
 	"time"
 
+	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
@@ -173,4 +176,134 @@ func TestProcessorDiesMidBatch(t *testing.T) {
 	}
 	t.Logf("entries flagged although their process never saw them: %d", extra)
 	assert.Zero(t, rec.torn)
+}
+
+// scrape reads the runner's /metrics and parses it as Prometheus does.
+func scrape(t *testing.T, base string) map[string]*dto.MetricFamily {
+	t.Helper()
+	resp, err := (&http.Client{Timeout: 10 * time.Second}).Get(base + "/metrics")
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	parser := expfmt.NewTextParser(model.UTF8Validation)
+	fams, err := parser.TextToMetricFamilies(resp.Body)
+	require.NoError(t, err, "the merged exposition parses")
+	return fams
+}
+
+// series returns the value of the series of family name whose labels
+// include want ("plugin=faulty", ...), and whether there is one.
+func series(fams map[string]*dto.MetricFamily, name string, want ...string) (float64, bool) {
+	mf, ok := fams[name]
+	if !ok {
+		return 0, false
+	}
+	for _, m := range mf.GetMetric() {
+		have := map[string]string{}
+		for _, l := range m.GetLabel() {
+			have[l.GetName()] = l.GetValue()
+		}
+		match := true
+		for _, w := range want {
+			k, v, _ := strings.Cut(w, "=")
+			if have[k] != v {
+				match = false
+			}
+		}
+		if match {
+			switch {
+			case m.GetCounter() != nil:
+				return m.GetCounter().GetValue(), true
+			case m.GetGauge() != nil:
+				return m.GetGauge().GetValue(), true
+			}
+			return 0, true
+		}
+	}
+	return 0, false
+}
+
+// TestPluginProcessMetrics: the runner's /metrics carries every plugin
+// process's own series labelled plugin and version, beside its own; a
+// process whose /metrics hangs costs only its own series and a counted
+// scrape error, within the scrape deadline; one that dies between scrapes
+// is started again after the configured backoff and reported in
+// /v1/health; /v1/discovery lists the targets.
+func TestPluginProcessMetrics(t *testing.T) {
+	t.Parallel()
+	dir := copyPlugins(t, "faulty.exec=faulty_v1.0.0", "good-1.2.0.exec=good_v1.2.0")
+	d := start(t, dir, "--plugin-metrics-ports", "19420-19429", "--plugin-scrape-timeout", "300ms",
+		"--plugin-restart-backoff", "50ms", "--plugin-max-deaths", "20/1m")
+	addr := <-d.addr
+	d.waitLog(t, `msg=ready status="serving faulty 1.0.0, good 1.2.0"`)
+	base := "http://" + addr
+	module := wasmInput(t, "module.wasm")
+	withCommand := func(cmd string) []byte {
+		return wasm.AppendCustomSection(append([]byte{}, module...), "soplug.test", []byte(cmd))
+	}
+	for range 3 {
+		resp, out := postWasm(t, base+"/v1/transform/faulty", withCommand("count"))
+		require.Equal(t, http.StatusOK, resp.StatusCode, "%s", out)
+	}
+
+	fams := scrape(t, base)
+	v, ok := series(fams, "faulty_transforms_total", "plugin=faulty", "version=1.0.0", "command=count")
+	require.True(t, ok, "the plugin's own series, labelled")
+	assert.Equal(t, 3.0, v)
+	_, ok = series(fams, "go_goroutines", "plugin=good", "version=1.2.0")
+	assert.True(t, ok, "the other process's runtime series")
+	for _, m := range fams["go_goroutines"].GetMetric() {
+		if len(m.GetLabel()) == 0 {
+			ok = true // the runner's own, unlabelled
+		}
+	}
+	assert.True(t, ok)
+	v, _ = series(fams, "soplug_plugin_scrape_errors_total", "plugin=faulty")
+	assert.Zero(t, v)
+
+	var groups []struct {
+		Targets []string          `json:"targets"`
+		Labels  map[string]string `json:"labels"`
+	}
+	require.Equal(t, http.StatusOK, getJSON(t, base+"/v1/discovery", &groups))
+	assert.ElementsMatch(t, []string{"faulty", "good"}, []string{groups[0].Labels["plugin"], groups[1].Labels["plugin"]})
+	for _, g := range groups {
+		require.Len(t, g.Targets, 1)
+		assert.Contains(t, get(t, "http://"+g.Targets[0]+"/metrics"), "go_goroutines", "a discovered target serves metrics")
+	}
+
+	// faulty's /metrics hangs from now on.
+	resp, _ := postWasm(t, base+"/v1/transform/faulty", withCommand("hangmetrics"))
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	start := time.Now()
+	fams = scrape(t, base)
+	took := time.Since(start)
+	_, ok = series(fams, "faulty_transforms_total", "plugin=faulty")
+	assert.False(t, ok, "the hanging process's series are left out")
+	_, ok = series(fams, "go_goroutines", "plugin=good")
+	assert.True(t, ok, "the other process's are not")
+	v, _ = series(fams, "soplug_plugin_scrape_errors_total", "plugin=faulty", "version=1.0.0")
+	assert.Equal(t, 1.0, v, "the failed scrape is counted")
+	assert.Less(t, took, 5*time.Second, "the scrape ends at its deadline (300ms), not the plugin's")
+
+	// faulty dies between scrapes; it is started again and says why.
+	resp, _ = postWasm(t, base+"/v1/transform/faulty", withCommand("crash"))
+	assert.Equal(t, http.StatusServiceUnavailable, resp.StatusCode)
+	fams = scrape(t, base)
+	_, ok = series(fams, "go_goroutines", "plugin=good")
+	assert.True(t, ok, "a dead process costs only its own series")
+	eventually(t, func() bool {
+		p := processHealth(t, addr, "faulty").Process
+		return p.Restarts == 1 && p.State == "running"
+	})
+	var rep daemon.Report
+	require.Equal(t, http.StatusOK, getJSON(t, base+"/v1/health", &rep))
+	h := processHealth(t, addr, "faulty")
+	assert.Equal(t, 1, h.Process.Restarts)
+	assert.Equal(t, "running", h.State)
+	assert.Contains(t, h.LastError, "the process died: panic: faulty: asked to crash the process")
+	assert.Equal(t, map[string]string{"faulty": daemon.Healthy, "good": daemon.Healthy}, rep.Health)
+	fams = scrape(t, base)
+	v, ok = series(fams, "faulty_transforms_total", "plugin=faulty", "command=count")
+	assert.False(t, ok && v == 3, "the new process counts from zero: %v", v)
 }

@@ -13,6 +13,7 @@ import (
 	"github.com/soplug/soplug/deploy"
 	"github.com/soplug/soplug/internal/dirlock"
 	"github.com/soplug/soplug/internal/inflight"
+	"github.com/soplug/soplug/loader"
 	"github.com/soplug/soplug/oplog"
 	"github.com/soplug/soplug/pluginconf"
 	"github.com/soplug/soplug/transform"
@@ -37,6 +38,10 @@ func runCmd(ctx context.Context, args []string, stderr io.Writer) int {
 	of.register(fs)
 	var metricsPorts portRange
 	fs.Var(&metricsPorts, "plugin-metrics-ports", "FIRST-LAST: ports on 127.0.0.1 for the plugin processes' own /metrics, one each (empty: none)")
+	fs.DurationVar(&cfg.PluginScrapeTimeout, "plugin-scrape-timeout", daemon.DefaultPluginScrapeTimeout, "how long a scrape of /metrics waits for the plugin processes' own")
+	restart := restartPolicy{backoff: loader.DefaultRestartBackoff, deaths: loader.DefaultMaxRestarts, window: loader.DefaultRestartWindow}
+	fs.Var(positiveDuration{&restart.backoff}, "plugin-restart-backoff", "the wait before a dead plugin process is started again; it doubles with each death in a row, up to 5s")
+	fs.Var(&restart, "plugin-max-deaths", "N/DURATION: a plugin process that dies more than N times within DURATION is given up: its version is quarantined and the runner restarts onto the next")
 	var maxInflight int64
 	fs.Int64Var(&maxInflight, "max-inflight-bytes", 0, "the memory all request bodies in flight may hold together, in bytes; past it requests get 503 with Retry-After (0: an eighth of the machine's memory, 256 MiB to 2 GiB)")
 	var level slog.Level
@@ -51,6 +56,8 @@ func runCmd(ctx context.Context, args []string, stderr io.Writer) int {
 	}
 	tf.budget = budget
 	cfg.Loader = lf.config()
+	cfg.Loader.Process.RestartBackoff = restart.backoff
+	cfg.Loader.Process.MaxRestarts, cfg.Loader.Process.RestartWindow = restart.deaths, restart.window
 	cfg.PluginMetricsPorts = metricsPorts
 	cfg.StateDir = lf.stateDir
 	policy, err := lf.policy()

@@ -170,11 +170,12 @@ func TestRunServesAndStopsOnSIGTERM(t *testing.T) {
 	assert.True(t, rep.Ready)
 	assert.Equal(t, d.cmd.Process.Pid, rep.PID)
 	assert.Equal(t, []daemon.PluginHealth{
-		{Name: "golemmeta", Kind: "transformer", Version: "1.0.0", File: "golemmeta_v1.0.0.so", Backend: "native"},
-		{Name: "kindcount", Kind: "oplog-processor", Version: "1.0.0", File: "kindcount_v1.0.0.so", Backend: "native"},
-		{Name: "wasmdigest", Kind: "transformer", Version: "1.0.0", File: "wasmdigest_v1.0.0.so", Backend: "native"},
-		{Name: "wasmtag", Kind: "transformer", Version: "1.1.0", File: "wasmtag_v1.1.0.so", Backend: "native"},
+		{Name: "golemmeta", Kind: "transformer", Version: "1.0.0", File: "golemmeta_v1.0.0.so", Backend: "native", State: "serving"},
+		{Name: "kindcount", Kind: "oplog-processor", Version: "1.0.0", File: "kindcount_v1.0.0.so", Backend: "native", State: "serving"},
+		{Name: "wasmdigest", Kind: "transformer", Version: "1.0.0", File: "wasmdigest_v1.0.0.so", Backend: "native", State: "serving"},
+		{Name: "wasmtag", Kind: "transformer", Version: "1.1.0", File: "wasmtag_v1.1.0.so", Backend: "native", State: "serving"},
 	}, rep.Plugins)
+	assert.Equal(t, map[string]string{"golemmeta": "ok", "kindcount": "ok", "wasmdigest": "ok", "wasmtag": "ok"}, rep.Health)
 	assert.Equal(t, http.StatusOK, getJSON(t, "http://"+addr+"/readyz", nil))
 	assert.Equal(t, http.StatusOK, getJSON(t, "http://"+addr+"/healthz", nil))
 
@@ -226,6 +227,9 @@ func TestRunWithNothingAcceptable(t *testing.T) {
 	assert.Equal(t, http.StatusServiceUnavailable, resp.StatusCode)
 	assert.Contains(t, string(body), "no acceptable plugin in "+dir)
 	assert.Contains(t, d.text(), "loader: no acceptable version: p")
+	var rep daemon.Report
+	require.Equal(t, http.StatusOK, getJSON(t, "http://"+addr+"/v1/health", &rep))
+	assert.Equal(t, map[string]string{"p": "no acceptable version: p_v2.0.0.so: not acceptable on this host: IsAcceptable() returned false"}, rep.Health)
 
 	require.NoError(t, os.Remove(filepath.Join(dir, "p_v2.0.0.so")))
 	assert.Equal(t, daemon.ExitRestart, d.exitCode(t), d.text())
