@@ -249,7 +249,7 @@ type procPlugin struct {
 	total    int
 	closed   bool
 	gaveUp   bool
-	lastErr  string // why the process last died or failed to start
+	lastErr  string          // why the process last died or failed to start
 	initCfg  contract.Config // replayed after a restart of an OplogProcessor
 	inited   bool
 }
