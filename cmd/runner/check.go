@@ -13,6 +13,7 @@ import (
 
 	"github.com/soplug/soplug/loader"
 	"github.com/soplug/soplug/pluginconf"
+	"github.com/soplug/soplug/services"
 )
 
 // checkReport is the JSON form of plugins check.
@@ -60,7 +61,7 @@ func checkCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		fmt.Fprintf(stderr, "runner plugins check: %v\n", err)
 		return code
 	}
-	if cerr := checkChain(conf, sel); cerr != nil {
+	if cerr := services.CheckChain(conf, sel); cerr != nil {
 		err, code = errors.Join(err, cerr), exitConfig
 	}
 	if *asJSON {

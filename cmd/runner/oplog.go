@@ -3,207 +3,33 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"net/http"
 	"os"
-	"path/filepath"
-	"sync"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-
-	"github.com/soplug/soplug/contract"
-	"github.com/soplug/soplug/internal/inflight"
-	"github.com/soplug/soplug/loader"
 	"github.com/soplug/soplug/oplog"
-	"github.com/soplug/soplug/pluginconf"
+	"github.com/soplug/soplug/services"
 )
 
-// oplogFlags configure the oplog service of run.
-type oplogFlags struct {
-	dir         string
-	batch       int
-	commitEvery int
-	parallel    int
-	parkAfter   int
-	control     string
-	maxAppend   int64
-	maxOpen     int
-}
-
-func (f *oplogFlags) register(fs *flag.FlagSet) {
-	fs.StringVar(&f.dir, "oplog-dir", "", "the workers' oplog folder (empty: no oplog service)")
-	fs.IntVar(&f.batch, "oplog-batch", oplog.DefaultBatchSize, "the most entries one Process call gets")
-	fs.IntVar(&f.commitEvery, "oplog-commit-every", 0, "entries that may share one cursor write (0: one write per batch; see the README for what a crash then flags)")
-	fs.IntVar(&f.parallel, "oplog-parallel", 0, "workers delivered at once (0: GOMAXPROCS)")
-	fs.IntVar(&f.parkAfter, "oplog-park-after", oplog.DefaultParkAfter, "failures in a row that park a worker")
-	fs.Int64Var(&f.maxAppend, "oplog-max-body", oplog.DefaultMaxAppendBytes, "the largest append request body, in bytes")
-	fs.IntVar(&f.maxOpen, "oplog-max-open", oplog.DefaultMaxOpenWriters, "workers' oplogs kept open for appends between requests (one file descriptor each)")
-	registerControl(fs, &f.control)
+// registerOplog registers run's --oplog-* flags into c.
+func registerOplog(fs *flag.FlagSet, c *services.OplogConfig) {
+	fs.StringVar(&c.Dir, "oplog-dir", "", "the workers' oplog folder (empty: no oplog service)")
+	fs.IntVar(&c.Batch, "oplog-batch", oplog.DefaultBatchSize, "the most entries one Process call gets")
+	fs.IntVar(&c.CommitEvery, "oplog-commit-every", 0, "entries that may share one cursor write (0: one write per batch; see the README for what a crash then flags)")
+	fs.IntVar(&c.Parallel, "oplog-parallel", 0, "workers delivered at once (0: GOMAXPROCS)")
+	fs.IntVar(&c.ParkAfter, "oplog-park-after", oplog.DefaultParkAfter, "failures in a row that park a worker")
+	fs.Int64Var(&c.MaxAppend, "oplog-max-body", oplog.DefaultMaxAppendBytes, "the largest append request body, in bytes")
+	fs.IntVar(&c.MaxOpen, "oplog-max-open", oplog.DefaultMaxOpenWriters, "workers' oplogs kept open for appends between requests (one file descriptor each)")
+	registerControl(fs, &c.Control)
 }
 
 func registerControl(fs *flag.FlagSet, p *string) {
 	fs.StringVar(p, "control-socket", "", "the oplog control socket (default: control.sock in --state-dir, or .control.sock in --oplog-dir)")
 }
-
-// controlPath returns the control socket's path for these folders.
-func controlPath(flagValue, stateDir, oplogDir string) string {
-	switch {
-	case flagValue != "":
-		return flagValue
-	case stateDir != "":
-		return filepath.Join(stateDir, "control.sock")
-	case oplogDir != "":
-		return filepath.Join(oplogDir, ".control.sock")
-	}
-	return ""
-}
-
-// oplogService appends workers' entries and delivers them to every selected
-// OplogProcessor: a daemon.Service.
-type oplogService struct {
-	flags    oplogFlags
-	stateDir string
-	conf     *pluginconf.File
-	log      *slog.Logger
-	budget   *inflight.Budget
-
-	appender *oplog.Appender
-	control  *oplog.Control
-	procs    []contract.OplogProcessor
-	ctlSrv   *http.Server
-	stop     context.CancelFunc // ends delivery: no new batches
-	endProc  context.CancelFunc // ends the batches in flight
-	running  sync.WaitGroup
-}
-
-// cursorRoot is where the processors' cursors and the pause set live.
-func (o *oplogService) cursorRoot() string {
-	if o.stateDir != "" {
-		return filepath.Join(o.stateDir, "oplog")
-	}
-	return filepath.Join(o.flags.dir, ".cursors")
-}
-
-// Start opens the oplog folder for appends, starts a delivery to each
-// selected OplogProcessor (after its Init with its configuration), and
-// listens on the control socket.
-func (o *oplogService) Start(ctx context.Context, sel *loader.Selection, mux *http.ServeMux, reg prometheus.Registerer) (err error) {
-	defer func() {
-		if err != nil {
-			_ = o.Stop(context.WithoutCancel(ctx)) // what started before the error
-		}
-	}()
-	m, err := oplog.NewMetrics(reg)
-	if err != nil {
-		return err
-	}
-	pauses, err := oplog.OpenPauseSet(filepath.Join(o.cursorRoot(), "paused.json"))
-	if err != nil {
-		return err
-	}
-	o.control = &oplog.Control{Dir: o.flags.dir, Paused: pauses}
-	stop, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	procCtx, endProc := context.WithCancel(context.WithoutCancel(ctx))
-	o.stop, o.endProc = cancel, endProc
-	for _, c := range sel.Selected() {
-		p, ok := c.Plugin.(contract.OplogProcessor)
-		if !ok {
-			continue
-		}
-		if err := p.Init(ctx, o.conf.For(c.Name).Config); err != nil {
-			return fmt.Errorf("oplog: %s %s: Init: %w", c.Name, c.Version, err)
-		}
-		o.procs = append(o.procs, p)
-		d, err := oplog.NewDeliverer(oplog.Config{
-			Dir: o.flags.dir, CursorDir: filepath.Join(o.cursorRoot(), c.Name),
-			BatchSize: o.flags.batch, CommitEvery: o.flags.commitEvery, Parallel: o.flags.parallel, ParkAfter: o.flags.parkAfter,
-			Paused: pauses, Metrics: m, Logger: o.log,
-		}, c.Name, c.Version.String(), p)
-		if err != nil {
-			return err
-		}
-		o.control.Deliverers = append(o.control.Deliverers, d)
-		o.running.Go(func() {
-			if err := d.Run(stop, procCtx); err != nil {
-				o.log.Error("oplog delivery stopped", "processor", c.Name, "err", err)
-			}
-		})
-		o.log.Info("oplog delivery started", "processor", c.Name, "version", c.Version.String(), "dir", o.flags.dir)
-	}
-	o.appender = oplog.NewAppender(oplog.AppenderConfig{Dir: o.flags.dir, MaxBytes: o.flags.maxAppend,
-		MaxOpen: o.flags.maxOpen, Budget: o.budget, Metrics: m, Logger: o.log})
-	mux.Handle("POST /v1/workers/{id}/oplog", o.appender)
-	o.control.Register(mux, false)
-	return o.listenControl()
-}
-
-// listenControl serves the control endpoints on a unix socket only the
-// service's user can reach.
-func (o *oplogService) listenControl() error {
-	path := controlPath(o.flags.control, o.stateDir, o.flags.dir)
-	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return fmt.Errorf("oplog: control socket: %w", err)
-	}
-	ln, err := net.Listen("unix", path)
-	if err != nil {
-		return fmt.Errorf("oplog: control socket: %w", err)
-	}
-	if err := os.Chmod(path, 0o600); err != nil {
-		ln.Close()
-		return fmt.Errorf("oplog: control socket: %w", err)
-	}
-	cmux := http.NewServeMux()
-	o.control.Register(cmux, true)
-	o.ctlSrv = &http.Server{Handler: cmux, ReadHeaderTimeout: 10 * time.Second}
-	go func() { _ = o.ctlSrv.Serve(ln) }()
-	o.log.Info("oplog control socket", "path", path)
-	return nil
-}
-
-// Drain starts no new batch.
-func (o *oplogService) Drain() {
-	if o.stop != nil {
-		o.stop()
-	}
-}
-
-// Stop waits for the batches in flight (ending them when ctx does), records
-// the cursors, closes the processors, the oplogs and the control socket.
-func (o *oplogService) Stop(ctx context.Context) error {
-	if o.stop == nil {
-		return nil
-	}
-	o.Drain()
-	done := make(chan struct{})
-	go func() { o.running.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-ctx.Done():
-		o.endProc()
-		<-done
-	}
-	o.endProc()
-	var errs []error
-	for _, p := range o.procs {
-		errs = append(errs, p.Close(context.WithoutCancel(ctx)))
-	}
-	if o.appender != nil {
-		errs = append(errs, o.appender.Close())
-	}
-	if o.ctlSrv != nil {
-		errs = append(errs, o.ctlSrv.Close())
-	}
-	return errors.Join(errs...)
-}
-
-// Report is the oplog's state in /v1/health.
-func (o *oplogService) Report() (string, any) { return "oplog", o.control.Status() }
 
 // oplogCmd is "runner oplog activate|deactivate WORKER" and "runner oplog
 // status": it asks the running daemon over its control socket.
@@ -222,7 +48,7 @@ func oplogCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	if !ok {
 		return exitUsage
 	}
-	path := controlPath(control, *stateDir, oplogDir)
+	path := services.ControlPath(control, *stateDir, oplogDir)
 	if path == "" {
 		fmt.Fprintf(stderr, "runner oplog %s: where is the daemon? give --control-socket, --state-dir or --oplog-dir\n", verb)
 		return exitUsage

@@ -16,6 +16,7 @@ import (
 	"github.com/soplug/soplug/loader"
 	"github.com/soplug/soplug/oplog"
 	"github.com/soplug/soplug/pluginconf"
+	"github.com/soplug/soplug/services"
 	"github.com/soplug/soplug/transform"
 )
 
@@ -34,8 +35,8 @@ func runCmd(ctx context.Context, args []string, stderr io.Writer) int {
 	fs.IntVar(&cfg.QuarantineAfter, "quarantine-after", 0, "quarantine a version after this many unclean ends in a row (0: the default, 2)")
 	var tf transformFlags
 	tf.register(fs)
-	var of oplogFlags
-	of.register(fs)
+	var of services.OplogConfig
+	registerOplog(fs, &of)
 	var metricsPorts portRange
 	fs.Var(&metricsPorts, "plugin-metrics-ports", "FIRST-LAST: ports on 127.0.0.1 for the plugin processes' own /metrics, one each (empty: none)")
 	fs.DurationVar(&cfg.PluginScrapeTimeout, "plugin-scrape-timeout", daemon.DefaultPluginScrapeTimeout, "how long a scrape of /metrics waits for the plugin processes' own")
@@ -49,7 +50,7 @@ func runCmd(ctx context.Context, args []string, stderr io.Writer) int {
 	if !parse(fs, args, stderr) {
 		return exitUsage
 	}
-	budget, err := bodyBudget(maxInflight, tf.maxBody, of.maxAppend)
+	budget, err := bodyBudget(maxInflight, tf.maxBody, of.MaxAppend)
 	if err != nil {
 		fmt.Fprintf(stderr, "runner run: %v\n", err)
 		return exitUsage
@@ -70,7 +71,7 @@ func runCmd(ctx context.Context, args []string, stderr io.Writer) int {
 
 	// One live runner owns the state and oplog folders: taken before
 	// anything in them is read or written.
-	for i, dir := range []string{lf.stateDir, of.dir} {
+	for i, dir := range []string{lf.stateDir, of.Dir} {
 		if dir == "" || (i == 1 && filepath.Clean(dir) == filepath.Clean(lf.stateDir)) {
 			continue
 		}
@@ -101,9 +102,9 @@ func runCmd(ctx context.Context, args []string, stderr io.Writer) int {
 		cfg.Watch = []string{lf.confFile}
 		cfg.BeforeRestart = func() error { _, err := loadConfig(lf.confFile, lf.dir); return err }
 	}
-	cfg.Services = []daemon.Service{&transformService{conf: conf, cfg: tf.config(cfg.Logger)}}
-	if of.dir != "" {
-		cfg.Services = append(cfg.Services, &oplogService{flags: of, stateDir: lf.stateDir, conf: conf, log: cfg.Logger, budget: budget})
+	cfg.Services = []daemon.Service{&services.Transform{Conf: conf, Config: tf.config(cfg.Logger)}}
+	if of.Dir != "" {
+		cfg.Services = append(cfg.Services, &services.Oplog{Config: of, StateDir: lf.stateDir, Conf: conf, Log: cfg.Logger, Budget: budget})
 	}
 
 	err = daemon.Run(ctx, cfg)
