@@ -162,165 +162,45 @@ func (c *Config) defaults() {
 // Run is one life of the daemon. It returns nil after a clean stop (ctx
 // ended: SIGTERM), an error wrapping ErrRestart after a change of plugins,
 // and any other error for a failure (the folder or the state cannot be
-// read, no socket to serve on).
+// read, no socket to serve on). Its stages follow the data: the
+// quarantine record of the previous run, the watch and the listeners, the
+// selection, the services, ready, the wait for a change or a signal, the
+// drain, the exit.
 func Run(ctx context.Context, cfg Config) error {
 	cfg.defaults()
-	log := cfg.Logger
-	start := time.Now()
-	dir := cfg.Loader.Dir
-
-	store := &quarantine.Store{Dir: cfg.StateDir, Threshold: cfg.QuarantineAfter}
-	blamed, err := store.Begin()
-	if err != nil {
+	l := &life{cfg: cfg, log: cfg.Logger, start: time.Now(), giveUp: make(chan string, 1)}
+	if err := l.record(); err != nil {
 		return err
 	}
-	for _, r := range blamed {
-		log.Warn("the previous run ended uncleanly with this version loaded", "plugin", r.Name, "version", r.Version,
-			"crashes", r.Crashes, "quarantined", store.Quarantines(r))
-	}
-
-	// Watch before taking the fingerprint, and take it before selecting, so
-	// that no change can fall between what was selected and what is watched.
-	w, err := NewWatcher(dir, cfg.Debounce, cfg.Watch...)
-	if err != nil {
+	if err := l.watchAndListen(); err != nil {
 		return err
 	}
-	defer w.Close()
-	fp, err := TakeFingerprint(dir, cfg.Watch...)
-	if err != nil {
-		return err
-	}
-	lns, source, err := listeners(cfg.Listen)
-	if err != nil {
-		return err
-	}
-	var addrs []string
-	for _, ln := range lns {
-		addrs = append(addrs, ln.Addr().String())
-	}
-	log.Info("listening", "addrs", addrs, "from", source)
-
+	defer l.watch.Close()
 	wctx, stopWatchdog := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopWatchdog()
-	go watchdog(wctx, log)
+	go watchdog(wctx, l.log)
 
-	lcfg := cfg.Loader
-	if lcfg.Logger == nil {
-		lcfg.Logger = log
-	}
-	policy := cfg.Trust
-	if policy == nil {
-		policy = &trust.Policy{}
-	}
-	if policy.InsecurePermissions {
-		log.Warn("INSECURE: plugin files are not checked for owner and mode; anyone who can write the plugins folder can run code as this service",
-			"dir", dir)
-	}
-	lcfg.Admit = Admission(policy, store)
-	lcfg.BeforeLoad = func(c *loader.Candidate) error { return store.Loading(c.Name, c.Version.String(), c.Path) }
-	giveUp := make(chan string, 1)
-	processes(&lcfg.Process, cfg, policy, store, log, giveUp)
-	log.Info("selecting plugins", "dir", dir)
-	sel, selErr := loader.New(lcfg).Load(ctx)
-	defer sel.Close() // on every way out: no plugin process outlives the daemon
-	if ctx.Err() != nil {
-		closeAll(lns)
-		return cleanExit(store, nil)
-	}
-	logTable(log, sel, selErr)
-	if selErr != nil && !errors.Is(selErr, loader.ErrNoAcceptable) && !errors.Is(selErr, loader.ErrNoCandidates) {
-		closeAll(lns)
+	selErr := l.selectPlugins(ctx)
+	defer l.sel.Close() // on every way out: no plugin process outlives the daemon
+	switch {
+	case ctx.Err() != nil:
+		closeAll(l.lns)
+		return cleanExit(l.store, nil)
+	case selErr != nil:
+		closeAll(l.lns)
 		return selErr
 	}
-
-	h := newHealth()
-	h.setSelection(sel)
-	mux := http.NewServeMux()
-	h.register(mux)
-	reg := newMetrics(sel)
-	plugins, err := newPluginGatherer(sel, cfg.PluginScrapeTimeout, reg, log)
-	if err != nil {
-		closeAll(lns)
+	if err := l.startServices(ctx); err != nil {
+		closeAll(l.lns)
 		return err
 	}
-	mux.Handle("GET /metrics", metricsHandler(reg, plugins))
-	mux.Handle("GET /v1/discovery", discoveryHandler(sel))
-	for i, s := range cfg.Services {
-		if err := s.Start(ctx, sel, mux, reg); err != nil {
-			closeAll(lns)
-			stopServices(context.WithoutCancel(ctx), cfg.Services[:i], log)
-			return err
-		}
-		if r, ok := s.(Reporter); ok {
-			h.addReporter(r)
-		}
-	}
-	srv := &http.Server{
-		Handler:           mux,
-		ReadHeaderTimeout: cfg.ReadHeaderTimeout,
-		ReadTimeout:       cfg.ReadHeaderTimeout + 30*time.Second,
-		WriteTimeout:      60 * time.Second,
-		IdleTimeout:       60 * time.Second,
-		MaxHeaderBytes:    MaxHeaderBytes,
-		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
-	}
-	hs := newServer(srv, lns)
-	hs.start()
-
-	active := sel.Selected()
-	status := statusLine(active, dir)
-	h.set(len(active) > 0, status)
-	notify(log, "READY=1\nSTATUS="+status)
-	log.Info("ready", "status", status, "startup", time.Since(start).Round(time.Millisecond))
-
-	changed := make(chan string, 1)
-	go func() {
-		why, err := waitRestart(ctx, w, fp, cfg)
-		if err == nil {
-			changed <- why
-		}
-	}()
-
-	var result error
-	select {
-	case <-ctx.Done():
-		log.Info("stopping", "cause", context.Cause(ctx))
-	case why := <-changed:
-		log.Info("plugins folder changed; restarting onto the new set", "change", why)
-		if wait := cfg.MinUptime - time.Since(start); wait > 0 {
-			log.Info("holding the restart until the minimum uptime", "wait", wait.Round(time.Millisecond))
-			select {
-			case <-time.After(wait):
-			case <-ctx.Done():
-			}
-		}
-		result = fmt.Errorf("%w: %s", ErrRestart, why)
-	case why := <-giveUp:
-		log.Error("restarting onto the next acceptable version", "cause", why)
-		result = fmt.Errorf("%w: %s", ErrRestart, why)
-	case err := <-hs.errs:
-		result = fmt.Errorf("daemon: serving: %w", err)
-	}
-
-	drain := "stopping"
-	if errors.Is(result, ErrRestart) {
-		drain = "restarting: plugins changed"
-	}
-	h.set(false, drain)
-	for _, s := range cfg.Services {
-		s.Drain()
-	}
-	notify(log, "STOPPING=1\nSTATUS="+drain)
-	dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cfg.DrainTimeout)
-	defer cancel()
-	if err := hs.drain(dctx); err != nil {
-		log.Warn("drain did not finish", "timeout", cfg.DrainTimeout, "err", err)
-	}
-	stopServices(dctx, cfg.Services, log)
+	l.ready()
+	result := l.wait(ctx)
+	l.drain(ctx, result)
 	if result != nil && !errors.Is(result, ErrRestart) {
 		return result
 	}
-	return cleanExit(store, result)
+	return cleanExit(l.store, result)
 }
 
 // processes configures the loader's out-of-process plugins: their log,
