@@ -204,4 +204,3 @@ func (l *life) drain(ctx context.Context, result error) {
 	}
 	stopServices(dctx, l.cfg.Services, l.log)
 }
-
