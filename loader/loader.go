@@ -64,6 +64,10 @@ type Config struct {
 	// Process configures out-of-process plugins (executables served by
 	// contract/serve).
 	Process ProcessConfig
+	// Cache, when set, holds the verdicts of earlier selections that
+	// depend only on a file and the runner's build: a candidate it has a
+	// verdict for is neither checked nor probed again. Nil means none.
+	Cache *Cache
 	// Runner is the build plugins must match, read with buildcheck; nil
 	// means this executable's. A build without package hashes (or an
 	// unreadable executable) skips the check, and the probe finds the same.
@@ -198,7 +202,6 @@ func (l *Loader) selectOne(ctx context.Context, group []Candidate, load bool, ta
 		for i, c := range batch {
 			wg.Go(func() {
 				start := time.Now()
-				l.log.Debug("probing plugin candidate", "file", c.File, "plugin", c.Name, "version", c.Version.String())
 				errs[i] = l.preflight(ctx, c, taken)
 				took[i] = time.Since(start)
 			})
@@ -243,6 +246,9 @@ func (l *Loader) selectOne(ctx context.Context, group []Candidate, load bool, ta
 
 // preflight passes one candidate through admission, the checks and the
 // probe. The error is a *RejectError or ctx's error.
+//
+// A verdict in the Cache is taken instead of the checks and the probe; a
+// verdict they reach is recorded there.
 func (l *Loader) preflight(ctx context.Context, c *Candidate, taken map[string]*Candidate) error {
 	c.checked, _ = statID(c.Path) // a file that cannot be stat'ed fails its checks
 	if l.cfg.Admit != nil {
@@ -250,6 +256,34 @@ func (l *Loader) preflight(ctx context.Context, c *Candidate, taken map[string]*
 			return &RejectError{Path: c.Path, Stage: StageAdmit, Err: fmt.Errorf("%w: %w", ErrNotAdmitted, err)}
 		}
 	}
+	v, hash, ok := l.cfg.Cache.lookup(c)
+	if ok {
+		l.log.Debug("plugin verdict from the cache", "file", c.File, "plugin", c.Name, "version", c.Version.String(), "ok", v.OK)
+		if err := v.apply(c); err != nil {
+			return err
+		}
+		return sameBuild(c, taken)
+	}
+	l.log.Debug("probing plugin candidate", "file", c.File, "plugin", c.Name, "version", c.Version.String())
+	err := l.checkAndProbe(ctx, c, taken)
+	if ctx.Err() == nil && !errors.Is(err, ErrSameBuild) {
+		l.cfg.Cache.record(c, hash, err)
+	}
+	return err
+}
+
+// sameBuild rejects c when its build is one taken, selected under another
+// name.
+func sameBuild(c *Candidate, taken map[string]*Candidate) error {
+	if other := taken[c.pluginPath]; c.pluginPath != "" && other != nil {
+		return reject(c.Path, StageCheck, ErrSameBuild, "%s is the build of %s, selected for plugin %s (plugin path %s): Go loads a plugin path once per process (\"plugin already loaded\"); build each plugin from its own package",
+			c.File, other.File, other.Name, c.pluginPath)
+	}
+	return nil
+}
+
+// checkAndProbe runs the checks and the probe of candidate c.
+func (l *Loader) checkAndProbe(ctx context.Context, c *Candidate, taken map[string]*Candidate) error {
 	if c.Backend == Process {
 		if err := CheckExecutable(c.Path); err != nil {
 			return err
@@ -268,11 +302,10 @@ func (l *Loader) preflight(ctx context.Context, c *Candidate, taken map[string]*
 	if err != nil {
 		return err
 	}
-	if other := taken[pp]; pp != "" && other != nil {
-		return reject(c.Path, StageCheck, ErrSameBuild, "%s is the build of %s, selected for plugin %s (plugin path %s): Go loads a plugin path once per process (\"plugin already loaded\"); build each plugin from its own package",
-			c.File, other.File, other.Name, pp)
-	}
 	c.pluginPath = pp
+	if err := sameBuild(c, taken); err != nil {
+		return err
+	}
 	rep, err := l.cfg.Prober.Probe(ctx, c.Path)
 	c.Kind = rep.Kind
 	if err != nil {
