@@ -40,6 +40,13 @@ const ExitRestart = 75
 // plugins changed and the process should be started again.
 var ErrRestart = errors.New("daemon: plugins changed, restart")
 
+// DefaultAtomicDebounce ends a burst of folder events that only created,
+// renamed or removed files: an atomic drop needs no longer wait.
+const DefaultAtomicDebounce = 25 * time.Millisecond
+
+// CacheFile is the verdict cache's name in the state directory.
+const CacheFile = "verdicts.json"
+
 // Defaults for the zero Config.
 const (
 	DefaultListen       = "127.0.0.1:7420"
@@ -207,7 +214,7 @@ func Run(ctx context.Context, cfg Config) error {
 // their checksum from the trust manifest, their metrics ports, and what
 // happens when one keeps dying: its version is quarantined and the daemon
 // restarts onto the next one.
-func processes(pc *loader.ProcessConfig, cfg Config, policy *trust.Policy, store *quarantine.Store, log *slog.Logger, giveUp chan<- string) {
+func processes(pc *loader.ProcessConfig, cfg Config, policy *trust.Policy, store *quarantine.Store, cache *loader.Cache, log *slog.Logger, giveUp chan<- string) {
 	if pc.Logger == nil {
 		pc.Logger = log
 	}
@@ -232,6 +239,10 @@ func processes(pc *loader.ProcessConfig, cfg Config, policy *trust.Policy, store
 	pc.OnGiveUp = func(c *loader.Candidate, err error) {
 		if qerr := store.Quarantine(c.Name, c.Version.String(), c.Path); qerr != nil {
 			log.Error("quarantining a plugin version", "plugin", c.Name, "version", c.Version.String(), "err", qerr)
+		}
+		cache.Forget(c.Name, c.Version.String())
+		if err := cache.Save(); err != nil {
+			log.Warn("writing the verdict cache", "err", err)
 		}
 		select {
 		case giveUp <- fmt.Sprintf("%s %s quarantined: %v", c.Name, c.Version, err):

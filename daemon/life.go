@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"path/filepath"
 	"time"
 
 	"github.com/soplug/soplug/loader"
@@ -25,6 +26,8 @@ type life struct {
 	fp     Fingerprint
 	lns    []net.Listener
 	sel    *loader.Selection
+	lcfg   loader.Config // the selection's, for the prepare stage
+	cache  *loader.Cache // nil without a state directory
 	health *health
 	http   *server
 	giveUp chan string // a plugin process died too often
@@ -38,9 +41,13 @@ func (l *life) record() error {
 	if err != nil {
 		return err
 	}
+	if l.cfg.StateDir != "" {
+		l.cache = loader.OpenCache(filepath.Join(l.cfg.StateDir, CacheFile), loader.RunnerBuild(), l.log)
+	}
 	for _, r := range blamed {
 		l.log.Warn("the previous run ended uncleanly with this version loaded", "plugin", r.Name, "version", r.Version,
 			"crashes", r.Crashes, "quarantined", l.store.Quarantines(r))
+		l.cache.Forget(r.Name, r.Version) // probed again, not trusted from before
 	}
 	return nil
 }
@@ -92,11 +99,14 @@ func (l *life) selectPlugins(ctx context.Context) error {
 			"dir", dir)
 	}
 	lcfg.Admit = Admission(l.policy, l.store)
+	lcfg.Cache = l.cache
+	processes(&lcfg.Process, l.cfg, l.policy, l.store, l.cache, l.log, l.giveUp)
+	l.lcfg = lcfg
 	lcfg.BeforeLoad = func(c *loader.Candidate) error { return l.store.Loading(c.Name, c.Version.String(), c.Path) }
-	processes(&lcfg.Process, l.cfg, l.policy, l.store, l.log, l.giveUp)
 	l.log.Info("selecting plugins", "dir", dir)
 	sel, err := loader.New(lcfg).Load(ctx)
 	l.sel = sel
+	l.saveCache()
 	if ctx.Err() != nil {
 		return nil
 	}
@@ -169,6 +179,7 @@ func (l *life) wait(ctx context.Context) error {
 		return nil
 	case why := <-changed:
 		l.log.Info("plugins folder changed; restarting onto the new set", "change", why)
+		l.prepare(ctx)
 		if wait := l.cfg.MinUptime - time.Since(l.start); wait > 0 {
 			l.log.Info("holding the restart until the minimum uptime", "wait", wait.Round(time.Millisecond))
 			select {
@@ -182,6 +193,32 @@ func (l *life) wait(ctx context.Context) error {
 		return fmt.Errorf("%w: %s", ErrRestart, why)
 	case err := <-l.http.errs:
 		return fmt.Errorf("daemon: serving: %w", err)
+	}
+}
+
+// prepare checks and probes the new set while this process still serves,
+// in child processes as at start, and writes the verdicts to the cache:
+// the next process takes them from there and probes only what no cache
+// may hold. Without a state directory there is no cache, and nothing to
+// prepare.
+func (l *life) prepare(ctx context.Context) {
+	if l.cache == nil {
+		return
+	}
+	start := time.Now()
+	hits, misses := l.cache.Hits(), l.cache.Misses()
+	sel, err := loader.New(l.lcfg).Check(ctx)
+	l.saveCache()
+	l.log.Info("prepared the new selection", "took", time.Since(start).Round(time.Millisecond),
+		"selected", len(sel.Selected()), "from_cache", l.cache.Hits()-hits, "checked", l.cache.Misses()-misses,
+		"errors", len(loader.Errors(err)))
+}
+
+// saveCache writes the verdict cache, logging a failure: the next
+// selection then probes again.
+func (l *life) saveCache() {
+	if err := l.cache.Save(); err != nil {
+		l.log.Warn("writing the verdict cache", "err", err)
 	}
 }
 

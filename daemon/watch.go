@@ -109,7 +109,10 @@ type Watcher struct {
 	files   []string
 	targets []string // of the folder's symlinks: their stamps are the links'
 	quiet   time.Duration
-	fsw     *fsnotify.Watcher
+	// atomicQuiet ends a burst that only created, renamed or removed
+	// files: a drop by rename or link is whole when it appears.
+	atomicQuiet time.Duration
+	fsw         *fsnotify.Watcher
 }
 
 // NewWatcher watches dir (the folder, not its files), each of files, and
@@ -122,7 +125,7 @@ func NewWatcher(dir string, quiet time.Duration, files ...string) (*Watcher, err
 	if err != nil {
 		return nil, fmt.Errorf("daemon: watching %s: %w", dir, err)
 	}
-	w := &Watcher{dir: filepath.Clean(dir), quiet: quiet, fsw: fsw}
+	w := &Watcher{dir: filepath.Clean(dir), quiet: quiet, atomicQuiet: min(quiet, DefaultAtomicDebounce), fsw: fsw}
 	for _, f := range files {
 		w.files = append(w.files, filepath.Clean(f))
 	}
@@ -174,7 +177,10 @@ func (w *Watcher) relevant(path string) bool {
 func (w *Watcher) Close() error { return w.fsw.Close() }
 
 // Wait blocks until the fingerprint of the folder and files, taken after a
-// quiet period, differs from since, and says how. Events on temporary,
+// quiet period, differs from since, and says how. The quiet period is the
+// Watcher's debounce once the burst has written to a file (a copy in
+// progress); a burst of creations, renames and removals only (a drop by
+// rename or link, a removal) ends after DefaultAtomicDebounce. Events on temporary,
 // partial or hidden names in the folder, and on other files in the files'
 // folders, are ignored; a lost-events overflow or a watch error counts as an
 // event, so the fingerprint decides. Wait returns ctx's error when ctx ends.
@@ -183,8 +189,13 @@ func (w *Watcher) Wait(ctx context.Context, since Fingerprint) (string, error) {
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
 	defer timer.Stop()
+	written := false // the burst wrote to a file: wait the whole debounce
 	arm := func() {
-		timer.Reset(w.quiet)
+		d := w.atomicQuiet
+		if written {
+			d = w.quiet
+		}
+		timer.Reset(d)
 		quiet = timer.C
 	}
 	for {
@@ -198,15 +209,19 @@ func (w *Watcher) Wait(ctx context.Context, since Fingerprint) (string, error) {
 			if !w.relevant(ev.Name) {
 				continue
 			}
+			if ev.Has(fsnotify.Write) || ev.Has(fsnotify.Chmod) {
+				written = true
+			}
 			arm()
 		case err, ok := <-w.fsw.Errors:
 			if !ok {
 				return "", errors.New("daemon: the folder watch was closed")
 			}
 			_ = err // ErrEventOverflow or a read error: events may be lost, so look
+			written = true
 			arm()
 		case <-quiet:
-			quiet = nil
+			quiet, written = nil, false
 			fp, err := TakeFingerprint(w.dir, w.files...)
 			if err != nil {
 				return "the plugins folder became unreadable: " + err.Error(), nil

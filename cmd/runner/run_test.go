@@ -360,3 +360,39 @@ func TestStaleInstallCopiesRemoved(t *testing.T) {
 	assert.FileExists(t, held, "an install in progress keeps its copy")
 	assert.FileExists(t, other, "only install's own copies are removed")
 }
+
+// TestRunPreparesBeforeExit: on a drop, the serving runner checks and
+// probes the new set before it exits, and the next runner takes those
+// verdicts from the cache in the state directory: it starts no probe
+// child. Without the cache (another runner build's, or none), it probes.
+func TestRunPreparesBeforeExit(t *testing.T) {
+	t.Parallel()
+	dir := copyPlugins(t, "wasmtag_v1.1.0.so")
+	state := t.TempDir()
+	d := start(t, dir, "--state-dir", state, "--log-level", "DEBUG")
+	d.waitLog(t, `msg=ready status="serving wasmtag 1.1.0"`)
+	assert.Equal(t, 1, strings.Count(d.text(), `msg="probing plugin candidate"`), "a cold start probes")
+
+	data, err := os.ReadFile(fixtures.Path(t, "good-1.2.0"))
+	require.NoError(t, err)
+	tmp := filepath.Join(dir, ".wasmtag_v1.2.0.so.tmp")
+	require.NoError(t, os.WriteFile(tmp, data, 0o644))
+	require.NoError(t, os.Rename(tmp, filepath.Join(dir, "wasmtag_v1.2.0.so")))
+	assert.Equal(t, daemon.ExitRestart, d.exitCode(t), d.text())
+	assert.Regexp(t, `msg="prepared the new selection" took=\S+ selected=1 from_cache=0 checked=1 errors=0`, d.text())
+	assert.Regexp(t, `msg="prepared the new selection"(.|\n)*msg="exiting for a restart"`, d.text(), "prepared before the exit")
+
+	next := start(t, dir, "--state-dir", state, "--log-level", "DEBUG")
+	next.waitLog(t, `msg=ready status="serving wasmtag 1.2.0"`)
+	assert.Zero(t, strings.Count(next.text(), `msg="probing plugin candidate"`), "no probe child:\n%s", next.text())
+	assert.Contains(t, next.text(), `msg="plugin verdict from the cache" file=wasmtag_v1.2.0.so`)
+	require.NoError(t, next.cmd.Process.Signal(syscall.SIGTERM))
+	assert.Equal(t, 0, next.exitCode(t))
+
+	// A cache that is not this runner's is not trusted.
+	require.NoError(t, os.WriteFile(filepath.Join(state, daemon.CacheFile), []byte(`{"format":"soplug-verdicts-1","runner":"another","entries":{}}`), 0o640))
+	again := start(t, dir, "--state-dir", state, "--log-level", "DEBUG")
+	again.waitLog(t, `msg=ready status="serving wasmtag 1.2.0"`)
+	assert.Equal(t, 1, strings.Count(again.text(), `msg="probing plugin candidate"`))
+	assert.Contains(t, again.text(), `msg="verdict cache of another runner build; ignored"`)
+}
