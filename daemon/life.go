@@ -234,6 +234,7 @@ func (l *life) drain(ctx context.Context, result error) {
 		s.Drain()
 	}
 	notify(l.log, "STOPPING=1\nSTATUS="+status)
+	l.log.Info("closing the listeners", "status", status)
 	dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), l.cfg.DrainTimeout)
 	defer cancel()
 	if err := l.http.drain(dctx); err != nil {

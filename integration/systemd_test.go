@@ -98,8 +98,12 @@ func TestUnderSystemd(t *testing.T) {
 	t.Run("20 drops and rollbacks under load fail no request", func(t *testing.T) {
 		before := d.sd.nrestarts(unit)
 		var failures, served atomic.Int64
-		stop := d.load(4, &failures, &served)
+		var lat latencies
+		stop := d.load(4, &failures, &served, &lat)
+		time.Sleep(5 * time.Second) // steady state, before the first drop
+		steadyEnd := time.Now()
 		var dropToServing []time.Duration
+		var changing [][2]time.Time // from each change to serving the new set
 		for range 20 {
 			// Drop once the serving process is past --min-uptime, so that
 			// what is measured is the way from the rename to serving, not
@@ -108,10 +112,29 @@ func TestUnderSystemd(t *testing.T) {
 			start := d.drop(fixture(t, "good-1.2.0"), "wasmtag_v1.2.0.so")
 			d.waitVersion("wasmtag", "1.2.0")
 			dropToServing = append(dropToServing, time.Since(start))
+			changing = append(changing, [2]time.Time{start, time.Now()})
+			time.Sleep(time.Until(d.health().Started.Add(daemon.DefaultMinUptime + 100*time.Millisecond)))
+			start = time.Now()
 			require.NoError(t, os.Remove(filepath.Join(d.plugins, "wasmtag_v1.2.0.so")))
 			d.waitVersion("wasmtag", "1.1.0")
+			changing = append(changing, [2]time.Time{start, time.Now()})
 		}
 		stop()
+		during := func(s sample) bool {
+			for _, c := range changing {
+				if !s.at.Before(c[0]) && s.at.Before(c[1]) {
+					return true
+				}
+			}
+			return false
+		}
+		s50, s99, smax, sn := lat.stats(func(s sample) bool { return s.at.Before(steadyEnd) })
+		d50, d99, dmax, dn := lat.stats(during)
+		t.Logf("request latency: steady p50 %s p99 %s max %s (%d requests); during drops p50 %s p99 %s max %s (%d requests)",
+			s50, s99, smax, sn, d50, d99, dmax, dn)
+		windows := unavailability(t, d.serviceLog(), steadyEnd)
+		w50, w95 := percentile(windows, 50), percentile(windows, 95)
+		t.Logf("unavailability (listeners closed to the next READY=1) over %d restarts: p50 %s, p95 %s", len(windows), w50, w95)
 		restarts := d.sd.nrestarts(unit) - before
 		assert.GreaterOrEqual(t, restarts, 40, "one restart per change")
 		assert.Zero(t, failures.Load(), "failed requests out of %d", served.Load()+failures.Load())
@@ -126,7 +149,10 @@ func TestUnderSystemd(t *testing.T) {
 				all = append(all, ms(d))
 			}
 			data, _ := json.Marshal(map[string]any{"drops": len(dropToServing), "p50_ms": ms(p50), "p95_ms": ms(p95),
-				"all_ms": all, "restarts": restarts, "requests": served.Load(), "failed": failures.Load()})
+				"all_ms": all, "restarts": restarts, "requests": served.Load(), "failed": failures.Load(),
+				"window_p50_ms": ms(w50), "window_p95_ms": ms(w95), "windows": len(windows),
+				"steady_p50_ms": ms(s50), "steady_p99_ms": ms(s99), "steady_max_ms": ms(smax), "steady_n": sn,
+				"drop_p50_ms": ms(d50), "drop_p99_ms": ms(d99), "drop_max_ms": ms(dmax), "drop_n": dn})
 			require.NoError(t, os.WriteFile(out, data, 0o644))
 		}
 	})
@@ -358,7 +384,47 @@ func (d *deployment) waitVersion(name, want string) {
 
 // load runs n clients that request /v1/health until stop is called,
 // counting failures (a transport error or a status other than 200).
-func (d *deployment) load(n int, failures, served *atomic.Int64) (stop func()) {
+// latencies records when each request started and how long it took.
+type latencies struct {
+	mu      sync.Mutex
+	samples []sample
+}
+
+type sample struct {
+	at   time.Time
+	took time.Duration
+}
+
+func (l *latencies) add(at time.Time, took time.Duration) {
+	if l == nil {
+		return
+	}
+	l.mu.Lock()
+	l.samples = append(l.samples, sample{at, took})
+	l.mu.Unlock()
+}
+
+// stats returns the p50, p99 and maximum of the samples that keep says to.
+func (l *latencies) stats(keep func(sample) bool) (p50, p99, most time.Duration, n int) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var ds []time.Duration
+	for _, s := range l.samples {
+		if keep(s) {
+			ds = append(ds, s.took)
+		}
+	}
+	if len(ds) == 0 {
+		return 0, 0, 0, 0
+	}
+	return percentile(ds, 50), percentile(ds, 99), slices.Max(ds), len(ds)
+}
+
+func (d *deployment) load(n int, failures, served *atomic.Int64, lat ...*latencies) (stop func()) {
+	var rec *latencies
+	if len(lat) > 0 {
+		rec = lat[0]
+	}
 	done := make(chan struct{})
 	var wg sync.WaitGroup
 	for range n {
@@ -371,6 +437,7 @@ func (d *deployment) load(n int, failures, served *atomic.Int64) (stop func()) {
 					return
 				default:
 				}
+				start := time.Now()
 				resp, err := d.client.Get(d.base + "/v1/health")
 				if err != nil {
 					failures.Add(1)
@@ -385,6 +452,7 @@ func (d *deployment) load(n int, failures, served *atomic.Int64) (stop func()) {
 				} else if served != nil {
 					served.Add(1)
 				}
+				rec.add(start, time.Since(start))
 			}
 		}()
 	}
@@ -434,4 +502,32 @@ func percentile(ds []time.Duration, p int) time.Duration {
 func tail(s string, n int) string {
 	lines := strings.Split(s, "\n")
 	return strings.Join(lines[max(0, len(lines)-n):], "\n")
+}
+
+// unavailability returns, for each restart logged after since, the time
+// from the old process's "closing the listeners" to the new one's ready.
+func unavailability(t *testing.T, log string, since time.Time) []time.Duration {
+	t.Helper()
+	var out []time.Duration
+	var closed time.Time
+	for _, line := range strings.Split(log, "\n") {
+		ts, ok := strings.CutPrefix(line, "time=")
+		if !ok {
+			continue
+		}
+		ts, _, _ = strings.Cut(ts, " ")
+		at, err := time.Parse(time.RFC3339Nano, ts)
+		if err != nil || at.Before(since) {
+			continue
+		}
+		switch {
+		case strings.Contains(line, `msg="closing the listeners"`):
+			closed = at
+		case strings.Contains(line, "msg=ready") && !closed.IsZero():
+			out = append(out, at.Sub(closed))
+			closed = time.Time{}
+		}
+	}
+	require.NotEmpty(t, out, "no restart in the service log")
+	return out
 }
