@@ -154,6 +154,7 @@ func TestUnderSystemd(t *testing.T) {
 				"steady_p50_ms": ms(s50), "steady_p99_ms": ms(s99), "steady_max_ms": ms(smax), "steady_n": sn,
 				"drop_p50_ms": ms(d50), "drop_p99_ms": ms(d99), "drop_max_ms": ms(dmax), "drop_n": dn})
 			require.NoError(t, os.WriteFile(out, data, 0o644))
+			require.NoError(t, os.WriteFile(out+".log", []byte(d.serviceLog()), 0o644))
 		}
 	})
 
@@ -341,6 +342,13 @@ func (d *deployment) drop(src, name string) time.Time {
 	}
 	require.NoError(d.t, os.WriteFile(tmp, data, mode))
 	require.NoError(d.t, os.Chmod(tmp, mode)) // whatever the umask
+	// On disk before it is visible, as runner plugins install does: else
+	// the first fsync anyone makes (the new runner's quarantine record)
+	// writes its 5 MB out first, on ext4's ordered journal.
+	f, err := os.Open(tmp)
+	require.NoError(d.t, err)
+	require.NoError(d.t, f.Sync())
+	require.NoError(d.t, f.Close())
 	now := time.Now()
 	require.NoError(d.t, os.Rename(tmp, filepath.Join(d.plugins, name)))
 	return now
