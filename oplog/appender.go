@@ -235,7 +235,9 @@ func (a *Appender) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, ErrorResponse{Error: err.Error()})
 		return
 	}
-	entries, code, err := a.decode(w, r, worker)
+	charge := a.cfg.Budget.Charge()
+	defer charge.Release() // the decoded entries live until they are written
+	entries, code, err := a.decode(w, r, worker, charge)
 	if err != nil {
 		if code == http.StatusServiceUnavailable {
 			w.Header().Set("Retry-After", "1")
@@ -277,15 +279,14 @@ func (a *Appender) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// decode reads the request's entries within MaxBytes and the budget, and
-// returns the status and error of a body it refuses.
-func (a *Appender) decode(w http.ResponseWriter, r *http.Request, worker string) ([]contract.Entry, int, error) {
+// decode reads the request's entries within MaxBytes and the budget,
+// charging them to charge, and returns the status and error of a body it
+// refuses.
+func (a *Appender) decode(w http.ResponseWriter, r *http.Request, worker string, charge *inflight.Charge) ([]contract.Entry, int, error) {
 	tooBig := fmt.Errorf("the body is larger than %d bytes", a.cfg.MaxBytes)
 	if r.ContentLength > a.cfg.MaxBytes {
 		return nil, http.StatusRequestEntityTooLarge, tooBig
 	}
-	charge := a.cfg.Budget.Charge()
-	defer charge.Release()
 	if err := a.cfg.Budget.Admit(r.ContentLength * AppendWeight); err != nil {
 		return nil, http.StatusServiceUnavailable, fmt.Errorf("%w; retry", err)
 	}

@@ -73,12 +73,12 @@ func (s *Service) serveGolem(w http.ResponseWriter, r *http.Request, route []*Pl
 		}
 		s.fail(w, r, *f)
 	}
-	if err := s.cfg.Budget.Admit(r.ContentLength + Slack); r.ContentLength > 0 && err != nil {
-		fail(busy(first, err))
-		return
-	}
 	if r.ContentLength > s.cfg.MaxBytes+formOverhead {
 		fail(s.tooBig(first))
+		return
+	}
+	if err := s.cfg.Budget.Admit(r.ContentLength + Slack); r.ContentLength > 0 && err != nil {
+		fail(busy(first, err))
 		return
 	}
 	r.Body = http.MaxBytesReader(w, r.Body, s.cfg.MaxBytes+formOverhead)

@@ -1,12 +1,14 @@
 package transform_test
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"strings"
 	"testing"
@@ -18,6 +20,7 @@ import (
 	"github.com/soplug/soplug/contract"
 	"github.com/soplug/soplug/contract/golem"
 	"github.com/soplug/soplug/internal/golemtest"
+	"github.com/soplug/soplug/internal/inflight"
 	"github.com/soplug/soplug/pluginconf"
 	"github.com/soplug/soplug/transform"
 	"github.com/soplug/soplug/wasm"
@@ -210,4 +213,47 @@ func TestGolemErrors(t *testing.T) {
 	resp, out := postForm(t, srv.URL+"/v1/transform/tag", body, ct)
 	assert.Equal(t, http.StatusServiceUnavailable, resp.StatusCode, "%s", out)
 	assert.Equal(t, "1", resp.Header.Get("Retry-After"))
+}
+
+// TestGolemBudget: a form the budget cannot hold gets 503 with
+// Retry-After, announced or chunked; one past --max-body and the form's
+// allowance gets 413 before the budget is asked; the budget is whole
+// again after each.
+func TestGolemBudget(t *testing.T) {
+	budget := inflight.New(256 << 10)
+	srv, _, _ := serve(t, transform.Config{Budget: budget, MaxBytes: 8 << 20}, golemPlugin("tag", "env"))
+	for _, tc := range []struct {
+		name    string
+		chunked bool
+		size    int
+		code    int
+	}{
+		{"fits", false, 64 << 10, http.StatusOK},
+		{"announced over the budget", false, 512 << 10, http.StatusServiceUnavailable},
+		{"chunked over the budget", true, 512 << 10, http.StatusServiceUnavailable},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			body, ct := golemForm(t, component(wasmOfSize(tc.size)), metadata(metadataNow))
+			var r io.Reader = body
+			if tc.chunked {
+				r = onlyReader{body}
+			}
+			resp, out := postForm(t, srv.URL+"/v1/transform/tag", r, ct)
+			assert.Equal(t, tc.code, resp.StatusCode, "%s", out)
+			if tc.code == http.StatusServiceUnavailable {
+				assert.Equal(t, "1", resp.Header.Get("Retry-After"))
+				assert.Contains(t, string(out), "budget for request bodies in flight is exhausted")
+			}
+			assert.Eventually(t, func() bool { return budget.InUse() == 0 }, 5*time.Second, 5*time.Millisecond)
+		})
+	}
+	// Past the component limit and the form's allowance: 413, not 503.
+	conn, err := net.Dial("tcp", strings.TrimPrefix(srv.URL, "http://"))
+	require.NoError(t, err)
+	defer conn.Close()
+	fmt.Fprintf(conn, "POST /v1/transform/tag HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=B\r\nContent-Length: %d\r\n\r\n", 1<<30)
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	require.NoError(t, err)
+	resp.Body.Close()
+	assert.Equal(t, http.StatusRequestEntityTooLarge, resp.StatusCode)
 }
