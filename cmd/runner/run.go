@@ -7,7 +7,11 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
 
 	"github.com/soplug/soplug/daemon"
 	"github.com/soplug/soplug/deploy"
@@ -68,6 +72,7 @@ func runCmd(ctx context.Context, args []string, stderr io.Writer) int {
 	}
 	cfg.Trust = policy
 	cfg.Logger = slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+	cfg.Logger.Info("starting", "pid", os.Getpid(), "since_exec", time.Since(processStart()).Round(time.Millisecond))
 
 	// One live runner owns the state and oplog folders: taken before
 	// anything in them is read or written.
@@ -144,4 +149,33 @@ func bodyBudget(limit, maxBody, maxAppend int64) (*inflight.Budget, error) {
 			limit, largest, transform.Slack, oplog.AppendWeight)
 	}
 	return inflight.New(limit), nil
+}
+
+// processStart is when this process was started, from /proc/self/stat;
+// now when it cannot be read.
+func processStart() time.Time {
+	data, err := os.ReadFile("/proc/self/stat")
+	if err != nil {
+		return time.Now()
+	}
+	// The command may hold spaces: the fields start after its ')'.
+	f := strings.Fields(string(data[strings.LastIndexByte(string(data), ')')+1:]))
+	if len(f) < 20 {
+		return time.Now()
+	}
+	ticks, err := strconv.ParseInt(f[19], 10, 64) // starttime, field 22
+	if err != nil {
+		return time.Now()
+	}
+	up, err := os.ReadFile("/proc/uptime")
+	if err != nil {
+		return time.Now()
+	}
+	uptime, err := strconv.ParseFloat(strings.Fields(string(up))[0], 64)
+	if err != nil {
+		return time.Now()
+	}
+	const hz = 100 // USER_HZ on Linux
+	age := time.Duration((uptime - float64(ticks)/hz) * float64(time.Second))
+	return time.Now().Add(-age)
 }
