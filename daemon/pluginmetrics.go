@@ -9,6 +9,7 @@ import (
 	"maps"
 	"net/http"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -149,15 +150,7 @@ func labelled(mf *dto.MetricFamily, t scrapeTarget) {
 		}
 		m.Label = append(m.Label, &dto.LabelPair{Name: proto.String("plugin"), Value: proto.String(t.name)},
 			&dto.LabelPair{Name: proto.String("version"), Value: proto.String(t.version)})
-		slices.SortFunc(m.Label, func(a, b *dto.LabelPair) int {
-			switch {
-			case a.GetName() < b.GetName():
-				return -1
-			case a.GetName() > b.GetName():
-				return 1
-			}
-			return 0
-		})
+		slices.SortFunc(m.Label, func(a, b *dto.LabelPair) int { return strings.Compare(a.GetName(), b.GetName()) })
 	}
 }
 

@@ -12,7 +12,6 @@ package deploy
 
 import (
 	"context"
-	"debug/buildinfo"
 	"errors"
 	"fmt"
 	"io"
@@ -291,8 +290,8 @@ func CleanStale(dir string) ([]string, error) {
 // sameBuild refuses a native plugin whose build (plugin path) is already
 // in dir under another plugin name: the runner could not load both.
 func sameBuild(dir, tmp, name string) error {
-	bi, err := buildinfo.ReadFile(tmp)
-	if err != nil || bi.Path == "" || bi.Path == "command-line-arguments" {
+	pp := loader.PluginPath(tmp)
+	if pp == "" {
 		return nil
 	}
 	cands, err := loader.Discover(dir)
@@ -303,9 +302,9 @@ func sameBuild(dir, tmp, name string) error {
 		if c.Name == "" || c.Name == name || c.Backend != loader.Native {
 			continue
 		}
-		if other, err := buildinfo.ReadFile(c.Path); err == nil && other.Path == bi.Path {
+		if loader.PluginPath(c.Path) == pp {
 			return fmt.Errorf("%w: it is the build of %s (plugin %s, plugin path %s), and Go loads a plugin path once per process (\"plugin already loaded\"); build each plugin from its own package",
-				loader.ErrSameBuild, c.File, c.Name, bi.Path)
+				loader.ErrSameBuild, c.File, c.Name, pp)
 		}
 	}
 	return nil

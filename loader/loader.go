@@ -354,11 +354,7 @@ func (l *Loader) checkBuild(path string) (string, error) {
 		l.log.Debug("no build check: cannot read this executable", "err", err)
 	}
 	if err != nil || len(runner.PkgHashes) == 0 {
-		bi, err := buildinfo.ReadFile(path)
-		if err != nil {
-			return "", nil // the probe finds what is wrong with it
-		}
-		return pluginPathOf(bi), nil
+		return PluginPath(path), nil // the probe finds what else is wrong with it
 	}
 	plugin, err := buildcheck.Read(path)
 	if err != nil {
@@ -368,6 +364,17 @@ func (l *Loader) checkBuild(path string) (string, error) {
 		return "", reject(path, StageCheck, ErrBuildMismatch, "%s", rep.Summary())
 	}
 	return pluginPathOf(plugin.Info), nil
+}
+
+// PluginPath returns the plugin path the Go plugin at path loads under
+// (see pluginPathOf); "" when its build info cannot be read or does not
+// show it.
+func PluginPath(path string) string {
+	bi, err := buildinfo.ReadFile(path)
+	if err != nil {
+		return ""
+	}
+	return pluginPathOf(bi)
 }
 
 // pluginPathOf returns the plugin path a build loads under: its main
