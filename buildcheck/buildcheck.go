@@ -142,12 +142,19 @@ type Conflict struct {
 	// toolchain's and the settings'. Empty when nothing in the build info
 	// explains it (e.g. the same version built from edited sources).
 	Causes []Difference `json:"causes,omitempty"`
+	// Untrimmed is set when no cause shows and neither build used
+	// -trimpath: their hashes then hold the folder each was built in, so
+	// the same sources in two checkouts differ.
+	Untrimmed bool `json:"untrimmed,omitempty"`
 }
 
 // String returns the conflict as a reason.
 func (c Conflict) String() string {
 	s := "package " + c.Package + " differs"
-	if len(c.Causes) == 0 {
+	switch {
+	case len(c.Causes) == 0 && c.Untrimmed:
+		return s + " (the build info shows no other cause, and neither was built with -trimpath: the package hashes then hold the path of the checkout each was built in, so two checkouts of the same sources differ; build the runner and the plugins with -trimpath, or from the same checkout path)"
+	case len(c.Causes) == 0:
 		return s + " (the build info shows no cause: the same module version built from other sources?)"
 	}
 	var causes []string
@@ -203,7 +210,9 @@ func Compare(plugin, runner *Build) Report {
 		if rh == plugin.PkgHashes[pkg] {
 			continue
 		}
-		r.Conflicts = append(r.Conflicts, Conflict{Package: pkg, Causes: Explain(plugin, runner, pkg)})
+		c := Conflict{Package: pkg, Causes: Explain(plugin, runner, pkg)}
+		c.Untrimmed = len(c.Causes) == 0 && settingsOf(plugin.Info)["-trimpath"] == "false" && settingsOf(runner.Info)["-trimpath"] == "false"
+		r.Conflicts = append(r.Conflicts, c)
 	}
 	return r
 }

@@ -114,3 +114,28 @@ func TestReadRefusesNonGo(t *testing.T) {
 	require.Error(t, err)
 	assert.Contains(t, err.Error(), "clib.so: no Go build info")
 }
+
+// TestComparePathDifference: the same module version, toolchain and
+// settings, and still another hash: without -trimpath on either side that
+// is the checkout's path, and the reason says so; with it, it does not.
+func TestComparePathDifference(t *testing.T) {
+	info := func(trimpath bool) *debug.BuildInfo {
+		bi := &debug.BuildInfo{GoVersion: "go1.26.8", Path: "github.com/soplug/soplug/cmd/runner",
+			Main: debug.Module{Path: "github.com/soplug/soplug", Version: "(devel)"}}
+		if trimpath {
+			bi.Settings = append(bi.Settings, debug.BuildSetting{Key: "-trimpath", Value: "true"})
+		}
+		return bi
+	}
+	for _, trimpath := range []bool{false, true} {
+		plugin := &buildcheck.Build{Info: info(trimpath), PkgHashes: map[string]string{"github.com/soplug/soplug/contract": "aa"}}
+		runner := &buildcheck.Build{Info: info(trimpath), PkgHashes: map[string]string{"github.com/soplug/soplug/contract": "bb"}}
+		rep := buildcheck.Compare(plugin, runner)
+		require.Len(t, rep.Conflicts, 1)
+		if trimpath {
+			assert.Contains(t, rep.Summary(), "the same module version built from other sources?")
+		} else {
+			assert.Contains(t, rep.Summary(), "neither was built with -trimpath: the package hashes then hold the path of the checkout")
+		}
+	}
+}
