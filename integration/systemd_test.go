@@ -155,6 +155,7 @@ func TestUnderSystemd(t *testing.T) {
 				"drop_p50_ms": ms(d50), "drop_p99_ms": ms(d99), "drop_max_ms": ms(dmax), "drop_n": dn})
 			require.NoError(t, os.WriteFile(out, data, 0o644))
 			require.NoError(t, os.WriteFile(out+".log", []byte(d.serviceLog()), 0o644))
+			require.NoError(t, os.WriteFile(out+".console", []byte(d.sd.console()), 0o644))
 		}
 	})
 
