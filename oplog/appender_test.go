@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
@@ -198,7 +199,23 @@ func TestTimestampBounds(t *testing.T) {
 func TestVanishedOplogsAreForgotten(t *testing.T) {
 	dir := t.TempDir()
 	rec := newRecorder()
-	d, _ := run(t, oplog.Config{Dir: dir, CursorDir: t.TempDir(), Poll: 20 * time.Millisecond}, rec)
+	reg := prometheus.NewRegistry()
+	m, err := oplog.NewMetrics(reg)
+	require.NoError(t, err)
+	d, _ := run(t, oplog.Config{Dir: dir, CursorDir: t.TempDir(), Poll: 20 * time.Millisecond, Metrics: m}, rec)
+	workers := func() float64 { // soplug_oplog_workers summed over the states
+		mfs, err := reg.Gather()
+		require.NoError(t, err)
+		n := 0.0
+		for _, mf := range mfs {
+			if mf.GetName() == "soplug_oplog_workers" {
+				for _, s := range mf.GetMetric() {
+					n += s.GetGauge().GetValue()
+				}
+			}
+		}
+		return n
+	}
 	const ghosts = 300
 	for i := range ghosts {
 		require.NoError(t, os.WriteFile(filepath.Join(dir, fmt.Sprintf("ghost-%03d%s", i, oplog.Suffix)), []byte("SOPLUG"), 0o644))
@@ -208,7 +225,9 @@ func TestVanishedOplogsAreForgotten(t *testing.T) {
 		require.NoError(t, os.Remove(filepath.Join(dir, fmt.Sprintf("ghost-%03d%s", i, oplog.Suffix))))
 	}
 	eventually(t, "the ghosts are forgotten", func() bool { return len(d.Status()) == 0 })
+	assert.Zero(t, workers(), "nor any count of them")
 
 	appendN(t, dir, "ghost-007", 3)
 	eventually(t, "a name that comes back is delivered", func() bool { return rec.count("ghost-007") == 3 })
+	assert.Equal(t, 1.0, workers())
 }

@@ -229,9 +229,8 @@ func (d *Deliverer) forget(w *worker) bool {
 	if d.workers[w.id] == w {
 		delete(d.workers, w.id)
 	}
-	w.set(StateStarting, nil)
 	if m := d.cfg.Metrics; m != nil {
-		m.states.WithLabelValues(d.name, string(StateStarting)).Dec()
+		m.forget(d.name, w.status().State)
 	}
 	return true
 }

@@ -65,6 +65,11 @@ func (m *Metrics) commit(name string, took time.Duration) {
 	m.commits.WithLabelValues(name).Observe(took.Seconds())
 }
 
+// forget takes a worker that is no more out of the count of its state.
+func (m *Metrics) forget(name string, s State) {
+	m.states.WithLabelValues(name, string(s)).Dec()
+}
+
 // state moves a worker from one state to another.
 func (m *Metrics) state(name, worker string, from, to State) {
 	if from != "" {

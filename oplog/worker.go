@@ -100,23 +100,24 @@ func (w *worker) wait(stop context.Context, extra <-chan struct{}) bool {
 }
 
 // open waits for the oplog to exist with a complete header, and for a
-// readable cursor, and returns the reader positioned at the cursor. It
-// opens the files holding a delivery slot, so that thousands of workers
-// starting at once keep at most Parallel files open.
-func (w *worker) open(stop context.Context) (*Reader, Cursor, bool) {
+// readable cursor, and returns the cursor and the offset of the record
+// after its acknowledged one. It opens the files holding a delivery slot,
+// so that thousands of workers starting at once keep at most Parallel
+// files open.
+func (w *worker) open(stop context.Context) (Cursor, int64, bool) {
 	for {
 		if !w.acquire(stop) {
-			return nil, Cursor{}, false
+			return Cursor{}, 0, false
 		}
-		r, c, err := w.openOnce()
+		c, off, err := w.openOnce()
 		w.release()
 		if err == nil {
-			return r, c, true
+			return c, off, true
 		}
 		switch {
 		case errors.Is(err, os.ErrNotExist):
 			if w.d.forget(w) {
-				return nil, Cursor{}, false // its file went away: a new one starts a new worker
+				return Cursor{}, 0, false // its file went away: a new one starts a new worker
 			}
 			w.set(StateStarting, nil)
 		case errors.Is(err, ErrTorn):
@@ -125,29 +126,31 @@ func (w *worker) open(stop context.Context) (*Reader, Cursor, bool) {
 			w.noteBlocked(err)
 		}
 		if !w.wait(stop, nil) {
-			return nil, Cursor{}, false
+			return Cursor{}, 0, false
 		}
 	}
 }
 
-// openOnce opens the oplog and the cursor and positions the reader there.
-func (w *worker) openOnce() (*Reader, Cursor, error) {
+// openOnce checks the oplog's header and reads the cursor, and returns
+// the cursor and where delivery resumes: the cursor's offset, or the
+// first record's.
+func (w *worker) openOnce() (Cursor, int64, error) {
 	r, err := OpenReader(w.d.cfg.Dir, w.id)
 	if err != nil {
-		return nil, Cursor{}, err
+		return Cursor{}, 0, err
 	}
+	defer r.Close()
 	c, err := w.d.cursors.load(w.id)
 	if err == nil && c.Offset == 0 && c.Acked > 0 {
 		err = fmt.Errorf("%w: the cursor of %s acknowledges index %d but names no offset", ErrCorrupt, w.id, c.Acked)
 	}
 	if err != nil {
-		r.Close()
-		return nil, Cursor{}, err
+		return Cursor{}, 0, err
 	}
 	if c.Offset > 0 {
-		r.Resume(c.Offset, c.Acked+1)
+		return c, c.Offset, nil
 	}
-	return r, c, nil
+	return c, r.Offset(), nil
 }
 
 // noteBlocked records and logs (once per error) a corrupt oplog or cursor.
@@ -160,13 +163,12 @@ func (w *worker) noteBlocked(err error) {
 
 // run delivers the worker's oplog until stop.
 func (w *worker) run(stop, procCtx context.Context) {
-	r, cur, ok := w.open(stop)
+	cur, ackedOff, ok := w.open(stop) // the file is open only while a batch is read: see read
 	if !ok {
 		return
 	}
 	d := w.d
-	acked, ackedOff, inflight := cur.Acked, r.Offset(), cur.InFlight
-	r.Close()                   // the file is open only while a batch is read: see read
+	acked, inflight := cur.Acked, cur.InFlight
 	redeliverTo := cur.InFlight // entries up to it may have been delivered before
 	written := cur              // what the cursor file holds
 	commit := func(inFl uint64) error {
