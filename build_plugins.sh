@@ -21,6 +21,11 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 export CGO_ENABLED=1
+# -trimpath: the package hashes Go compares at load time then do not hold
+# the checkout's path, so a runner built in another folder (or by
+# `runner plugins build`) loads these plugins. The runner and the tests are
+# built with it too (README).
+export GOFLAGS="-trimpath${GOFLAGS:+ $GOFLAGS}"
 
 what=${1:-all}
 case $what in all | --examples | --fixtures) ;; *)
@@ -112,9 +117,8 @@ if [[ $what != --examples ]]; then
 
 	# A plugin built against another version of the contract package, as if
 	# from an older soplug release: a copy of contract/ with one more
-	# exported function, in a module of its own. Its folder is always the
-	# same, so that the build is reproducible (-trimpath would change every
-	# standard package too and hide the difference this fixture is for).
+	# exported function, in a module of its own (built with -trimpath like
+	# everything here, so only that package differs from the runner's).
 	step="building $out/othercontract.so"
 	tmp=$out/.othercontract
 	rm -rf "$tmp"

@@ -146,10 +146,30 @@ type Conflict struct {
 	// -trimpath: their hashes then hold the folder each was built in, so
 	// the same sources in two checkouts differ.
 	Untrimmed bool `json:"untrimmed,omitempty"`
+	// Hint says what to do, for a package of soplug's own module (the
+	// contract): build the plugin with runner plugins build.
+	Hint string `json:"hint,omitempty"`
 }
+
+// contractModule is soplug's module, whose contract packages a plugin must
+// compile exactly as the runner did.
+const contractModule = "github.com/soplug/soplug"
+
+// contractHint is the Hint of a conflict in a package of contractModule.
+const contractHint = "a plugin must compile the contract from the runner's own source, in the runner's layout, with -trimpath: " +
+	"build it with `runner plugins build MODULE_DIR`, which takes the contract, the Go release, the flags and the module versions from the runner " +
+	"(a copy of the contract in a replaced or required module compiles as github.com/soplug/soplug@VERSION/... and differs from a runner built in a checkout)"
 
 // String returns the conflict as a reason.
 func (c Conflict) String() string {
+	s := c.reason()
+	if c.Hint != "" {
+		s += "; " + c.Hint
+	}
+	return s
+}
+
+func (c Conflict) reason() string {
 	s := "package " + c.Package + " differs"
 	switch {
 	case len(c.Causes) == 0 && c.Untrimmed:
@@ -212,6 +232,9 @@ func Compare(plugin, runner *Build) Report {
 		}
 		c := Conflict{Package: pkg, Causes: Explain(plugin, runner, pkg)}
 		c.Untrimmed = len(c.Causes) == 0 && settingsOf(plugin.Info)["-trimpath"] == "false" && settingsOf(runner.Info)["-trimpath"] == "false"
+		if pkg == contractModule || strings.HasPrefix(pkg, contractModule+"/") {
+			c.Hint = contractHint
+		}
 		r.Conflicts = append(r.Conflicts, c)
 	}
 	return r

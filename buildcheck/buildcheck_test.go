@@ -34,7 +34,7 @@ func TestMain(m *testing.M) {
 		panic(err)
 	}
 	runnerPath = filepath.Join(dir, "runner")
-	if out, err := exec.Command("go", "build", "-o", runnerPath, "../cmd/runner").CombinedOutput(); err != nil {
+	if out, err := exec.Command("go", append(append([]string{"build"}, fixtures.BuildFlags...), "-o", runnerPath, "../cmd/runner")...).CombinedOutput(); err != nil {
 		panic(string(out))
 	}
 	code := m.Run()

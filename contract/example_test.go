@@ -24,7 +24,7 @@ func (stamp) Transform(_ context.Context, component []byte, cfg contract.Config)
 // Transformer is the accessor. In a plugin it is an exported function of
 // package main named contract.TransformerAccessor; the file is built with
 //
-//	go build -buildmode=plugin -o plugins/stamp_v1.0.0.so ./plugin_sources/stamp/1.0.0
+//	go build -trimpath -buildmode=plugin -o plugins/stamp_v1.0.0.so ./plugin_sources/stamp/1.0.0
 func Transformer() contract.Transformer { return stamp{} }
 
 // A plugin exports an accessor function; the host looks it up by name,

@@ -290,7 +290,7 @@ func deploy(t *testing.T) *deployment {
 		require.NoError(t, os.Chmod(dir, 0o755)) // the service's dynamic user reads them
 	}
 	bin := filepath.Join(work, "bin", "runner")
-	out, err := exec.Command("go", "build", "-o", bin, "../cmd/runner").CombinedOutput()
+	out, err := exec.Command("go", append(append([]string{"build"}, fixtures.BuildFlags...), "-o", bin, "../cmd/runner")...).CombinedOutput()
 	require.NoError(t, err, "%s", out)
 	for _, f := range []string{"wasmtag_v1.0.0.so", "wasmtag_v1.1.0.so", "kindcount_v1.0.0.so"} {
 		d.drop(filepath.Join("..", "plugins", f), f)

@@ -9,6 +9,9 @@
 //	runner plugins remove [flags] NAME VERSION      roll back: remove a version
 //	runner plugins why [flags] FILE | NAME VERSION  every check of one candidate
 //	runner plugins unquarantine [flags] NAME VERSION lift a version's quarantine
+//	runner plugins build [flags] MODULE_DIR         build a plugin module so that a runner loads it
+//	runner plugins new [flags] NAME [DIR]           write a ready plugin module
+//	runner plugins contract DIR                     write the contract module this runner carries
 //	runner plugins sign --key KEY FILE              write FILE.sig
 //	runner plugins verify [flags] FILE              the trust checks alone
 //	runner oplog activate|deactivate WORKER         resume or pause a worker's oplog delivery
@@ -22,7 +25,8 @@
 //	1   check: a plugin has no acceptable version, or the folder holds no
 //	    plugin; run: a failure (folder, state or socket unusable);
 //	    install, remove: refused (the folder is unchanged); why: the
-//	    candidate is not acceptable
+//	    candidate is not acceptable; build: the build failed or the
+//	    runner refused its result
 //	2   the Go runtime's status for a panic or fatal error (a crash)
 //	64  bad usage (EX_USAGE)
 //	66  the plugins folder or the given file cannot be read (EX_NOINPUT)
@@ -68,6 +72,9 @@ const usage = `usage:
   runner plugins remove [--plugins DIR] [--state-dir DIR] [--force] [--json] NAME VERSION
   runner plugins why [--plugins DIR] [--state-dir DIR] [--json] FILE | NAME VERSION
   runner plugins unquarantine [--state-dir DIR] NAME VERSION
+  runner plugins build [--runner PATH] [--out DIR] [--name N] [--exec] [--test] [--json] MODULE_DIR
+  runner plugins new [--kind transformer|oplog] [--module PATH] NAME [DIR]
+  runner plugins contract DIR
   runner plugins sign --key KEYFILE [--name NAME_vVERSION.so] FILE
   runner plugins verify [--trusted-key PUB]... [--manifest SUMS] [--allowed-owner UID]... FILE
   runner oplog activate|deactivate [--control-socket PATH | --state-dir DIR | --oplog-dir DIR] WORKER
@@ -109,6 +116,12 @@ func runMain(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return removeCmd(ctx, args[2:], stdout, stderr)
 	case len(args) >= 2 && args[0] == "plugins" && args[1] == "why":
 		return whyCmd(ctx, args[2:], stdout, stderr)
+	case len(args) >= 2 && args[0] == "plugins" && args[1] == "build":
+		return buildCmd(ctx, args[2:], stdout, stderr)
+	case len(args) >= 2 && args[0] == "plugins" && args[1] == "new":
+		return newCmd(args[2:], stdout, stderr)
+	case len(args) >= 2 && args[0] == "plugins" && args[1] == "contract":
+		return contractCmd(args[2:], stdout, stderr)
 	case len(args) >= 2 && args[0] == "plugins" && args[1] == "sign":
 		return signCmd(args[2:], stdout, stderr)
 	case len(args) >= 2 && args[0] == "plugins" && args[1] == "verify":

@@ -41,7 +41,7 @@ func binary(t *testing.T) string {
 			return
 		}
 		runnerBin = filepath.Join(dir, "runner")
-		out, err := exec.Command("go", "build", "-o", runnerBin, ".").CombinedOutput()
+		out, err := exec.Command("go", append(append([]string{"build"}, fixtures.BuildFlags...), "-o", runnerBin, ".")...).CombinedOutput()
 		if err != nil {
 			buildErr = errors.New(string(out))
 		}

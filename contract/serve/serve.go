@@ -14,8 +14,8 @@
 //	import "github.com/soplug/soplug/contract/serve"
 //	func main() { serve.Transformer(Transformer()) }
 //
-//	go build -buildmode=plugin -o plugins/stamp_v1.0.0.so ./plugin_sources/stamp/1.0.0
-//	go build -tags soplug_exec -o plugins/stamp_v1.0.0  ./plugin_sources/stamp/1.0.0
+//	go build -trimpath -buildmode=plugin -o plugins/stamp_v1.0.0.so ./plugin_sources/stamp/1.0.0
+//	go build -trimpath -tags soplug_exec -o plugins/stamp_v1.0.0  ./plugin_sources/stamp/1.0.0
 //
 // An out-of-process plugin shares no package with the runner, so it may be
 // built by another Go release or against other versions of any module; a

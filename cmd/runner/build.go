@@ -1,0 +1,127 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+
+	"github.com/soplug/soplug/pluginbuild"
+)
+
+// buildExit maps a plugins build or new error to an exit status.
+func buildExit(err error) int {
+	switch {
+	case err == nil:
+		return exitOK
+	case errors.Is(err, os.ErrNotExist):
+		return exitNoInput
+	}
+	return exitFailure
+}
+
+// buildCmd is "runner plugins build MODULE_DIR".
+func buildCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("plugins build", flag.ContinueOnError)
+	var o pluginbuild.Options
+	fs.StringVar(&o.Runner, "runner", "", "the runner binary to build against (default: this one)")
+	fs.StringVar(&o.Out, "out", ".", "the folder to write <name>_v<Version()>.so into")
+	fs.StringVar(&o.Name, "name", "", "the plugin's name (default: the last element of the module path)")
+	fs.BoolVar(&o.Exec, "exec", false, "build the out-of-process executable instead of the .so")
+	fs.BoolVar(&o.Test, "test", false, "run the module's tests (go test ./...) with the same versions and flags first")
+	asJSON := fs.Bool("json", false, "print the result as JSON")
+	pos, ok := parseArgs(fs, args, stderr)
+	if !ok {
+		return exitUsage
+	}
+	if len(pos) != 1 {
+		fmt.Fprintln(stderr, "usage: runner plugins build [--runner PATH] [--out DIR] [--name N] [--exec] [--test] [--json] MODULE_DIR")
+		return exitUsage
+	}
+	o.Module = pos[0]
+	o.Log = stderr
+	res, err := pluginbuild.Build(ctx, o)
+	if *asJSON {
+		rep := struct {
+			pluginbuild.Result
+			OK    bool   `json:"ok"`
+			Error string `json:"error,omitempty"`
+		}{Result: res, OK: err == nil}
+		if err != nil {
+			rep.Error = err.Error()
+		}
+		_ = writeJSON(stdout, rep)
+		return buildExit(err)
+	}
+	if err != nil {
+		if len(res.Diagnosis.Steps) > 0 {
+			writeSteps(stdout, res.Diagnosis)
+		}
+		fmt.Fprintf(stderr, "runner plugins build: %v\n", err)
+		return buildExit(err)
+	}
+	fmt.Fprintf(stdout, "built %s %s (%s) as %s with %s %s\n", res.Name, res.Version, res.Kind, res.File, res.Toolchain, strings.Join(res.Flags, " "))
+	for _, c := range res.Raised {
+		fmt.Fprintf(stdout, "  %s raised from %s to %s, the runner's version\n", c.Path, c.From, c.To)
+	}
+	return exitOK
+}
+
+// newCmd is "runner plugins new NAME [DIR]".
+func newCmd(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("plugins new", flag.ContinueOnError)
+	var o pluginbuild.NewOptions
+	fs.StringVar(&o.Kind, "kind", pluginbuild.KindTransformer, "transformer or oplog")
+	fs.StringVar(&o.Module, "module", "", "the module path (default: example.com/NAME)")
+	pos, ok := parseArgs(fs, args, stderr)
+	if !ok {
+		return exitUsage
+	}
+	if len(pos) < 1 || len(pos) > 2 {
+		fmt.Fprintln(stderr, "usage: runner plugins new [--kind transformer|oplog] [--module PATH] NAME [DIR]")
+		return exitUsage
+	}
+	o.Name = pos[0]
+	if len(pos) == 2 {
+		o.Dir = pos[1]
+	}
+	files, err := pluginbuild.New(o)
+	if err != nil {
+		fmt.Fprintf(stderr, "runner plugins new: %v\n", err)
+		if errors.Is(err, pluginbuild.ErrExists) || errors.Is(err, pluginbuild.ErrModule) {
+			return exitUsage
+		}
+		return exitFailure
+	}
+	for _, f := range files {
+		fmt.Fprintf(stdout, "wrote %s\n", f)
+	}
+	dir := o.Dir
+	if dir == "" {
+		dir = o.Name
+	}
+	fmt.Fprintf(stdout, "next: runner plugins build --test --out dist %s\n", dir)
+	return exitOK
+}
+
+// contractCmd is "runner plugins contract DIR".
+func contractCmd(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("plugins contract", flag.ContinueOnError)
+	pos, ok := parseArgs(fs, args, stderr)
+	if !ok {
+		return exitUsage
+	}
+	if len(pos) != 1 {
+		fmt.Fprintln(stderr, "usage: runner plugins contract DIR")
+		return exitUsage
+	}
+	if err := pluginbuild.WriteContract(pos[0]); err != nil {
+		fmt.Fprintf(stderr, "runner plugins contract: %v\n", err)
+		return exitFailure
+	}
+	fmt.Fprintf(stdout, "wrote the contract module %s into %s\n", pluginbuild.ContractModule, pos[0])
+	return exitOK
+}

@@ -1,0 +1,4 @@
+package pluginbuild
+
+// TargetOf is targetOf, for the tests.
+var TargetOf = targetOf
