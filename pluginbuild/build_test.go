@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"runtime/debug"
 	"strings"
 	"testing"
@@ -191,6 +192,20 @@ func writeModule(t *testing.T, name, gomod string, extra map[string]string) stri
 	return mod
 }
 
+// runnerDep is the version of module path the test runners link.
+func runnerDep(t *testing.T, path string) string {
+	t.Helper()
+	b, err := buildcheck.Read(runners.elsewhere)
+	require.NoError(t, err)
+	for _, d := range b.Info.Deps {
+		if d.Path == path {
+			return d.Version
+		}
+	}
+	t.Fatalf("the runner does not link %s", path)
+	return ""
+}
+
 const useGoVersion = `package main
 
 import goversion "github.com/hashicorp/go-version"
@@ -206,7 +221,7 @@ func TestBuildRaisesOlderModule(t *testing.T) {
 	dist := t.TempDir()
 	res, err := pluginbuild.Build(context.Background(), pluginbuild.Options{Module: mod, Runner: runners.elsewhere, Out: dist})
 	require.NoError(t, err)
-	assert.Equal(t, []pluginbuild.Change{{Path: "github.com/hashicorp/go-version", From: "v1.7.0", To: "v1.9.0"}}, res.Raised)
+	assert.Equal(t, []pluginbuild.Change{{Path: "github.com/hashicorp/go-version", From: "v1.7.0", To: runnerDep(t, "github.com/hashicorp/go-version")}}, res.Raised)
 	selects(t, dist, "pinned")
 	gomod, err := os.ReadFile(filepath.Join(mod, "go.mod"))
 	require.NoError(t, err)
@@ -226,7 +241,7 @@ func TestBuildRefusesNewerModule(t *testing.T) {
 	var log strings.Builder
 	_, err := pluginbuild.Build(context.Background(), pluginbuild.Options{Module: mod, Runner: runners.elsewhere, Out: dist, Log: &log})
 	require.ErrorIs(t, err, pluginbuild.ErrNewerModule)
-	for _, s := range []string{"github.com/hashicorp/go-version", "needs v1.99.0", "required by example.com/ahead", "the runner links v1.9.0", "build a runner"} {
+	for _, s := range []string{"github.com/hashicorp/go-version", "needs v1.99.0", "required by example.com/ahead", "the runner links " + runnerDep(t, "github.com/hashicorp/go-version"), "build a runner"} {
 		assert.Contains(t, err.Error(), s)
 	}
 	assert.NotContains(t, log.String(), "wrote")
@@ -394,4 +409,29 @@ func TestNewRefusals(t *testing.T) {
 	}
 	entries, _ := os.ReadDir(full)
 	assert.Len(t, entries, 1, "a refused New writes nothing")
+}
+
+// TestBuildFetchesRunnersToolchain: with another Go release as the local go
+// command, Build gets the runner's release through the module proxy (as
+// GOTOOLCHAIN does) and the result loads.
+func TestBuildFetchesRunnersToolchain(t *testing.T) {
+	const other = "go1.25.5" // the release build_plugins.sh fetches for the othergo fixture
+	cmd := exec.Command("go", "env", "GOROOT")
+	cmd.Env = append(os.Environ(), "GOTOOLCHAIN="+other)
+	out, err := cmd.Output()
+	if err != nil {
+		t.Skipf("the %s toolchain cannot be had here (no module proxy?): %v", other, err)
+	}
+	otherGo := filepath.Join(strings.TrimSpace(string(out)), "bin", "go")
+	v, err := exec.Command(otherGo, "env", "GOVERSION").Output()
+	require.NoError(t, err)
+	require.Equal(t, other, strings.TrimSpace(string(v)))
+
+	mod := writeModule(t, "released", "module example.com/released\n\ngo 1.25\n", nil)
+	dist := t.TempDir()
+	var log strings.Builder
+	res, err := pluginbuild.Build(context.Background(), pluginbuild.Options{Module: mod, Runner: runners.elsewhere, Out: dist, Go: otherGo, Log: &log})
+	require.NoError(t, err, log.String())
+	assert.Equal(t, runtime.Version(), res.Toolchain, "the runner's release, not the local go command's")
+	selects(t, dist, "released")
 }
