@@ -25,7 +25,7 @@ export CGO_ENABLED=1
 # the checkout's path, so a runner built in another folder (or by
 # `runner plugins build`) loads these plugins. The runner and the tests are
 # built with it too (README).
-export GOFLAGS="-trimpath${GOFLAGS:+ $GOFLAGS}"
+export GOFLAGS="-trimpath $(go env GOFLAGS)" # the environment's and go env -w's GOFLAGS too
 
 what=${1:-all}
 case $what in all | --examples | --fixtures) ;; *)

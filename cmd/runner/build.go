@@ -45,15 +45,7 @@ func buildCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	o.Log = stderr
 	res, err := pluginbuild.Build(ctx, o)
 	if *asJSON {
-		rep := struct {
-			pluginbuild.Result
-			OK    bool   `json:"ok"`
-			Error string `json:"error,omitempty"`
-		}{Result: res, OK: err == nil}
-		if err != nil {
-			rep.Error = err.Error()
-		}
-		_ = writeJSON(stdout, rep)
+		writeResult(stdout, res, err)
 		return buildExit(err)
 	}
 	if err != nil {

@@ -37,6 +37,20 @@ func writeJSON(w io.Writer, v any) error {
 	return enc.Encode(v)
 }
 
+// writeResult prints a command's result v (a struct) as one JSON object
+// with "ok" and, on failure, "error" beside v's fields.
+func writeResult(w io.Writer, v any, err error) {
+	fields := map[string]any{}
+	if data, merr := json.Marshal(v); merr == nil {
+		_ = json.Unmarshal(data, &fields)
+	}
+	fields["ok"] = err == nil
+	if err != nil {
+		fields["error"] = err.Error()
+	}
+	_ = writeJSON(w, fields)
+}
+
 // installCmd is "runner plugins install FILE".
 func installCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	var lf loaderFlags
@@ -65,15 +79,7 @@ func installCmd(ctx context.Context, args []string, stdout, stderr io.Writer) in
 	in.Loader.Admit = lf.admit(policy)
 	res, err := in.Run(ctx, src)
 	if *asJSON {
-		rep := struct {
-			deploy.Installed
-			OK    bool   `json:"ok"`
-			Error string `json:"error,omitempty"`
-		}{Installed: res, OK: err == nil}
-		if err != nil {
-			rep.Error = err.Error()
-		}
-		_ = writeJSON(stdout, rep)
+		writeResult(stdout, res, err)
 		return deployExit(err)
 	}
 	if len(res.Diagnosis.Steps) > 0 {
@@ -121,15 +127,7 @@ func removeCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	rm.Loader.Admit = lf.admit(policy)
 	res, err := rm.Run(ctx, name, ver)
 	if *asJSON {
-		rep := struct {
-			deploy.Removed
-			OK    bool   `json:"ok"`
-			Error string `json:"error,omitempty"`
-		}{Removed: res, OK: err == nil}
-		if err != nil {
-			rep.Error = err.Error()
-		}
-		_ = writeJSON(stdout, rep)
+		writeResult(stdout, res, err)
 		return deployExit(err)
 	}
 	if err != nil {
