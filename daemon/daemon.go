@@ -114,6 +114,19 @@ type Config struct {
 	// systemd's start limit allows. Zero means DefaultMinUptime; negative
 	// means none.
 	MinUptime time.Duration
+	// RestartSec is the unit's RestartSec=. When it is positive, the
+	// daemon under systemd keeps serving until just before systemd's next
+	// restart slot and exits then (restartslot.go): PID 1 restarts a unit
+	// only on a 250 ms grid, or when something else wakes it after the
+	// RestartSec= wait. Zero (the shipped unit's RestartSec=0, restarted
+	// by the first connection after the exit) means exit at once.
+	RestartSec time.Duration
+	// ExitLead is the time allowed from the start of the drain to PID 1's
+	// handling of the exit, for RestartSec. Zero means DefaultExitLead.
+	ExitLead time.Duration
+	// BootIDFile is where the boot ID is read, for RestartSec. Empty means
+	// /proc/sys/kernel/random/boot_id.
+	BootIDFile string
 	// ReadHeaderTimeout bounds how long a client may take to send its
 	// request headers, so that slow clients cannot hold connections. Zero
 	// means DefaultReadHeaderTimeout.
@@ -142,6 +155,13 @@ type Config struct {
 	Logger *slog.Logger
 }
 
+func (c *Config) bootIDFile() string {
+	if c.BootIDFile == "" {
+		return "/proc/sys/kernel/random/boot_id"
+	}
+	return c.BootIDFile
+}
+
 func (c *Config) defaults() {
 	if c.Loader.Dir == "" {
 		c.Loader.Dir = loader.DefaultDir
@@ -157,6 +177,9 @@ func (c *Config) defaults() {
 	}
 	if c.MinUptime == 0 {
 		c.MinUptime = DefaultMinUptime
+	}
+	if c.ExitLead <= 0 {
+		c.ExitLead = DefaultExitLead
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)

@@ -187,9 +187,11 @@ func (l *life) wait(ctx context.Context) error {
 			case <-ctx.Done():
 			}
 		}
+		l.alignExit(ctx)
 		return fmt.Errorf("%w: %s", ErrRestart, why)
 	case why := <-l.giveUp:
 		l.log.Error("restarting onto the next acceptable version", "cause", why)
+		l.alignExit(ctx)
 		return fmt.Errorf("%w: %s", ErrRestart, why)
 	case err := <-l.http.errs:
 		return fmt.Errorf("daemon: serving: %w", err)

@@ -156,6 +156,17 @@ func TestUnderSystemd(t *testing.T) {
 			require.NoError(t, os.WriteFile(out, data, 0o644))
 			require.NoError(t, os.WriteFile(out+".log", []byte(d.serviceLog()), 0o644))
 			require.NoError(t, os.WriteFile(out+".console", []byte(d.sd.console()), 0o644))
+			// Every request during the changes: the change it fell in (from
+			// 0), when it started after that change, and how long it took.
+			var rows strings.Builder
+			for _, s := range lat.all() {
+				for i, c := range changing {
+					if !s.at.Before(c[0]) && s.at.Before(c[1]) {
+						fmt.Fprintf(&rows, "%d %.3f %.3f\n", i, ms(s.at.Sub(c[0])), ms(s.took))
+					}
+				}
+			}
+			require.NoError(t, os.WriteFile(out+".samples", []byte(rows.String()), 0o644))
 		}
 	})
 
@@ -402,6 +413,13 @@ type latencies struct {
 type sample struct {
 	at   time.Time
 	took time.Duration
+}
+
+// all returns a copy of the samples.
+func (l *latencies) all() []sample {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return append([]sample(nil), l.samples...)
 }
 
 func (l *latencies) add(at time.Time, took time.Duration) {

@@ -66,7 +66,7 @@ const usage = `usage:
              [--max-body BYTES] [--transform-timeout D]
              [--oplog-dir DIR] [--oplog-batch N] [--oplog-commit-every N] [--oplog-parallel N]
              [--oplog-park-after N] [--control-socket PATH]
-             [--debounce D] [--drain-timeout D] [--min-uptime D] [--quarantine-after N] [--log-level L]
+             [--debounce D] [--drain-timeout D] [--min-uptime D] [--restart-sec D] [--quarantine-after N] [--log-level L]
   runner plugins check [--plugins DIR] [--config FILE] [--state-dir DIR] [--probe-timeout D] [--json]
   runner plugins install [--plugins DIR] [--name N] [--version V] [--force] [--json] FILE
   runner plugins remove [--plugins DIR] [--state-dir DIR] [--force] [--json] NAME VERSION
