@@ -33,7 +33,6 @@ const (
 	perturbRange = time.Minute
 )
 
-
 // DefaultExitLead is the time allowed from the start of the drain to
 // PID 1's handling of the process's exit.
 const DefaultExitLead = 40 * time.Millisecond
