@@ -86,7 +86,7 @@ type modFile struct {
 // it, and has that runner check and probe the result as install does.
 func Build(ctx context.Context, o Options) (Result, error) {
 	var res Result
-	b, err := newBuilder(o)
+	b, err := newBuilder(ctx, o)
 	if err != nil {
 		return res, err
 	}
@@ -145,7 +145,7 @@ type builder struct {
 	goBin  string
 }
 
-func newBuilder(o Options) (*builder, error) {
+func newBuilder(ctx context.Context, o Options) (*builder, error) {
 	b := &builder{o: o}
 	var err error
 	if o.Runner == "" {
@@ -185,7 +185,7 @@ func newBuilder(o Options) (*builder, error) {
 	if b.tmp, err = os.MkdirTemp("", "soplug-build-"); err != nil {
 		return nil, fmt.Errorf("pluginbuild: %w", err)
 	}
-	if err := b.readMod(); err != nil {
+	if err := b.readMod(ctx); err != nil {
 		os.RemoveAll(b.tmp)
 		return nil, err
 	}
@@ -194,8 +194,8 @@ func newBuilder(o Options) (*builder, error) {
 
 // readMod reads the plugin's go.mod (go mod edit -json only reads it) and
 // settles the name.
-func (b *builder) readMod() error {
-	out, err := b.goCmd(context.Background(), false, "mod", "edit", "-json")
+func (b *builder) readMod(ctx context.Context) error {
+	out, err := b.goCmd(ctx, false, "mod", "edit", "-json")
 	if err != nil {
 		return fmt.Errorf("%w: %s/go.mod: %w", ErrModule, b.o.Module, err)
 	}
@@ -322,6 +322,7 @@ func (b *builder) pin(ctx context.Context) ([]Change, error) {
 		selected[m.Path] = m.Version
 	}
 	var newer []string
+	var graph []byte // go mod graph, read at the first newer module
 	for _, d := range b.target.Deps {
 		sel := selected[d.Path]
 		if sel == "" || sel == d.Version || d.Path == ContractModule {
@@ -330,10 +331,12 @@ func (b *builder) pin(ctx context.Context) ([]Change, error) {
 		if !later(sel, d.Version) {
 			continue // cannot be older: the pins module requires d.Version
 		}
-		by, err := b.requirers(ctx, d.Path, sel)
-		if err != nil {
-			return nil, err
+		if graph == nil {
+			if graph, err = b.goCmd(ctx, false, "mod", "graph"); err != nil {
+				return nil, err
+			}
 		}
+		by := requirers(graph, d.Path, sel)
 		newer = append(newer, fmt.Sprintf("%s: the plugin needs %s (required by %s), the runner links %s", d.Path, sel, strings.Join(by, ", "), d.Version))
 	}
 	if len(newer) > 0 {
@@ -356,15 +359,11 @@ func later(a, b string) bool {
 	return err1 == nil && err2 == nil && va.GreaterThan(vb)
 }
 
-// requirers are the modules in the workspace's graph that require path at
-// ver.
-func (b *builder) requirers(ctx context.Context, path, ver string) ([]string, error) {
-	out, err := b.goCmd(ctx, false, "mod", "graph")
-	if err != nil {
-		return nil, err
-	}
+// requirers are the modules that require path at ver in graph, the output
+// of go mod graph.
+func requirers(graph []byte, path, ver string) []string {
 	var by []string
-	for line := range strings.Lines(string(out)) {
+	for line := range strings.Lines(string(graph)) {
 		from, to, ok := strings.Cut(strings.TrimSpace(line), " ")
 		if ok && to == path+"@"+ver && !slices.Contains(by, from) {
 			by = append(by, from)
@@ -373,7 +372,7 @@ func (b *builder) requirers(ctx context.Context, path, ver string) ([]string, er
 	if len(by) == 0 {
 		by = []string{"the module graph"}
 	}
-	return by, nil
+	return by
 }
 
 // install has the runner check and probe the built file as install does,
