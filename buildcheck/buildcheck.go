@@ -19,6 +19,7 @@
 package buildcheck
 
 import (
+	"bytes"
 	"debug/buildinfo"
 	"debug/elf"
 	"errors"
@@ -58,25 +59,64 @@ func Read(path string) (*Build, error) {
 	defer f.Close()
 	// The dynamic symbol table holds the hashes (the runtime resolves them
 	// through it) and is the smaller one; the full table is the fallback.
-	for _, read := range []func() ([]elf.Symbol, error){f.DynamicSymbols, f.Symbols} {
-		syms, err := read()
-		if err != nil {
-			continue // elf.ErrNoSymbols: stripped
+	for _, typ := range []elf.SectionType{elf.SHT_DYNSYM, elf.SHT_SYMTAB} {
+		syms := f.SectionByType(typ)
+		if syms == nil {
+			continue // stripped
 		}
-		for _, s := range syms {
-			pkg, ok := strings.CutPrefix(s.Name, hashPrefix)
-			if !ok || s.Size == 0 || s.Size > 64 {
-				continue
-			}
-			if h, err := symbolBytes(f, s); err == nil {
-				b.PkgHashes[pkg] = fmt.Sprintf("%x", h)
-			}
-		}
-		if len(b.PkgHashes) > 0 {
+		if err := readHashes(f, syms, b.PkgHashes); err == nil && len(b.PkgHashes) > 0 {
 			break
 		}
 	}
 	return b, nil
+}
+
+// readHashes adds the package hashes in the symbol table syms to hashes. It
+// scans the table in place instead of decoding every symbol: a runner that
+// loads plugins exports some 70,000 symbols and holds about 100 hashes,
+// and debug/elf's Symbols would allocate them all (11 MB, 23 ms here).
+func readHashes(f *elf.File, syms *elf.Section, hashes map[string]string) error {
+	if syms.Link == 0 || int(syms.Link) >= len(f.Sections) {
+		return errors.New("no string table")
+	}
+	tab, err := syms.Data()
+	if err != nil {
+		return err
+	}
+	str, err := f.Sections[syms.Link].Data()
+	if err != nil {
+		return err
+	}
+	size := 24 // Elf64_Sym
+	if f.Class == elf.ELFCLASS32 {
+		size = 16 // Elf32_Sym
+	}
+	bo := f.ByteOrder
+	prefix := []byte(hashPrefix)
+	for off := size; off+size <= len(tab); off += size { // entry 0 is the null symbol
+		e := tab[off : off+size]
+		name := int(bo.Uint32(e[0:4]))
+		if name >= len(str) || !bytes.HasPrefix(str[name:], prefix) {
+			continue
+		}
+		end := bytes.IndexByte(str[name:], 0)
+		if end < 0 {
+			continue
+		}
+		var sym elf.Symbol
+		if f.Class == elf.ELFCLASS32 {
+			sym = elf.Symbol{Value: uint64(bo.Uint32(e[4:8])), Size: uint64(bo.Uint32(e[8:12])), Section: elf.SectionIndex(bo.Uint16(e[14:16]))}
+		} else {
+			sym = elf.Symbol{Section: elf.SectionIndex(bo.Uint16(e[6:8])), Value: bo.Uint64(e[8:16]), Size: bo.Uint64(e[16:24])}
+		}
+		if sym.Size == 0 || sym.Size > 64 {
+			continue
+		}
+		if h, err := symbolBytes(f, sym); err == nil {
+			hashes[string(str[name+len(prefix):name+end])] = fmt.Sprintf("%x", h)
+		}
+	}
+	return nil
 }
 
 // symbolBytes returns the bytes of a symbol that lies in a section with
