@@ -105,8 +105,8 @@ func targetOf(path string, bi *debug.BuildInfo) (*Target, error) {
 	return t, nil
 }
 
-// dep returns the runner's version of module path ("" when it links none),
-// after replacement.
+// dep returns the module path as the runner links it, nil when it links
+// none.
 func (t *Target) dep(path string) *debug.Module {
 	for _, d := range t.Deps {
 		if d.Path == path {
