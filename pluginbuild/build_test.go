@@ -435,3 +435,22 @@ func TestBuildFetchesRunnersToolchain(t *testing.T) {
 	assert.Equal(t, runtime.Version(), res.Toolchain, "the runner's release, not the local go command's")
 	selects(t, dist, "released")
 }
+
+// TestBuildFromAnAwkwardFolder: a module in a folder with spaces, with a
+// go.work of its own that names a missing folder, and GOFLAGS and GOWORK in
+// the environment that would break a plain go build, still builds: the
+// workspace and the settings are the build's own.
+func TestBuildFromAnAwkwardFolder(t *testing.T) {
+	mod := filepath.Join(t.TempDir(), "team folder", "odd mod")
+	_, err := pluginbuild.New(pluginbuild.NewOptions{Name: "odd", Dir: mod, Module: "example.com/odd"})
+	require.NoError(t, err)
+	require.NoError(t, os.WriteFile(filepath.Join(mod, "go.work"), []byte("go 1.26\n\nuse ./missing\n"), 0o644))
+	t.Setenv("GOFLAGS", "-mod=vendor")
+	t.Setenv("GOWORK", filepath.Join(mod, "go.work"))
+	t.Setenv("CGO_ENABLED", "0")
+	dist := filepath.Join(t.TempDir(), "out dir")
+	res, err := pluginbuild.Build(context.Background(), pluginbuild.Options{Module: mod, Runner: runners.here, Out: dist})
+	require.NoError(t, err)
+	assert.Equal(t, filepath.Join(dist, "odd_v0.1.0.so"), res.File)
+	selects(t, dist, "odd")
+}
