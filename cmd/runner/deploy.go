@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -42,7 +43,9 @@ func writeJSON(w io.Writer, v any) error {
 func writeResult(w io.Writer, v any, err error) {
 	fields := map[string]any{}
 	if data, merr := json.Marshal(v); merr == nil {
-		_ = json.Unmarshal(data, &fields)
+		dec := json.NewDecoder(bytes.NewReader(data))
+		dec.UseNumber() // an int64 (a size, a time in ns) passes exactly, not as a float64
+		_ = dec.Decode(&fields)
 	}
 	fields["ok"] = err == nil
 	if err != nil {
