@@ -10,8 +10,8 @@ import (
 
 	version "github.com/hashicorp/go-version"
 
-	"github.com/soplug/soplug/buildcheck"
 	"github.com/soplug/soplug/contract"
+	"github.com/soplug/soplug/loader/buildcheck"
 	"github.com/soplug/soplug/loader/probe"
 )
 

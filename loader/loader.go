@@ -26,7 +26,7 @@ import (
 
 	version "github.com/hashicorp/go-version"
 
-	"github.com/soplug/soplug/buildcheck"
+	"github.com/soplug/soplug/loader/buildcheck"
 	"github.com/soplug/soplug/loader/probe"
 )
 

@@ -14,8 +14,8 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/soplug/soplug/buildcheck"
 	"github.com/soplug/soplug/contract"
+	"github.com/soplug/soplug/loader/buildcheck"
 	"github.com/soplug/soplug/loader/probe"
 )
 

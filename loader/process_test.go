@@ -14,8 +14,8 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/soplug/soplug/contract"
+	"github.com/soplug/soplug/internal/wasm"
 	"github.com/soplug/soplug/loader"
-	"github.com/soplug/soplug/wasm"
 )
 
 // TestProcessCandidates: executables take part in the same newest-first

@@ -19,7 +19,7 @@ import (
 	"time"
 
 	"github.com/soplug/soplug/contract"
-	"github.com/soplug/soplug/oplog"
+	"github.com/soplug/soplug/internal/oplog"
 )
 
 // noop acknowledges every batch, counting its entries.

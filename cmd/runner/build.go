@@ -9,7 +9,7 @@ import (
 	"os"
 	"strings"
 
-	"github.com/soplug/soplug/pluginbuild"
+	"github.com/soplug/soplug/internal/pluginbuild"
 )
 
 // buildExit maps a plugins build or new error to an exit status.

@@ -11,9 +11,9 @@ import (
 
 	version "github.com/hashicorp/go-version"
 
+	"github.com/soplug/soplug/internal/pluginconf"
+	"github.com/soplug/soplug/internal/transform"
 	"github.com/soplug/soplug/loader"
-	"github.com/soplug/soplug/pluginconf"
-	"github.com/soplug/soplug/services"
 )
 
 // checkReport is the JSON form of plugins check.
@@ -61,7 +61,7 @@ func checkCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		fmt.Fprintf(stderr, "runner plugins check: %v\n", err)
 		return code
 	}
-	if cerr := services.CheckChain(conf, sel); cerr != nil {
+	if cerr := transform.CheckChain(conf, sel); cerr != nil {
 		err, code = errors.Join(err, cerr), exitConfig
 	}
 	if *asJSON {

@@ -6,8 +6,8 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/soplug/soplug/internal/pluginconf"
 	"github.com/soplug/soplug/loader"
-	"github.com/soplug/soplug/pluginconf"
 )
 
 // exitConfig is the exit status for a configuration file that does not

@@ -15,7 +15,7 @@ import (
 
 	version "github.com/hashicorp/go-version"
 
-	"github.com/soplug/soplug/deploy"
+	"github.com/soplug/soplug/internal/deploy"
 	"github.com/soplug/soplug/loader"
 )
 

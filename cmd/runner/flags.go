@@ -10,12 +10,12 @@ import (
 	"strings"
 	"time"
 
-	"github.com/soplug/soplug/daemon"
+	"github.com/soplug/soplug/internal/daemon"
 	"github.com/soplug/soplug/internal/inflight"
+	"github.com/soplug/soplug/internal/quarantine"
+	"github.com/soplug/soplug/internal/transform"
+	"github.com/soplug/soplug/internal/trust"
 	"github.com/soplug/soplug/loader"
-	"github.com/soplug/soplug/quarantine"
-	"github.com/soplug/soplug/transform"
-	"github.com/soplug/soplug/trust"
 )
 
 // loaderFlags are the flags every command that selects plugins takes.

@@ -14,8 +14,8 @@ import (
 
 	"github.com/soplug/soplug/contract/golem"
 	"github.com/soplug/soplug/internal/golemtest"
-	"github.com/soplug/soplug/transform"
-	"github.com/soplug/soplug/wasm"
+	"github.com/soplug/soplug/internal/transform"
+	"github.com/soplug/soplug/internal/wasm"
 )
 
 const golemConfig = e2eConfig + `

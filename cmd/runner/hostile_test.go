@@ -20,7 +20,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/soplug/soplug/oplog"
+	"github.com/soplug/soplug/internal/oplog"
 )
 
 // procStat reads a process's open descriptors and peak RSS (VmHWM).

@@ -11,12 +11,11 @@ import (
 	"os"
 	"time"
 
-	"github.com/soplug/soplug/oplog"
-	"github.com/soplug/soplug/services"
+	"github.com/soplug/soplug/internal/oplog"
 )
 
 // registerOplog registers run's --oplog-* flags into c.
-func registerOplog(fs *flag.FlagSet, c *services.OplogConfig) {
+func registerOplog(fs *flag.FlagSet, c *oplog.ServiceConfig) {
 	fs.StringVar(&c.Dir, "oplog-dir", "", "the workers' oplog folder (empty: no oplog service)")
 	fs.IntVar(&c.Batch, "oplog-batch", oplog.DefaultBatchSize, "the most entries one Process call gets")
 	fs.IntVar(&c.CommitEvery, "oplog-commit-every", 0, "entries that may share one cursor write (0: one write per batch; see the README for what a crash then flags)")
@@ -48,7 +47,7 @@ func oplogCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	if !ok {
 		return exitUsage
 	}
-	path := services.ControlPath(control, *stateDir, oplogDir)
+	path := oplog.ControlPath(control, *stateDir, oplogDir)
 	if path == "" {
 		fmt.Fprintf(stderr, "runner oplog %s: where is the daemon? give --control-socket, --state-dir or --oplog-dir\n", verb)
 		return exitUsage

@@ -19,7 +19,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/soplug/soplug/contract"
-	"github.com/soplug/soplug/oplog"
+	"github.com/soplug/soplug/internal/oplog"
 )
 
 // writeOplogs writes n entries for each of workers worker-000... into dir.

@@ -17,9 +17,9 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/soplug/soplug/daemon"
-	"github.com/soplug/soplug/transform"
-	"github.com/soplug/soplug/wasm"
+	"github.com/soplug/soplug/internal/daemon"
+	"github.com/soplug/soplug/internal/transform"
+	"github.com/soplug/soplug/internal/wasm"
 )
 
 // processHealth returns the health entry of plugin name.

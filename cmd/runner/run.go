@@ -13,15 +13,14 @@ import (
 	"strings"
 	"time"
 
-	"github.com/soplug/soplug/daemon"
-	"github.com/soplug/soplug/deploy"
+	"github.com/soplug/soplug/internal/daemon"
+	"github.com/soplug/soplug/internal/deploy"
 	"github.com/soplug/soplug/internal/dirlock"
 	"github.com/soplug/soplug/internal/inflight"
+	"github.com/soplug/soplug/internal/oplog"
+	"github.com/soplug/soplug/internal/pluginconf"
+	"github.com/soplug/soplug/internal/transform"
 	"github.com/soplug/soplug/loader"
-	"github.com/soplug/soplug/oplog"
-	"github.com/soplug/soplug/pluginconf"
-	"github.com/soplug/soplug/services"
-	"github.com/soplug/soplug/transform"
 )
 
 // runCmd is "runner run": the daemon. It returns 0 after SIGTERM or SIGINT,
@@ -40,7 +39,7 @@ func runCmd(ctx context.Context, args []string, stderr io.Writer) int {
 	fs.IntVar(&cfg.QuarantineAfter, "quarantine-after", 0, "quarantine a version after this many unclean ends in a row (0: the default, 2)")
 	var tf transformFlags
 	tf.register(fs)
-	var of services.OplogConfig
+	var of oplog.ServiceConfig
 	registerOplog(fs, &of)
 	var metricsPorts portRange
 	fs.Var(&metricsPorts, "plugin-metrics-ports", "FIRST-LAST: ports on 127.0.0.1 for the plugin processes' own /metrics, one each (empty: none)")
@@ -108,9 +107,9 @@ func runCmd(ctx context.Context, args []string, stderr io.Writer) int {
 		cfg.Watch = []string{lf.confFile}
 		cfg.BeforeRestart = func() error { _, err := loadConfig(lf.confFile, lf.dir); return err }
 	}
-	cfg.Services = []daemon.Service{&services.Transform{Conf: conf, Config: tf.config(cfg.Logger)}}
+	cfg.Services = []daemon.Service{&transform.DaemonService{Conf: conf, Config: tf.config(cfg.Logger)}}
 	if of.Dir != "" {
-		cfg.Services = append(cfg.Services, &services.Oplog{Config: of, StateDir: lf.stateDir, Conf: conf, Log: cfg.Logger, Budget: budget})
+		cfg.Services = append(cfg.Services, &oplog.DaemonService{Config: of, StateDir: lf.stateDir, Conf: conf, Log: cfg.Logger, Budget: budget})
 	}
 
 	err = daemon.Run(ctx, cfg)

@@ -20,7 +20,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/soplug/soplug/daemon"
+	"github.com/soplug/soplug/internal/daemon"
 	"github.com/soplug/soplug/internal/fixtures"
 )
 

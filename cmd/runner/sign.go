@@ -6,7 +6,7 @@ import (
 	"fmt"
 	"io"
 
-	"github.com/soplug/soplug/trust"
+	"github.com/soplug/soplug/internal/trust"
 )
 
 // keygenCmd is "runner keygen KEYFILE": a new ed25519 key pair.

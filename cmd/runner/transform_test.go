@@ -20,9 +20,9 @@ import (
 	"github.com/tetratelabs/wazero"
 	"github.com/tetratelabs/wazero/imports/wasi_snapshot_preview1"
 
-	"github.com/soplug/soplug/daemon"
-	"github.com/soplug/soplug/transform"
-	"github.com/soplug/soplug/wasm"
+	"github.com/soplug/soplug/internal/daemon"
+	"github.com/soplug/soplug/internal/transform"
+	"github.com/soplug/soplug/internal/wasm"
 )
 
 // wasmInput reads a WebAssembly test input from testdata/wasm.

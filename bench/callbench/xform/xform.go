@@ -9,7 +9,7 @@ import (
 	"context"
 
 	"github.com/soplug/soplug/contract"
-	"github.com/soplug/soplug/wasm"
+	"github.com/soplug/soplug/internal/wasm"
 )
 
 // Checker is the benchmarked Transformer.

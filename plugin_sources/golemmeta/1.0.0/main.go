@@ -22,7 +22,7 @@ import (
 
 	"github.com/soplug/soplug/contract"
 	"github.com/soplug/soplug/contract/golem"
-	"github.com/soplug/soplug/wasm"
+	"github.com/soplug/soplug/internal/wasm"
 )
 
 const version = "1.0.0"

@@ -9,7 +9,7 @@ import (
 
 	"github.com/soplug/soplug/contract"
 	"github.com/soplug/soplug/contract/golem"
-	"github.com/soplug/soplug/wasm"
+	"github.com/soplug/soplug/internal/wasm"
 )
 
 var module = []byte("\x00asm\x01\x00\x00\x00\x01\x04\x01\x60\x00\x00")

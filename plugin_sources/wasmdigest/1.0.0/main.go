@@ -17,7 +17,7 @@ import (
 	"hash"
 
 	"github.com/soplug/soplug/contract"
-	"github.com/soplug/soplug/wasm"
+	"github.com/soplug/soplug/internal/wasm"
 )
 
 const version = "1.0.0"

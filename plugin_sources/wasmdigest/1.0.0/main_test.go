@@ -10,7 +10,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/soplug/soplug/contract"
-	"github.com/soplug/soplug/wasm"
+	"github.com/soplug/soplug/internal/wasm"
 )
 
 func TestTransform(t *testing.T) {

@@ -11,7 +11,7 @@ import (
 	"strings"
 
 	"github.com/soplug/soplug/contract"
-	"github.com/soplug/soplug/wasm"
+	"github.com/soplug/soplug/internal/wasm"
 )
 
 const version = "1.1.0"

@@ -10,7 +10,7 @@ import (
 	"os"
 
 	"github.com/soplug/soplug/contract"
-	"github.com/soplug/soplug/wasm"
+	"github.com/soplug/soplug/internal/wasm"
 )
 
 const version = "2.0.0"

@@ -1,0 +1,246 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"path/filepath"
+	"time"
+
+	"github.com/soplug/soplug/internal/quarantine"
+	"github.com/soplug/soplug/internal/trust"
+	"github.com/soplug/soplug/loader"
+)
+
+// life is what the stages of one Run share.
+type life struct {
+	cfg    Config
+	log    *slog.Logger
+	start  time.Time
+	store  *quarantine.Store
+	policy *trust.Policy
+	watch  *Watcher
+	fp     Fingerprint
+	lns    []net.Listener
+	sel    *loader.Selection
+	lcfg   loader.Config // the selection's, for the prepare stage
+	cache  *loader.Cache // nil without a state directory
+	health *health
+	http   *server
+	giveUp chan string // a plugin process died too often
+}
+
+// record opens the quarantine records: the versions the previous run
+// loaded are blamed when it ended uncleanly.
+func (l *life) record() error {
+	l.store = &quarantine.Store{Dir: l.cfg.StateDir, Threshold: l.cfg.QuarantineAfter}
+	blamed, err := l.store.Begin()
+	if err != nil {
+		return err
+	}
+	if l.cfg.StateDir != "" {
+		l.cache = loader.OpenCache(filepath.Join(l.cfg.StateDir, CacheFile), loader.RunnerBuild(), l.log)
+	}
+	for _, r := range blamed {
+		l.log.Warn("the previous run ended uncleanly with this version loaded", "plugin", r.Name, "version", r.Version,
+			"crashes", r.Crashes, "quarantined", l.store.Quarantines(r))
+		l.cache.Forget(r.Name, r.Version) // probed again, not trusted from before
+	}
+	return nil
+}
+
+// watchAndListen watches the folder, takes its fingerprint, and opens the
+// listeners. The watch comes before the fingerprint, and the fingerprint
+// before the selection, so that no change can fall between what was
+// selected and what is watched.
+func (l *life) watchAndListen() error {
+	dir := l.cfg.Loader.Dir
+	w, err := NewWatcher(dir, l.cfg.Debounce, l.cfg.Watch...)
+	if err != nil {
+		return err
+	}
+	if l.fp, err = TakeFingerprint(dir, l.cfg.Watch...); err != nil {
+		w.Close()
+		return err
+	}
+	lns, source, err := listeners(l.cfg.Listen)
+	if err != nil {
+		w.Close()
+		return err
+	}
+	l.watch, l.lns = w, lns
+	var addrs []string
+	for _, ln := range lns {
+		addrs = append(addrs, ln.Addr().String())
+	}
+	l.log.Info("listening", "addrs", addrs, "from", source)
+	return nil
+}
+
+// selectPlugins selects and loads the plugins, each candidate admitted by
+// the trust policy and the quarantine records, and logs the table. Only a
+// failure to select at all is an error: names with no acceptable version
+// leave the daemon serving the others.
+func (l *life) selectPlugins(ctx context.Context) error {
+	dir := l.cfg.Loader.Dir
+	lcfg := l.cfg.Loader
+	if lcfg.Logger == nil {
+		lcfg.Logger = l.log
+	}
+	l.policy = l.cfg.Trust
+	if l.policy == nil {
+		l.policy = &trust.Policy{}
+	}
+	if l.policy.InsecurePermissions {
+		l.log.Warn("INSECURE: plugin files are not checked for owner and mode; anyone who can write the plugins folder can run code as this service",
+			"dir", dir)
+	}
+	lcfg.Admit = Admission(l.policy, l.store)
+	lcfg.Cache = l.cache
+	processes(&lcfg.Process, l.cfg, l.policy, l.store, l.cache, l.log, l.giveUp)
+	l.lcfg = lcfg
+	lcfg.BeforeLoad = func(c *loader.Candidate) error { return l.store.Loading(c.Name, c.Version.String(), c.Path) }
+	l.log.Info("selecting plugins", "dir", dir)
+	sel, err := loader.New(lcfg).Load(ctx)
+	l.sel = sel
+	l.saveCache()
+	if ctx.Err() != nil {
+		return nil
+	}
+	logTable(l.log, sel, err)
+	if err != nil && !errors.Is(err, loader.ErrNoAcceptable) && !errors.Is(err, loader.ErrNoCandidates) {
+		return err
+	}
+	return nil
+}
+
+// startServices builds the mux (health, metrics, discovery, and each
+// service's routes) and serves it on the listeners.
+func (l *life) startServices(ctx context.Context) error {
+	l.health = newHealth()
+	l.health.setSelection(l.sel)
+	mux := http.NewServeMux()
+	l.health.register(mux)
+	reg := newMetrics(l.sel)
+	plugins, err := newPluginGatherer(l.sel, l.cfg.PluginScrapeTimeout, reg, l.log)
+	if err != nil {
+		return err
+	}
+	mux.Handle("GET /metrics", metricsHandler(reg, plugins))
+	mux.Handle("GET /v1/discovery", discoveryHandler(l.sel))
+	for i, s := range l.cfg.Services {
+		if err := s.Start(ctx, l.sel, mux, reg); err != nil {
+			stopServices(context.WithoutCancel(ctx), l.cfg.Services[:i], l.log)
+			return err
+		}
+		if r, ok := s.(Reporter); ok {
+			l.health.addReporter(r)
+		}
+	}
+	srv := &http.Server{
+		Handler:           mux,
+		ReadHeaderTimeout: l.cfg.ReadHeaderTimeout,
+		ReadTimeout:       l.cfg.ReadHeaderTimeout + 30*time.Second,
+		WriteTimeout:      60 * time.Second,
+		IdleTimeout:       60 * time.Second,
+		MaxHeaderBytes:    MaxHeaderBytes,
+		ErrorLog:          slog.NewLogLogger(l.log.Handler(), slog.LevelWarn),
+	}
+	l.http = newServer(srv, l.lns)
+	l.http.start()
+	return nil
+}
+
+// ready tells systemd and the health endpoints what is served.
+func (l *life) ready() {
+	active := l.sel.Selected()
+	status := statusLine(active, l.cfg.Loader.Dir)
+	l.health.set(len(active) > 0, status)
+	notify(l.log, "READY=1\nSTATUS="+status)
+	l.log.Info("ready", "status", status, "startup", time.Since(l.start).Round(time.Millisecond))
+}
+
+// wait serves until ctx ends (nil), the folder or configuration changes or
+// a plugin process is given up (ErrRestart), or serving fails.
+func (l *life) wait(ctx context.Context) error {
+	changed := make(chan string, 1)
+	go func() {
+		why, err := waitRestart(ctx, l.watch, l.fp, l.cfg)
+		if err == nil {
+			changed <- why
+		}
+	}()
+	select {
+	case <-ctx.Done():
+		l.log.Info("stopping", "cause", context.Cause(ctx))
+		return nil
+	case why := <-changed:
+		l.log.Info("plugins folder changed; restarting onto the new set", "change", why)
+		l.prepare(ctx)
+		if wait := l.cfg.MinUptime - time.Since(l.start); wait > 0 {
+			l.log.Info("holding the restart until the minimum uptime", "wait", wait.Round(time.Millisecond))
+			select {
+			case <-time.After(wait):
+			case <-ctx.Done():
+			}
+		}
+		l.alignExit(ctx)
+		return fmt.Errorf("%w: %s", ErrRestart, why)
+	case why := <-l.giveUp:
+		l.log.Error("restarting onto the next acceptable version", "cause", why)
+		l.alignExit(ctx)
+		return fmt.Errorf("%w: %s", ErrRestart, why)
+	case err := <-l.http.errs:
+		return fmt.Errorf("daemon: serving: %w", err)
+	}
+}
+
+// prepare checks and probes the new set while this process still serves,
+// in child processes as at start, and writes the verdicts to the cache:
+// the next process takes them from there and probes only what no cache
+// may hold. Without a state directory there is no cache, and nothing to
+// prepare.
+func (l *life) prepare(ctx context.Context) {
+	if l.cache == nil {
+		return
+	}
+	start := time.Now()
+	hits, misses := l.cache.Hits(), l.cache.Misses()
+	sel, err := loader.New(l.lcfg).Check(ctx)
+	l.saveCache()
+	l.log.Info("prepared the new selection", "took", time.Since(start).Round(time.Millisecond),
+		"selected", len(sel.Selected()), "from_cache", l.cache.Hits()-hits, "checked", l.cache.Misses()-misses,
+		"errors", len(loader.Errors(err)))
+}
+
+// saveCache writes the verdict cache, logging a failure: the next
+// selection then probes again.
+func (l *life) saveCache() {
+	if err := l.cache.Save(); err != nil {
+		l.log.Warn("writing the verdict cache", "err", err)
+	}
+}
+
+// drain stops accepting, tells systemd, lets the requests in flight
+// finish within DrainTimeout, and stops the services.
+func (l *life) drain(ctx context.Context, result error) {
+	status := "stopping"
+	if errors.Is(result, ErrRestart) {
+		status = "restarting: plugins changed"
+	}
+	l.health.set(false, status)
+	for _, s := range l.cfg.Services {
+		s.Drain()
+	}
+	notify(l.log, "STOPPING=1\nSTATUS="+status)
+	l.log.Info("closing the listeners", "status", status)
+	dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), l.cfg.DrainTimeout)
+	defer cancel()
+	if err := l.http.drain(dctx); err != nil {
+		l.log.Warn("drain did not finish", "timeout", l.cfg.DrainTimeout, "err", err)
+	}
+	stopServices(dctx, l.cfg.Services, l.log)
+}

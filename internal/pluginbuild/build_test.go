@@ -1,0 +1,456 @@
+package pluginbuild_test
+
+import (
+	"context"
+	"errors"
+	"io/fs"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"runtime/debug"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/soplug/soplug/internal/fixtures"
+	"github.com/soplug/soplug/internal/pluginbuild"
+	"github.com/soplug/soplug/loader/buildcheck"
+)
+
+// Two runner binaries built from the same sources in two folders: the
+// checkout's, and a copy elsewhere. Built once, by TestMain.
+var runners struct {
+	here, elsewhere string
+}
+
+func TestMain(m *testing.M) {
+	code, err := buildRunners()
+	if err != nil {
+		os.Stderr.WriteString("pluginbuild tests: " + err.Error() + "\n")
+		os.Exit(1)
+	}
+	os.Exit(code(m))
+}
+
+func buildRunners() (func(*testing.M) int, error) {
+	dir, err := os.MkdirTemp("", "pluginbuild-test-")
+	if err != nil {
+		return nil, err
+	}
+	root := fixtures.Root()
+	copyDir := filepath.Join(dir, "elsewhere", "soplug")
+	if err := copySources(root, copyDir); err != nil {
+		return nil, err
+	}
+	runners.here = filepath.Join(dir, "runner-here")
+	runners.elsewhere = filepath.Join(dir, "runner-elsewhere")
+	for bin, src := range map[string]string{runners.here: root, runners.elsewhere: copyDir} {
+		cmd := exec.Command("go", append(append([]string{"build"}, fixtures.BuildFlags...), "-o", bin, "./cmd/runner")...)
+		cmd.Dir = src
+		if out, err := cmd.CombinedOutput(); err != nil {
+			return nil, errors.New(string(out))
+		}
+	}
+	return func(m *testing.M) int {
+		defer os.RemoveAll(dir)
+		return m.Run()
+	}, nil
+}
+
+// copySources copies the module's Go sources, go.mod and go.sum (no
+// testdata, no built plugins) from root to dst.
+func copySources(root, dst string) error {
+	return filepath.WalkDir(root, func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(root, path)
+		if d.IsDir() {
+			if rel != "." && (strings.HasPrefix(d.Name(), ".") || d.Name() == "testdata" || d.Name() == "plugins" || d.Name() == "plugins-exec") {
+				return filepath.SkipDir
+			}
+			return nil
+		}
+		if !strings.HasSuffix(path, ".go") && rel != "go.mod" && rel != "go.sum" && !strings.HasSuffix(path, ".tmpl") {
+			return nil
+		}
+		data, err := os.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		if err := os.MkdirAll(filepath.Join(dst, filepath.Dir(rel)), 0o755); err != nil {
+			return err
+		}
+		return os.WriteFile(filepath.Join(dst, rel), data, 0o644)
+	})
+}
+
+// runRunner runs a runner binary and returns its exit status and output.
+func runRunner(t *testing.T, bin string, args ...string) (int, string) {
+	t.Helper()
+	out, err := exec.Command(bin, args...).CombinedOutput()
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		return ee.ExitCode(), string(out)
+	}
+	require.NoError(t, err)
+	return 0, string(out)
+}
+
+// selects asserts that every runner selects name from the folder dir.
+func selects(t *testing.T, dir, name string) {
+	t.Helper()
+	for _, bin := range []string{runners.here, runners.elsewhere} {
+		code, out := runRunner(t, bin, "plugins", "check", "--plugins", dir, "--state-dir", t.TempDir())
+		assert.Equal(t, 0, code, "%s plugins check:\n%s", bin, out)
+		assert.Contains(t, out, "selected: "+name+" ", "%s plugins check:\n%s", bin, out)
+	}
+}
+
+// snapshot maps every file under dir to its content.
+func snapshot(t *testing.T, dir string) map[string]string {
+	t.Helper()
+	m := map[string]string{}
+	require.NoError(t, filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		data, err := os.ReadFile(path)
+		m[path] = string(data)
+		return err
+	}))
+	return m
+}
+
+func TestRunnersFromTwoFoldersAreOneBuild(t *testing.T) {
+	here, err := buildcheck.Read(runners.here)
+	require.NoError(t, err)
+	elsewhere, err := buildcheck.Read(runners.elsewhere)
+	require.NoError(t, err)
+	require.NotEmpty(t, here.PkgHashes)
+	assert.Equal(t, here.PkgHashes["github.com/soplug/soplug/contract"], elsewhere.PkgHashes["github.com/soplug/soplug/contract"])
+	assert.Equal(t, here.PkgHashes, elsewhere.PkgHashes, "-trimpath makes the checkout's path irrelevant")
+}
+
+// TestNewThenBuild: plugins new, then plugins build against a runner built
+// in another folder, gives a file both runners select; the team's folder is
+// left as it was.
+func TestNewThenBuild(t *testing.T) {
+	for _, tc := range []struct {
+		kind, name, wantKind string
+		exec                 bool
+	}{
+		{pluginbuild.KindTransformer, "hello", "transformer", false},
+		{pluginbuild.KindOplog, "journal", "oplog-processor", false},
+		{pluginbuild.KindTransformer, "remote", "transformer", true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			work := t.TempDir()
+			mod := filepath.Join(work, "team", tc.name)
+			code, out := runRunner(t, runners.here, "plugins", "new", "--kind", tc.kind, tc.name, mod)
+			require.Equal(t, 0, code, out)
+			before := snapshot(t, mod)
+			for _, f := range []string{"go.mod", "plugin.go", "plugin_test.go", "main_so.go", "main_exec.go"} {
+				assert.Contains(t, before, filepath.Join(mod, f))
+			}
+
+			dist := filepath.Join(work, "dist")
+			var log strings.Builder
+			res, err := pluginbuild.Build(context.Background(), pluginbuild.Options{
+				Module: mod, Runner: runners.elsewhere, Out: dist, Exec: tc.exec, Test: true, Log: &log,
+			})
+			require.NoError(t, err, log.String())
+			want := tc.name + "_v0.1.0.so"
+			if tc.exec {
+				want = tc.name + "_v0.1.0"
+			}
+			assert.Equal(t, filepath.Join(dist, want), res.File)
+			assert.Equal(t, tc.wantKind, res.Kind)
+			assert.Equal(t, "0.1.0", res.Version)
+			assert.Contains(t, log.String(), "ok  \texample.com/"+tc.name, "the module's test ran")
+			assert.Equal(t, before, snapshot(t, mod), "the team's files are untouched")
+			selects(t, dist, tc.name)
+		})
+	}
+}
+
+// writeModule writes a plugin module made by New, with go.mod replaced by
+// gomod and extra files.
+func writeModule(t *testing.T, name, gomod string, extra map[string]string) string {
+	t.Helper()
+	mod := filepath.Join(t.TempDir(), name)
+	_, err := pluginbuild.New(pluginbuild.NewOptions{Name: name, Dir: mod})
+	require.NoError(t, err)
+	require.NoError(t, os.WriteFile(filepath.Join(mod, "go.mod"), []byte(gomod), 0o644))
+	for f, s := range extra {
+		require.NoError(t, os.MkdirAll(filepath.Dir(filepath.Join(mod, f)), 0o755))
+		require.NoError(t, os.WriteFile(filepath.Join(mod, f), []byte(s), 0o644))
+	}
+	return mod
+}
+
+// runnerDep is the version of module path the test runners link.
+func runnerDep(t *testing.T, path string) string {
+	t.Helper()
+	b, err := buildcheck.Read(runners.elsewhere)
+	require.NoError(t, err)
+	for _, d := range b.Info.Deps {
+		if d.Path == path {
+			return d.Version
+		}
+	}
+	t.Fatalf("the runner does not link %s", path)
+	return ""
+}
+
+const useGoVersion = `package main
+
+import goversion "github.com/hashicorp/go-version"
+
+var _ = goversion.Must(goversion.NewVersion("1.0.0"))
+`
+
+// TestBuildRaisesOlderModule: a module pinning an older go-version than the
+// runner links gets the runner's, and loads.
+func TestBuildRaisesOlderModule(t *testing.T) {
+	mod := writeModule(t, "pinned", "module example.com/pinned\n\ngo 1.26\n\nrequire github.com/hashicorp/go-version v1.7.0\n",
+		map[string]string{"v.go": useGoVersion})
+	dist := t.TempDir()
+	res, err := pluginbuild.Build(context.Background(), pluginbuild.Options{Module: mod, Runner: runners.elsewhere, Out: dist})
+	require.NoError(t, err)
+	assert.Equal(t, []pluginbuild.Change{{Path: "github.com/hashicorp/go-version", From: "v1.7.0", To: runnerDep(t, "github.com/hashicorp/go-version")}}, res.Raised)
+	selects(t, dist, "pinned")
+	gomod, err := os.ReadFile(filepath.Join(mod, "go.mod"))
+	require.NoError(t, err)
+	assert.Contains(t, string(gomod), "v1.7.0", "the team's go.mod is unchanged")
+}
+
+// TestBuildRefusesNewerModule: a module needing a newer version of a module
+// the runner links is refused before building, with both versions.
+func TestBuildRefusesNewerModule(t *testing.T) {
+	mod := writeModule(t, "ahead", "module example.com/ahead\n\ngo 1.26\n\nrequire github.com/hashicorp/go-version v1.99.0\n\nreplace github.com/hashicorp/go-version v1.99.0 => ./goversion\n",
+		map[string]string{
+			"v.go":                 useGoVersion,
+			"goversion/go.mod":     "module github.com/hashicorp/go-version\n\ngo 1.20\n",
+			"goversion/version.go": "package version\n\ntype Version struct{}\n\nfunc NewVersion(string) (*Version, error) { return &Version{}, nil }\n\nfunc Must(v *Version, _ error) *Version { return v }\n",
+		})
+	dist := t.TempDir()
+	var log strings.Builder
+	_, err := pluginbuild.Build(context.Background(), pluginbuild.Options{Module: mod, Runner: runners.elsewhere, Out: dist, Log: &log})
+	require.ErrorIs(t, err, pluginbuild.ErrNewerModule)
+	for _, s := range []string{"github.com/hashicorp/go-version", "needs v1.99.0", "required by example.com/ahead", "the runner links " + runnerDep(t, "github.com/hashicorp/go-version"), "build a runner"} {
+		assert.Contains(t, err.Error(), s)
+	}
+	assert.NotContains(t, log.String(), "wrote")
+	entries, _ := os.ReadDir(dist)
+	assert.Empty(t, entries, "nothing is written")
+}
+
+// TestHandBuiltIsExplained: a module built by hand against a copy of the
+// contract (a replaced module) does not load, and why says what to do.
+func TestHandBuiltIsExplained(t *testing.T) {
+	mod := writeModule(t, "byhand", "module example.com/byhand\n\ngo 1.26\n\nrequire github.com/soplug/soplug v0.0.0\n\nreplace github.com/soplug/soplug => ./contract\n", nil)
+	require.NoError(t, pluginbuild.WriteContract(filepath.Join(mod, "contract")))
+	dir := t.TempDir()
+	file := filepath.Join(dir, "byhand_v0.1.0.so")
+	cmd := exec.Command("go", "build", "-trimpath", "-buildmode=plugin", "-o", file, ".")
+	cmd.Dir = mod
+	cmd.Env = append(os.Environ(), "GOWORK=off", "GOFLAGS=-mod=mod", "CGO_ENABLED=1")
+	out, err := cmd.CombinedOutput()
+	require.NoError(t, err, "%s", out)
+
+	code, why := runRunner(t, runners.elsewhere, "plugins", "why", "--state-dir", t.TempDir(), file)
+	assert.Equal(t, 1, code, why)
+	assert.Contains(t, why, "package github.com/soplug/soplug/contract differs")
+	assert.Contains(t, why, "runner plugins build")
+
+	// The same module through plugins build loads: the tool's contract wins
+	// over the module's own replace.
+	res, err := pluginbuild.Build(context.Background(), pluginbuild.Options{Module: mod, Runner: runners.elsewhere, Out: t.TempDir()})
+	require.NoError(t, err)
+	selects(t, filepath.Dir(res.File), "byhand")
+}
+
+// TestBuildRefusals: what Build refuses before it runs the go command.
+func TestBuildRefusals(t *testing.T) {
+	good := writeModule(t, "good", "module example.com/good\n\ngo 1.26\n", nil)
+	notGo := filepath.Join(t.TempDir(), "runner")
+	require.NoError(t, os.WriteFile(notGo, []byte("#!/bin/sh\n"), 0o755))
+	for _, tc := range []struct {
+		name string
+		o    pluginbuild.Options
+		want error
+		msg  string
+	}{
+		{"no module", pluginbuild.Options{Runner: runners.here}, pluginbuild.ErrModule, "no module folder"},
+		{"no go.mod", pluginbuild.Options{Runner: runners.here, Module: t.TempDir()}, pluginbuild.ErrModule, "has no go.mod"},
+		{"runner not Go", pluginbuild.Options{Runner: notGo, Module: good}, pluginbuild.ErrRunner, "not a Go binary"},
+		{"runner missing", pluginbuild.Options{Runner: filepath.Join(t.TempDir(), "nope"), Module: good}, pluginbuild.ErrRunner, "nope"},
+		{"bad name", pluginbuild.Options{Runner: runners.here, Module: good, Name: "a b"}, pluginbuild.ErrModule, "cannot name a plugin"},
+		{"newer go", pluginbuild.Options{Runner: runners.here, Module: writeModule(t, "future", "module example.com/future\n\ngo 1.99\n", nil)}, pluginbuild.ErrModule, "needs go 1.99"},
+		{"soplug itself", pluginbuild.Options{Runner: runners.here, Module: fixtures.Root()}, pluginbuild.ErrModule, "not a plugin module"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tc.o.Out = t.TempDir()
+			_, err := pluginbuild.Build(context.Background(), tc.o)
+			require.ErrorIs(t, err, tc.want)
+			assert.Contains(t, err.Error(), tc.msg)
+		})
+	}
+}
+
+// TestBuildBrokenModule: a module that does not compile is ErrGo with the
+// compiler's message, and nothing is written.
+func TestBuildBrokenModule(t *testing.T) {
+	mod := writeModule(t, "broken", "module example.com/broken\n\ngo 1.26\n", map[string]string{"oops.go": "package main\n\nvar x int = \"no\"\n"})
+	dist := t.TempDir()
+	_, err := pluginbuild.Build(context.Background(), pluginbuild.Options{Module: mod, Runner: runners.here, Out: dist})
+	require.ErrorIs(t, err, pluginbuild.ErrGo)
+	assert.Contains(t, err.Error(), "oops.go")
+	entries, _ := os.ReadDir(dist)
+	assert.Empty(t, entries)
+}
+
+// TestBuildRejectedByRunner: a module that builds but is not acceptable is
+// refused by the runner's own checks, and nothing is written.
+func TestBuildRejectedByRunner(t *testing.T) {
+	mod := writeModule(t, "picky", "module example.com/picky\n\ngo 1.26\n", nil)
+	src, err := os.ReadFile(filepath.Join(mod, "plugin.go"))
+	require.NoError(t, err)
+	src = []byte(strings.Replace(string(src), "func (transformer) IsAcceptable() bool { return true }", "func (transformer) IsAcceptable() bool { return false }", 1))
+	require.NoError(t, os.WriteFile(filepath.Join(mod, "plugin.go"), src, 0o644))
+	dist := t.TempDir()
+	_, err = pluginbuild.Build(context.Background(), pluginbuild.Options{Module: mod, Runner: runners.here, Out: dist})
+	require.ErrorIs(t, err, pluginbuild.ErrRejected)
+	assert.Contains(t, err.Error(), "IsAcceptable")
+	entries, _ := os.ReadDir(dist)
+	assert.Empty(t, entries)
+}
+
+func TestTarget(t *testing.T) {
+	base := func(mut func(*debug.BuildInfo)) *debug.BuildInfo {
+		bi := &debug.BuildInfo{GoVersion: "go1.26.8", Main: debug.Module{Path: "github.com/soplug/soplug", Version: "(devel)"},
+			Settings: []debug.BuildSetting{{Key: "-trimpath", Value: "true"}, {Key: "CGO_ENABLED", Value: "1"}, {Key: "GOAMD64", Value: "v1"}}}
+		if mut != nil {
+			mut(bi)
+		}
+		return bi
+	}
+	set := func(k, v string) func(*debug.BuildInfo) {
+		return func(bi *debug.BuildInfo) {
+			for i := range bi.Settings {
+				if bi.Settings[i].Key == k {
+					bi.Settings[i].Value = v
+					return
+				}
+			}
+			bi.Settings = append(bi.Settings, debug.BuildSetting{Key: k, Value: v})
+		}
+	}
+	for _, tc := range []struct {
+		name    string
+		bi      *debug.BuildInfo
+		err     string
+		flags   []string
+		version string
+	}{
+		{name: "checkout", bi: base(nil)},
+		{name: "race and tags", bi: base(func(bi *debug.BuildInfo) { set("-race", "true")(bi); set("-tags", "netgo")(bi) }), flags: []string{"-race"}},
+		{name: "untrimmed", bi: base(set("-trimpath", "false")), err: "without -trimpath"},
+		{name: "no cgo", bi: base(set("CGO_ENABLED", "0")), err: "CGO_ENABLED=0"},
+		{name: "devel toolchain", bi: base(func(bi *debug.BuildInfo) { bi.GoVersion = "devel go1.27-abc" }), err: "not a Go release"},
+		{name: "plugin", bi: base(set("-buildmode", "plugin")), err: "a plugin build"},
+		{name: "installed at a version", bi: base(func(bi *debug.BuildInfo) { bi.Main.Version, bi.Main.Sum = "v1.2.0", "h1:x" }), version: "v1.2.0"},
+		{name: "a dependency", bi: base(func(bi *debug.BuildInfo) {
+			bi.Main = debug.Module{Path: "example.com/ourrunner"}
+			bi.Deps = []*debug.Module{{Path: "github.com/soplug/soplug", Version: "v1.3.0"}}
+		}), version: "v1.3.0"},
+		{name: "no soplug", bi: base(func(bi *debug.BuildInfo) { bi.Main = debug.Module{Path: "example.com/other"} }), err: "does not link github.com/soplug/soplug"},
+		{name: "folder replacement", bi: base(func(bi *debug.BuildInfo) {
+			bi.Deps = []*debug.Module{{Path: "example.com/x", Version: "v1.0.0", Replace: &debug.Module{Path: "../x"}}}
+		}), err: "replaced by the folder ../x"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tg, err := pluginbuild.TargetOf("runner", tc.bi)
+			if tc.err != "" {
+				require.ErrorIs(t, err, pluginbuild.ErrRunner)
+				assert.Contains(t, err.Error(), tc.err)
+				return
+			}
+			require.NoError(t, err)
+			assert.Equal(t, "go1.26.8", tg.Toolchain)
+			assert.Equal(t, tc.flags, tg.Flags)
+			assert.Equal(t, tc.version, tg.ContractVersion)
+			assert.Contains(t, tg.Env, "GOAMD64=v1")
+		})
+	}
+}
+
+func TestNewRefusals(t *testing.T) {
+	full := t.TempDir()
+	require.NoError(t, os.WriteFile(filepath.Join(full, "x"), nil, 0o644))
+	for _, tc := range []struct {
+		name string
+		o    pluginbuild.NewOptions
+		want error
+	}{
+		{"not empty", pluginbuild.NewOptions{Name: "p", Dir: full}, pluginbuild.ErrExists},
+		{"bad name", pluginbuild.NewOptions{Name: "p q", Dir: t.TempDir()}, pluginbuild.ErrModule},
+		{"no name", pluginbuild.NewOptions{Dir: t.TempDir()}, pluginbuild.ErrModule},
+		{"bad kind", pluginbuild.NewOptions{Name: "p", Dir: t.TempDir(), Kind: "filter"}, pluginbuild.ErrModule},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := pluginbuild.New(tc.o)
+			require.ErrorIs(t, err, tc.want)
+		})
+	}
+	entries, _ := os.ReadDir(full)
+	assert.Len(t, entries, 1, "a refused New writes nothing")
+}
+
+// TestBuildFetchesRunnersToolchain: with another Go release as the local go
+// command, Build gets the runner's release through the module proxy (as
+// GOTOOLCHAIN does) and the result loads.
+func TestBuildFetchesRunnersToolchain(t *testing.T) {
+	const other = "go1.25.5" // the release build_plugins.sh fetches for the othergo fixture
+	cmd := exec.Command("go", "env", "GOROOT")
+	cmd.Env = append(os.Environ(), "GOTOOLCHAIN="+other)
+	out, err := cmd.Output()
+	if err != nil {
+		t.Skipf("the %s toolchain cannot be had here (no module proxy?): %v", other, err)
+	}
+	otherGo := filepath.Join(strings.TrimSpace(string(out)), "bin", "go")
+	v, err := exec.Command(otherGo, "env", "GOVERSION").Output()
+	require.NoError(t, err)
+	require.Equal(t, other, strings.TrimSpace(string(v)))
+
+	mod := writeModule(t, "released", "module example.com/released\n\ngo 1.25\n", nil)
+	dist := t.TempDir()
+	var log strings.Builder
+	res, err := pluginbuild.Build(context.Background(), pluginbuild.Options{Module: mod, Runner: runners.elsewhere, Out: dist, Go: otherGo, Log: &log})
+	require.NoError(t, err, log.String())
+	assert.Equal(t, runtime.Version(), res.Toolchain, "the runner's release, not the local go command's")
+	selects(t, dist, "released")
+}
+
+// TestBuildFromAnAwkwardFolder: a module in a folder with spaces, with a
+// go.work of its own that names a missing folder, and GOFLAGS and GOWORK in
+// the environment that would break a plain go build, still builds: the
+// workspace and the settings are the build's own.
+func TestBuildFromAnAwkwardFolder(t *testing.T) {
+	mod := filepath.Join(t.TempDir(), "team folder", "odd mod")
+	_, err := pluginbuild.New(pluginbuild.NewOptions{Name: "odd", Dir: mod, Module: "example.com/odd"})
+	require.NoError(t, err)
+	require.NoError(t, os.WriteFile(filepath.Join(mod, "go.work"), []byte("go 1.26\n\nuse ./missing\n"), 0o644))
+	t.Setenv("GOFLAGS", "-mod=vendor")
+	t.Setenv("GOWORK", filepath.Join(mod, "go.work"))
+	t.Setenv("CGO_ENABLED", "0")
+	dist := filepath.Join(t.TempDir(), "out dir")
+	res, err := pluginbuild.Build(context.Background(), pluginbuild.Options{Module: mod, Runner: runners.here, Out: dist})
+	require.NoError(t, err)
+	assert.Equal(t, filepath.Join(dist, "odd_v0.1.0.so"), res.File)
+	selects(t, dist, "odd")
+}
