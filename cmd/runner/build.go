@@ -9,6 +9,7 @@ import (
 	"os"
 	"strings"
 
+	"github.com/soplug/soplug/internal/exitcode"
 	"github.com/soplug/soplug/internal/pluginbuild"
 )
 
@@ -16,11 +17,11 @@ import (
 func buildExit(err error) int {
 	switch {
 	case err == nil:
-		return exitOK
+		return exitcode.OK
 	case errors.Is(err, os.ErrNotExist):
-		return exitNoInput
+		return exitcode.NoInput
 	}
-	return exitFailure
+	return exitcode.Failure
 }
 
 // buildCmd is "runner plugins build MODULE_DIR".
@@ -35,11 +36,11 @@ func buildCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	asJSON := fs.Bool("json", false, "print the result as JSON")
 	pos, ok := parseArgs(fs, args, stderr)
 	if !ok {
-		return exitUsage
+		return exitcode.Usage
 	}
 	if len(pos) != 1 {
 		fmt.Fprintln(stderr, "usage: runner plugins build [--runner PATH] [--out DIR] [--name N] [--exec] [--test] [--json] MODULE_DIR")
-		return exitUsage
+		return exitcode.Usage
 	}
 	o.Module = pos[0]
 	o.Log = stderr
@@ -59,7 +60,7 @@ func buildCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	for _, c := range res.Raised {
 		fmt.Fprintf(stdout, "  %s raised from %s to %s, the runner's version\n", c.Path, c.From, c.To)
 	}
-	return exitOK
+	return exitcode.OK
 }
 
 // newCmd is "runner plugins new NAME [DIR]".
@@ -70,11 +71,11 @@ func newCmd(args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&o.Module, "module", "", "the module path (default: example.com/NAME)")
 	pos, ok := parseArgs(fs, args, stderr)
 	if !ok {
-		return exitUsage
+		return exitcode.Usage
 	}
 	if len(pos) < 1 || len(pos) > 2 {
 		fmt.Fprintln(stderr, "usage: runner plugins new [--kind transformer|oplog] [--module PATH] NAME [DIR]")
-		return exitUsage
+		return exitcode.Usage
 	}
 	o.Name = pos[0]
 	if len(pos) == 2 {
@@ -84,9 +85,9 @@ func newCmd(args []string, stdout, stderr io.Writer) int {
 	if err != nil {
 		fmt.Fprintf(stderr, "runner plugins new: %v\n", err)
 		if errors.Is(err, pluginbuild.ErrExists) || errors.Is(err, pluginbuild.ErrModule) {
-			return exitUsage
+			return exitcode.Usage
 		}
-		return exitFailure
+		return exitcode.Failure
 	}
 	for _, f := range files {
 		fmt.Fprintf(stdout, "wrote %s\n", f)
@@ -96,7 +97,7 @@ func newCmd(args []string, stdout, stderr io.Writer) int {
 		dir = o.Name
 	}
 	fmt.Fprintf(stdout, "next: runner plugins build --test --out dist %s\n", dir)
-	return exitOK
+	return exitcode.OK
 }
 
 // contractCmd is "runner plugins contract DIR".
@@ -104,16 +105,16 @@ func contractCmd(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("plugins contract", flag.ContinueOnError)
 	pos, ok := parseArgs(fs, args, stderr)
 	if !ok {
-		return exitUsage
+		return exitcode.Usage
 	}
 	if len(pos) != 1 {
 		fmt.Fprintln(stderr, "usage: runner plugins contract DIR")
-		return exitUsage
+		return exitcode.Usage
 	}
 	if err := pluginbuild.WriteContract(pos[0]); err != nil {
 		fmt.Fprintf(stderr, "runner plugins contract: %v\n", err)
-		return exitFailure
+		return exitcode.Failure
 	}
 	fmt.Fprintf(stdout, "wrote the contract module %s into %s\n", pluginbuild.ContractModule, pos[0])
-	return exitOK
+	return exitcode.OK
 }

@@ -10,6 +10,8 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/soplug/soplug/internal/exitcode"
 )
 
 func TestBuildCommandsUsage(t *testing.T) {
@@ -21,14 +23,14 @@ func TestBuildCommandsUsage(t *testing.T) {
 		code int
 		msg  string
 	}{
-		{"build: no module", []string{"plugins", "build"}, exitUsage, "usage: runner plugins build"},
-		{"build: two modules", []string{"plugins", "build", "a", "b"}, exitUsage, "usage: runner plugins build"},
-		{"build: no go.mod", []string{"plugins", "build", "--out", t.TempDir(), t.TempDir()}, exitFailure, "has no go.mod"},
-		{"new: no name", []string{"plugins", "new"}, exitUsage, "usage: runner plugins new"},
-		{"new: bad name", []string{"plugins", "new", "a b", t.TempDir()}, exitUsage, "cannot name a plugin"},
-		{"new: bad kind", []string{"plugins", "new", "--kind", "filter", "p", t.TempDir()}, exitUsage, `kind "filter"`},
-		{"new: folder not empty", []string{"plugins", "new", "p", full}, exitUsage, "holds 1 file(s)"},
-		{"contract: no folder", []string{"plugins", "contract"}, exitUsage, "usage: runner plugins contract"},
+		{"build: no module", []string{"plugins", "build"}, exitcode.Usage, "usage: runner plugins build"},
+		{"build: two modules", []string{"plugins", "build", "a", "b"}, exitcode.Usage, "usage: runner plugins build"},
+		{"build: no go.mod", []string{"plugins", "build", "--out", t.TempDir(), t.TempDir()}, exitcode.Failure, "has no go.mod"},
+		{"new: no name", []string{"plugins", "new"}, exitcode.Usage, "usage: runner plugins new"},
+		{"new: bad name", []string{"plugins", "new", "a b", t.TempDir()}, exitcode.Usage, "cannot name a plugin"},
+		{"new: bad kind", []string{"plugins", "new", "--kind", "filter", "p", t.TempDir()}, exitcode.Usage, `kind "filter"`},
+		{"new: folder not empty", []string{"plugins", "new", "p", full}, exitcode.Usage, "holds 1 file(s)"},
+		{"contract: no folder", []string{"plugins", "contract"}, exitcode.Usage, "usage: runner plugins contract"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			code, _, stderr := runner(t, tc.args...)
@@ -41,7 +43,7 @@ func TestBuildCommandsUsage(t *testing.T) {
 func TestContractCommand(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "contract")
 	code, out, stderr := runner(t, "plugins", "contract", dir)
-	require.Equal(t, exitOK, code, stderr)
+	require.Equal(t, exitcode.OK, code, stderr)
 	assert.Contains(t, out, "wrote the contract module github.com/soplug/soplug into "+dir)
 	for _, f := range []string{"go.mod", "go.sum", "contract/contract.go", "contract/serve/serve.go", "contract/golem/golem.go"} {
 		assert.FileExists(t, filepath.Join(dir, f))
@@ -88,5 +90,5 @@ func TestNewBuildCommands(t *testing.T) {
 	err = exec.Command(bin, "plugins", "build", "--runner", filepath.Join(dist, "nope"), "--out", dist, mod).Run()
 	var ee *exec.ExitError
 	require.True(t, errors.As(err, &ee))
-	assert.Equal(t, exitNoInput, ee.ExitCode())
+	assert.Equal(t, exitcode.NoInput, ee.ExitCode())
 }

@@ -11,6 +11,7 @@ import (
 
 	version "github.com/hashicorp/go-version"
 
+	"github.com/soplug/soplug/internal/exitcode"
 	"github.com/soplug/soplug/internal/pluginconf"
 	"github.com/soplug/soplug/internal/transform"
 	"github.com/soplug/soplug/loader"
@@ -35,13 +36,13 @@ func checkCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	lf.register(fs)
 	asJSON := fs.Bool("json", false, "print the table as JSON")
 	if !parse(fs, args, stderr) {
-		return exitUsage
+		return exitcode.Usage
 	}
 	cfg := lf.config()
 	policy, err := lf.policy()
 	if err != nil {
 		fmt.Fprintf(stderr, "runner plugins check: %v\n", err)
-		return exitUsage
+		return exitcode.Usage
 	}
 	if policy.InsecurePermissions {
 		fmt.Fprintln(stderr, "runner plugins check: INSECURE: not checking the owner and mode of plugin files")
@@ -51,18 +52,18 @@ func checkCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	if err != nil {
 		fmt.Fprintf(stderr, "runner plugins check: %v\n", err)
 		if errors.Is(err, pluginconf.ErrSyntax) || errors.Is(err, pluginconf.ErrInvalid) {
-			return exitConfig
+			return exitcode.Config
 		}
-		return exitNoInput
+		return exitcode.NoInput
 	}
 	sel, err := loader.New(cfg).Check(ctx)
 	code := exitFor(err)
-	if code == exitNoInput {
+	if code == exitcode.NoInput {
 		fmt.Fprintf(stderr, "runner plugins check: %v\n", err)
 		return code
 	}
 	if cerr := transform.CheckChain(conf, sel); cerr != nil {
-		err, code = errors.Join(err, cerr), exitConfig
+		err, code = errors.Join(err, cerr), exitcode.Config
 	}
 	if *asJSON {
 		rep := checkReport{Selection: sel, OK: err == nil, Config: map[string]pluginconf.Installation{}, Chain: conf.Chain}
@@ -76,13 +77,13 @@ func checkCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		enc.SetIndent("", "  ")
 		if werr := enc.Encode(rep); werr != nil {
 			fmt.Fprintf(stderr, "runner plugins check: %v\n", werr)
-			return exitFailure
+			return exitcode.Failure
 		}
 		return code
 	}
 	if werr := writeTable(stdout, sel, err); werr != nil {
 		fmt.Fprintf(stderr, "runner plugins check: %v\n", werr)
-		return exitFailure
+		return exitcode.Failure
 	}
 	writeConfig(stdout, conf, sel)
 	return code
@@ -111,15 +112,15 @@ func unquarantineCmd(args []string, stdout, stderr io.Writer) int {
 	lf.register(fs)
 	pos, ok := parseArgs(fs, args, stderr)
 	if !ok {
-		return exitUsage
+		return exitcode.Usage
 	}
 	if len(pos) != 2 {
 		fmt.Fprintf(stderr, "usage: runner plugins unquarantine [--state-dir DIR] NAME VERSION\n")
-		return exitUsage
+		return exitcode.Usage
 	}
 	if lf.stateDir == "" {
 		fmt.Fprintf(stderr, "runner plugins unquarantine: no state directory: give --state-dir or set STATE_DIRECTORY\n")
-		return exitUsage
+		return exitcode.Usage
 	}
 	name, ver := pos[0], pos[1]
 	if v, err := version.NewSemver(ver); err == nil {
@@ -128,12 +129,12 @@ func unquarantineCmd(args []string, stdout, stderr io.Writer) int {
 	found, err := lf.store().Lift(name, ver)
 	if err != nil {
 		fmt.Fprintf(stderr, "runner plugins unquarantine: %v\n", err)
-		return exitFailure
+		return exitcode.Failure
 	}
 	if !found {
 		fmt.Fprintf(stderr, "runner plugins unquarantine: %s %s has no record in %s\n", name, ver, lf.stateDir)
-		return exitNoPlugin
+		return exitcode.NoPlugin
 	}
 	fmt.Fprintf(stdout, "%s %s: quarantine lifted; the daemon tries it at its next start\n", name, ver)
-	return exitOK
+	return exitcode.OK
 }

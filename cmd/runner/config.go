@@ -10,10 +10,6 @@ import (
 	"github.com/soplug/soplug/loader"
 )
 
-// exitConfig is the exit status for a configuration file that does not
-// validate (EX_CONFIG).
-const exitConfig = 78
-
 // loadConfig reads the installation configuration at path and checks it
 // against the plugin names in dir. An empty path is the zero File: every
 // plugin gets an empty configuration.

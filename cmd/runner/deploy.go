@@ -16,6 +16,7 @@ import (
 	version "github.com/hashicorp/go-version"
 
 	"github.com/soplug/soplug/internal/deploy"
+	"github.com/soplug/soplug/internal/exitcode"
 	"github.com/soplug/soplug/loader"
 )
 
@@ -23,13 +24,13 @@ import (
 func deployExit(err error) int {
 	switch {
 	case err == nil:
-		return exitOK
+		return exitcode.OK
 	case errors.Is(err, deploy.ErrUsage):
-		return exitUsage
+		return exitcode.Usage
 	case errors.Is(err, os.ErrNotExist), errors.Is(err, os.ErrPermission):
-		return exitNoInput
+		return exitcode.NoInput
 	}
-	return exitFailure
+	return exitcode.Failure
 }
 
 func writeJSON(w io.Writer, v any) error {
@@ -66,18 +67,18 @@ func installCmd(ctx context.Context, args []string, stdout, stderr io.Writer) in
 	asJSON := fs.Bool("json", false, "print the result as JSON")
 	pos, ok := parseArgs(fs, args, stderr)
 	if !ok {
-		return exitUsage
+		return exitcode.Usage
 	}
 	if len(pos) != 1 {
 		fmt.Fprintln(stderr, "usage: runner plugins install [--plugins DIR] [--name N] [--version V] [--force] [--json] FILE")
-		return exitUsage
+		return exitcode.Usage
 	}
 	src := pos[0]
 	in.Loader = lf.config()
 	policy, err := lf.policy()
 	if err != nil {
 		fmt.Fprintf(stderr, "runner plugins install: %v\n", err)
-		return exitUsage
+		return exitcode.Usage
 	}
 	in.Loader.Admit = lf.admit(policy)
 	res, err := in.Run(ctx, src)
@@ -97,7 +98,7 @@ func installCmd(ctx context.Context, args []string, stdout, stderr io.Writer) in
 		verb = "replaced"
 	}
 	fmt.Fprintf(stdout, "%s %s %s (%s) as %s\n", verb, res.Name, res.Version, res.Kind, filepath.Join(lf.dir, res.File))
-	return exitOK
+	return exitcode.OK
 }
 
 // removeCmd is "runner plugins remove NAME VERSION".
@@ -110,22 +111,22 @@ func removeCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	asJSON := fs.Bool("json", false, "print the result as JSON")
 	pos, ok := parseArgs(fs, args, stderr)
 	if !ok {
-		return exitUsage
+		return exitcode.Usage
 	}
 	if len(pos) != 2 {
 		fmt.Fprintln(stderr, "usage: runner plugins remove [--plugins DIR] [--state-dir DIR] [--force] [--json] NAME VERSION")
-		return exitUsage
+		return exitcode.Usage
 	}
 	name, ver := pos[0], pos[1]
 	if _, err := version.NewSemver(ver); err != nil {
 		fmt.Fprintf(stderr, "runner plugins remove: %q is not a version\n", ver)
-		return exitUsage
+		return exitcode.Usage
 	}
 	rm.Loader = lf.config()
 	policy, err := lf.policy()
 	if err != nil {
 		fmt.Fprintf(stderr, "runner plugins remove: %v\n", err)
-		return exitUsage
+		return exitcode.Usage
 	}
 	rm.Loader.Admit = lf.admit(policy)
 	res, err := rm.Run(ctx, name, ver)
@@ -146,7 +147,7 @@ func removeCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	default:
 		fmt.Fprintf(stdout, "the daemon falls back to %s %s (%s) at its restart\n", name, res.Next, res.NextFile)
 	}
-	return exitOK
+	return exitcode.OK
 }
 
 // whyCmd is "runner plugins why FILE" or "runner plugins why NAME VERSION".
@@ -157,7 +158,7 @@ func whyCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	asJSON := fs.Bool("json", false, "print the diagnosis as JSON")
 	pos, ok := parseArgs(fs, args, stderr)
 	if !ok {
-		return exitUsage
+		return exitcode.Usage
 	}
 	var path string
 	switch len(pos) {
@@ -171,28 +172,28 @@ func whyCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		}
 		if len(files) == 0 {
 			fmt.Fprintf(stderr, "runner plugins why: %s %s is not in %s\n", pos[0], pos[1], lf.dir)
-			return exitNoInput
+			return exitcode.NoInput
 		}
 		path = filepath.Join(lf.dir, files[0])
 	default:
 		fmt.Fprintln(stderr, "usage: runner plugins why [--plugins DIR] [--state-dir DIR] [--json] FILE | NAME VERSION")
-		return exitUsage
+		return exitcode.Usage
 	}
 	if _, err := os.Stat(path); err != nil {
 		fmt.Fprintf(stderr, "runner plugins why: %v\n", err)
-		return exitNoInput
+		return exitcode.NoInput
 	}
 	cfg := lf.config()
 	policy, err := lf.policy()
 	if err != nil {
 		fmt.Fprintf(stderr, "runner plugins why: %v\n", err)
-		return exitUsage
+		return exitcode.Usage
 	}
 	cfg.Admit = lf.admit(policy)
 	d := loader.New(cfg).Diagnose(ctx, path, "", nil)
-	code := exitOK
+	code := exitcode.OK
 	if !d.Acceptable {
-		code = exitNoPlugin
+		code = exitcode.NoPlugin
 	}
 	if *asJSON {
 		_ = writeJSON(stdout, d)

@@ -10,7 +10,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/soplug/soplug/internal/daemon"
+	"github.com/soplug/soplug/internal/exitcode"
 	"github.com/soplug/soplug/internal/fixtures"
 )
 
@@ -24,7 +24,7 @@ func TestWhyNamesTheModule(t *testing.T) {
 	out, err := exec.Command(binary(t), "plugins", "why", "--plugins", dir, "wasmtag", "9.0.0").Output()
 	var ee *exec.ExitError
 	require.ErrorAs(t, err, &ee)
-	assert.Equal(t, exitNoPlugin, ee.ExitCode())
+	assert.Equal(t, exitcode.NoPlugin, ee.ExitCode())
 	text := string(out)
 	assert.Regexp(t, `check\s+built like the runner .*failed\s+built differently from the runner: package github.com/hashicorp/go-version differs`, text)
 	assert.Contains(t, text, "github.com/hashicorp/go-version: plugin => github.com/hashicorp/go-version v1.7.0, runner v1.9.0")
@@ -49,7 +49,7 @@ func TestInstallAndRemoveCommands(t *testing.T) {
 	good := fixtures.Path(t, "good-1.2.0")
 
 	code, out, errs := runner(t, "plugins", "install", good, "--plugins", dir, "--name", "wasmtag", "--json")
-	require.Equal(t, exitOK, code, "%s%s", out, errs)
+	require.Equal(t, exitcode.OK, code, "%s%s", out, errs)
 	var res struct {
 		OK      bool
 		File    string
@@ -59,19 +59,19 @@ func TestInstallAndRemoveCommands(t *testing.T) {
 	assert.Equal(t, "wasmtag_v1.2.0.so", res.File)
 
 	code, _, errs = runner(t, "plugins", "install", good, "--plugins", dir, "--name", "wasmtag")
-	assert.Equal(t, exitFailure, code)
+	assert.Equal(t, exitcode.Failure, code)
 	assert.Contains(t, errs, "refused, "+dir+" is unchanged: deploy: version already installed")
 
 	code, _, errs = runner(t, "plugins", "install", "--plugins", dir, good)
-	assert.Equal(t, exitUsage, code)
+	assert.Equal(t, exitcode.Usage, code)
 	assert.Contains(t, errs, "give --name")
 
 	code, out, _ = runner(t, "plugins", "remove", "--plugins", dir, "wasmtag", "1.2.0")
-	assert.Equal(t, exitOK, code)
+	assert.Equal(t, exitcode.OK, code)
 	assert.Contains(t, out, "the daemon falls back to wasmtag 1.1.0 (wasmtag_v1.1.0.so) at its restart")
 
 	code, _, errs = runner(t, "plugins", "remove", "--plugins", dir, "wasmtag", "1.1.0")
-	assert.Equal(t, exitFailure, code)
+	assert.Equal(t, exitcode.Failure, code)
 	assert.Contains(t, errs, "the last acceptable version")
 }
 
@@ -85,7 +85,7 @@ func TestInstallUnderAWatchingDaemon(t *testing.T) {
 	out, err := exec.Command(binary(t), "plugins", "install", "--plugins", dir, "--name", "wasmtag",
 		fixtures.Path(t, "good-1.2.0")).CombinedOutput()
 	require.NoError(t, err, "%s", out)
-	assert.Equal(t, daemon.ExitRestart, d.exitCode(t), d.text())
+	assert.Equal(t, exitcode.Restart, d.exitCode(t), d.text())
 	assert.Contains(t, d.text(), `change="added wasmtag_v1.2.0.so"`, "one change: the finished file")
 
 	d2 := start(t, dir)

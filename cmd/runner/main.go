@@ -48,17 +48,8 @@ import (
 	"syscall"
 
 	"github.com/soplug/soplug/contract"
+	"github.com/soplug/soplug/internal/exitcode"
 	"github.com/soplug/soplug/loader/probe"
-)
-
-// Exit statuses.
-const (
-	exitOK       = 0
-	exitNoPlugin = 1
-	exitFailure  = 1
-	exitUsage    = 64 // EX_USAGE
-	exitNoInput  = 66 // EX_NOINPUT
-	exitInUse    = 73 // EX_CANTCREAT: another runner owns --state-dir or --oplog-dir
 )
 
 const usage = `usage:
@@ -132,11 +123,11 @@ func runMain(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return keygenCmd(args[1:], stdout, stderr)
 	case len(args) == 1 && args[0] == "version":
 		fmt.Fprintf(stdout, "soplug runner: contract ABI %d, %s %s/%s\n", contract.ABIVersion, runtime.Version(), runtime.GOOS, runtime.GOARCH)
-		return exitOK
+		return exitcode.OK
 	case len(args) == 1 && (args[0] == "-h" || args[0] == "--help" || args[0] == "help"):
 		fmt.Fprint(stdout, usage)
-		return exitOK
+		return exitcode.OK
 	}
 	fmt.Fprintf(stderr, "runner: unknown command %q\n%s", args, usage)
-	return exitUsage
+	return exitcode.Usage
 }

@@ -11,6 +11,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/soplug/soplug/internal/exitcode"
 	"github.com/soplug/soplug/internal/fixtures"
 	"github.com/soplug/soplug/loader/probe"
 )
@@ -46,7 +47,7 @@ func TestCheckExamples(t *testing.T) {
 	t.Setenv("SOPLUG_WASMTAG_V2", "")
 
 	code, out, _ := runner(t, "plugins", "check", "--plugins", examples)
-	assert.Equal(t, exitOK, code, out)
+	assert.Equal(t, exitcode.OK, code, out)
 	assert.Regexp(t, `wasmtag\s+2\.0\.0\s+transformer\s+rejected\s+probe\s+wasmtag_v2\.0\.0\.so\s+not acceptable on this host: IsAcceptable\(\) returned false`, out)
 	assert.Regexp(t, `wasmtag\s+1\.1\.0\s+transformer\s+selected`, out)
 	assert.Regexp(t, `wasmtag\s+1\.0\.0\s+-\s+not tried`, out)
@@ -54,7 +55,7 @@ func TestCheckExamples(t *testing.T) {
 	assert.Contains(t, out, "selected: kindcount 1.0.0 (oplog-processor) from kindcount_v1.0.0.so")
 
 	code, out, _ = runner(t, "plugins", "check", "--plugins", examples, "--json")
-	assert.Equal(t, exitOK, code)
+	assert.Equal(t, exitcode.OK, code)
 	var rep struct {
 		OK         bool
 		Candidates []struct{ File, Verdict, Stage, Reason string }
@@ -85,22 +86,22 @@ func TestCheckFailures(t *testing.T) {
 		code     int
 		contains []string
 	}{
-		{"no acceptable version", []string{"plugins", "check", "--plugins", noGood}, exitNoPlugin,
+		{"no acceptable version", []string{"plugins", "check", "--plugins", noGood}, exitcode.NoPlugin,
 			[]string{"p_v2.0.0.so", "IsAcceptable() returned false", "p_v1.0.0.so", "initpanic: cannot start", "error: loader: no acceptable version: p"}},
-		{"no plugin at all", []string{"plugins", "check", "--plugins", empty}, exitNoPlugin, []string{"no plugin candidates in " + empty}},
-		{"missing folder", []string{"plugins", "check", "--plugins", filepath.Join(empty, "nope")}, exitNoInput, []string{"nope", "no such file or directory"}},
-		{"unknown flag", []string{"plugins", "check", "--bogus"}, exitUsage, []string{"-bogus"}},
-		{"stray argument", []string{"plugins", "check", "extra"}, exitUsage, []string{"unexpected arguments"}},
-		{"unknown command", []string{"frobnicate"}, exitUsage, []string{"unknown command", "usage:"}},
-		{"run with a bad flag", []string{"run", "--listen"}, exitUsage, []string{"flag needs an argument"}},
-		{"a budget smaller than one body", []string{"run", "--max-inflight-bytes", "1000"}, exitUsage, []string{"--max-inflight-bytes 1000 cannot hold one request"}},
-		{"a negative budget", []string{"run", "--max-inflight-bytes", "-1"}, exitUsage, []string{"--max-inflight-bytes -1: must not be negative"}},
-		{"a negative body limit", []string{"run", "--max-body", "-5"}, exitUsage, []string{"--max-body -5: must not be negative"}},
-		{"no deaths allowed", []string{"run", "--plugin-max-deaths", "0/1m"}, exitUsage, []string{`invalid value "0/1m" for flag -plugin-max-deaths`, "N at least 1"}},
-		{"deaths without a window", []string{"run", "--plugin-max-deaths", "5"}, exitUsage, []string{`invalid value "5" for flag -plugin-max-deaths`}},
-		{"a zero backoff", []string{"run", "--plugin-restart-backoff", "0s"}, exitUsage, []string{`invalid value "0s" for flag -plugin-restart-backoff`}},
-		{"unquarantine without a state dir", []string{"plugins", "unquarantine", "--state-dir", "", "p", "1.0.0"}, exitUsage, []string{"no state directory"}},
-		{"unquarantine of an unknown version", []string{"plugins", "unquarantine", "--state-dir", empty, "p", "1.0.0"}, exitNoPlugin, []string{"p 1.0.0 has no record"}},
+		{"no plugin at all", []string{"plugins", "check", "--plugins", empty}, exitcode.NoPlugin, []string{"no plugin candidates in " + empty}},
+		{"missing folder", []string{"plugins", "check", "--plugins", filepath.Join(empty, "nope")}, exitcode.NoInput, []string{"nope", "no such file or directory"}},
+		{"unknown flag", []string{"plugins", "check", "--bogus"}, exitcode.Usage, []string{"-bogus"}},
+		{"stray argument", []string{"plugins", "check", "extra"}, exitcode.Usage, []string{"unexpected arguments"}},
+		{"unknown command", []string{"frobnicate"}, exitcode.Usage, []string{"unknown command", "usage:"}},
+		{"run with a bad flag", []string{"run", "--listen"}, exitcode.Usage, []string{"flag needs an argument"}},
+		{"a budget smaller than one body", []string{"run", "--max-inflight-bytes", "1000"}, exitcode.Usage, []string{"--max-inflight-bytes 1000 cannot hold one request"}},
+		{"a negative budget", []string{"run", "--max-inflight-bytes", "-1"}, exitcode.Usage, []string{"--max-inflight-bytes -1: must not be negative"}},
+		{"a negative body limit", []string{"run", "--max-body", "-5"}, exitcode.Usage, []string{"--max-body -5: must not be negative"}},
+		{"no deaths allowed", []string{"run", "--plugin-max-deaths", "0/1m"}, exitcode.Usage, []string{`invalid value "0/1m" for flag -plugin-max-deaths`, "N at least 1"}},
+		{"deaths without a window", []string{"run", "--plugin-max-deaths", "5"}, exitcode.Usage, []string{`invalid value "5" for flag -plugin-max-deaths`}},
+		{"a zero backoff", []string{"run", "--plugin-restart-backoff", "0s"}, exitcode.Usage, []string{`invalid value "0s" for flag -plugin-restart-backoff`}},
+		{"unquarantine without a state dir", []string{"plugins", "unquarantine", "--state-dir", "", "p", "1.0.0"}, exitcode.Usage, []string{"no state directory"}},
+		{"unquarantine of an unknown version", []string{"plugins", "unquarantine", "--state-dir", empty, "p", "1.0.0"}, exitcode.NoPlugin, []string{"p 1.0.0 has no record"}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

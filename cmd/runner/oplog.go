@@ -11,6 +11,7 @@ import (
 	"os"
 	"time"
 
+	"github.com/soplug/soplug/internal/exitcode"
 	"github.com/soplug/soplug/internal/oplog"
 )
 
@@ -35,7 +36,7 @@ func registerControl(fs *flag.FlagSet, p *string) {
 func oplogCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if len(args) == 0 {
 		fmt.Fprint(stderr, "usage: runner oplog activate|deactivate WORKER | runner oplog status  [--control-socket PATH] [--state-dir DIR] [--oplog-dir DIR]\n")
-		return exitUsage
+		return exitcode.Usage
 	}
 	verb := args[0]
 	fs := flag.NewFlagSet("oplog "+verb, flag.ContinueOnError)
@@ -45,12 +46,12 @@ func oplogCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	fs.StringVar(&oplogDir, "oplog-dir", "", "the daemon's oplog folder")
 	pos, ok := parseArgs(fs, args[1:], stderr)
 	if !ok {
-		return exitUsage
+		return exitcode.Usage
 	}
 	path := oplog.ControlPath(control, *stateDir, oplogDir)
 	if path == "" {
 		fmt.Fprintf(stderr, "runner oplog %s: where is the daemon? give --control-socket, --state-dir or --oplog-dir\n", verb)
-		return exitUsage
+		return exitcode.Usage
 	}
 	client := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
 		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
@@ -65,16 +66,16 @@ func oplogCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		req, err = http.NewRequestWithContext(ctx, http.MethodPost, "http://soplug/v1/workers/"+pos[0]+"/"+verb, nil)
 	default:
 		fmt.Fprint(stderr, "usage: runner oplog activate|deactivate WORKER | runner oplog status\n")
-		return exitUsage
+		return exitcode.Usage
 	}
 	if err != nil {
 		fmt.Fprintf(stderr, "runner oplog %s: %v\n", verb, err)
-		return exitUsage
+		return exitcode.Usage
 	}
 	resp, err := client.Do(req)
 	if err != nil {
 		fmt.Fprintf(stderr, "runner oplog %s: the daemon is not reachable at %s: %v\n", verb, path, err)
-		return exitNoInput
+		return exitcode.NoInput
 	}
 	defer resp.Body.Close()
 	body, _ := io.ReadAll(resp.Body)
@@ -82,7 +83,7 @@ func oplogCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		var e oplog.ErrorResponse
 		_ = json.Unmarshal(body, &e)
 		fmt.Fprintf(stderr, "runner oplog %s: %s\n", verb, e.Error)
-		return exitFailure
+		return exitcode.Failure
 	}
 	switch verb {
 	case "activate":
@@ -92,5 +93,5 @@ func oplogCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	default:
 		_, _ = stdout.Write(body)
 	}
-	return exitOK
+	return exitcode.OK
 }

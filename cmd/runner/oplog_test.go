@@ -19,6 +19,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/soplug/soplug/contract"
+	"github.com/soplug/soplug/internal/exitcode"
 	"github.com/soplug/soplug/internal/oplog"
 )
 
@@ -268,7 +269,7 @@ func TestOplogHTTPAndControl(t *testing.T) {
 	eventually(t, func() bool { return acked() == 10 })
 
 	rc, out, errOut := runner(t, "oplog", "deactivate", "--state-dir", state, "w1")
-	require.Equal(t, exitOK, rc, errOut)
+	require.Equal(t, exitcode.OK, rc, errOut)
 	assert.Contains(t, out, "w1: delivery paused")
 	code, _ = post("w1", 11, 5)
 	require.Equal(t, http.StatusOK, code)
@@ -276,17 +277,17 @@ func TestOplogHTTPAndControl(t *testing.T) {
 	assert.EqualValues(t, 10, acked(), "the cursor holds while paused")
 
 	rc, out, _ = runner(t, "oplog", "status", "--state-dir", state)
-	require.Equal(t, exitOK, rc)
+	require.Equal(t, exitcode.OK, rc)
 	assert.Contains(t, out, `"paused": [
     "w1"
   ]`)
 	rc, _, _ = runner(t, "oplog", "activate", "--state-dir", state, "w1")
-	require.Equal(t, exitOK, rc)
+	require.Equal(t, exitcode.OK, rc)
 	eventually(t, func() bool { return acked() == 15 })
 	assert.Equal(t, 15, countLines(t, seen))
 
 	rc, _, errOut = runner(t, "oplog", "status", "--control-socket", filepath.Join(work, "nosuch.sock"))
-	assert.Equal(t, exitNoInput, rc)
+	assert.Equal(t, exitcode.NoInput, rc)
 	assert.Contains(t, errOut, "the daemon is not reachable")
 }
 

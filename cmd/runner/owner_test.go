@@ -13,6 +13,8 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/soplug/soplug/internal/exitcode"
 )
 
 // snapshot is every file under dir with a digest of its content.
@@ -56,7 +58,7 @@ func TestSecondRunnerOnOneStateDir(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			second := start(t, examples, tc.flags...)
-			assert.Equal(t, exitInUse, second.exitCode(t), second.text())
+			assert.Equal(t, exitcode.InUse, second.exitCode(t), second.text())
 			assert.Regexp(t, `is in use by PID `+pid+`; one runner at a time may use it`, second.text())
 			assert.NotContains(t, second.text(), "msg=candidate", "it stops before selecting anything")
 			for dir, files := range before {

@@ -18,6 +18,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/soplug/soplug/internal/daemon"
+	"github.com/soplug/soplug/internal/exitcode"
 	"github.com/soplug/soplug/internal/transform"
 	"github.com/soplug/soplug/internal/wasm"
 )
@@ -79,7 +80,7 @@ func TestProcessBackendEndToEnd(t *testing.T) {
 		resp, _ = postWasm(t, "http://"+addr+"/v1/transform/wasmtag", module)
 		assert.Equal(t, http.StatusOK, resp.StatusCode, "the other plugin serves throughout")
 	}
-	assert.Equal(t, daemon.ExitRestart, d.exitCode(t), d.text())
+	assert.Equal(t, exitcode.Restart, d.exitCode(t), d.text())
 	text := d.text()
 	assert.Contains(t, text, "plugin process died; starting it again")
 	assert.Contains(t, text, "faulty: asked to crash the process", "the plugin's stderr is in the runner's log")

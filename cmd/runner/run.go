@@ -16,6 +16,7 @@ import (
 	"github.com/soplug/soplug/internal/daemon"
 	"github.com/soplug/soplug/internal/deploy"
 	"github.com/soplug/soplug/internal/dirlock"
+	"github.com/soplug/soplug/internal/exitcode"
 	"github.com/soplug/soplug/internal/inflight"
 	"github.com/soplug/soplug/internal/oplog"
 	"github.com/soplug/soplug/internal/pluginconf"
@@ -24,7 +25,7 @@ import (
 )
 
 // runCmd is "runner run": the daemon. It returns 0 after SIGTERM or SIGINT,
-// daemon.ExitRestart when the plugins changed, 1 on a failure.
+// exitcode.Restart when the plugins changed, 1 on a failure.
 func runCmd(ctx context.Context, args []string, stderr io.Writer) int {
 	var lf loaderFlags
 	fs := flag.NewFlagSet("run", flag.ContinueOnError)
@@ -52,12 +53,12 @@ func runCmd(ctx context.Context, args []string, stderr io.Writer) int {
 	var level slog.Level
 	fs.TextVar(&level, "log-level", slog.LevelInfo, "the lowest level logged: DEBUG, INFO, WARN or ERROR")
 	if !parse(fs, args, stderr) {
-		return exitUsage
+		return exitcode.Usage
 	}
 	budget, err := bodyBudget(maxInflight, tf.maxBody, of.MaxAppend)
 	if err != nil {
 		fmt.Fprintf(stderr, "runner run: %v\n", err)
-		return exitUsage
+		return exitcode.Usage
 	}
 	tf.budget = budget
 	cfg.Loader = lf.config()
@@ -68,7 +69,7 @@ func runCmd(ctx context.Context, args []string, stderr io.Writer) int {
 	policy, err := lf.policy()
 	if err != nil {
 		fmt.Fprintf(stderr, "runner run: %v\n", err)
-		return exitUsage
+		return exitcode.Usage
 	}
 	cfg.Trust = policy
 	cfg.Logger = slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
@@ -84,7 +85,7 @@ func runCmd(ctx context.Context, args []string, stderr io.Writer) int {
 		if err != nil {
 			cfg.Logger.Error("another runner owns a folder of this one", "dir", dir, "err", err)
 			fmt.Fprintf(stderr, "runner run: %v\n", err)
-			return exitInUse
+			return exitcode.InUse
 		}
 		defer lock.Release()
 	}
@@ -99,9 +100,9 @@ func runCmd(ctx context.Context, args []string, stderr io.Writer) int {
 		cfg.Logger.Error("configuration", "err", err)
 		fmt.Fprintf(stderr, "runner run: %v\n", err)
 		if errors.Is(err, pluginconf.ErrSyntax) || errors.Is(err, pluginconf.ErrInvalid) {
-			return exitConfig
+			return exitcode.Config
 		}
-		return exitNoInput
+		return exitcode.NoInput
 	}
 	if lf.confFile != "" {
 		cfg.Watch = []string{lf.confFile}
@@ -115,17 +116,17 @@ func runCmd(ctx context.Context, args []string, stderr io.Writer) int {
 	err = daemon.Run(ctx, cfg)
 	switch {
 	case err == nil:
-		return exitOK
+		return exitcode.OK
 	case errors.Is(err, daemon.ErrRestart):
-		cfg.Logger.Info("exiting for a restart", "status", daemon.ExitRestart)
-		return daemon.ExitRestart
+		cfg.Logger.Info("exiting for a restart", "status", exitcode.Restart)
+		return exitcode.Restart
 	}
 	cfg.Logger.Error("runner failed", "err", err)
 	fmt.Fprintf(stderr, "runner run: %v\n", err)
 	if errors.Is(err, pluginconf.ErrInvalid) {
-		return exitConfig
+		return exitcode.Config
 	}
-	return exitFailure
+	return exitcode.Failure
 }
 
 // bodyBudget returns the budget of request bodies in flight: limit bytes,

@@ -21,6 +21,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/soplug/soplug/internal/daemon"
+	"github.com/soplug/soplug/internal/exitcode"
 	"github.com/soplug/soplug/internal/fixtures"
 )
 
@@ -207,7 +208,7 @@ func TestRunRestartsOnChange(t *testing.T) {
 	data, err := os.ReadFile(filepath.Join(examples, "wasmtag_v1.1.0.so"))
 	require.NoError(t, err)
 	require.NoError(t, os.WriteFile(filepath.Join(dir, "wasmtag_v1.1.0.so"), data, 0o755))
-	assert.Equal(t, daemon.ExitRestart, d.exitCode(t), d.text())
+	assert.Equal(t, exitcode.Restart, d.exitCode(t), d.text())
 	assert.Contains(t, d.text(), `change="added wasmtag_v1.1.0.so"`)
 	assert.Contains(t, d.text(), `msg="exiting for a restart" status=75`)
 }
@@ -232,7 +233,7 @@ func TestRunWithNothingAcceptable(t *testing.T) {
 	assert.Equal(t, map[string]string{"p": "no acceptable version: p_v2.0.0.so: not acceptable on this host: IsAcceptable() returned false"}, rep.Health)
 
 	require.NoError(t, os.Remove(filepath.Join(dir, "p_v2.0.0.so")))
-	assert.Equal(t, daemon.ExitRestart, d.exitCode(t), d.text())
+	assert.Equal(t, exitcode.Restart, d.exitCode(t), d.text())
 	assert.Contains(t, d.text(), `change="removed p_v2.0.0.so"`)
 }
 
@@ -259,14 +260,14 @@ func TestQuarantineAfterCrashes(t *testing.T) {
 	assert.Equal(t, 0, d.exitCode(t))
 
 	code, out, _ := runner(t, "plugins", "check", "--plugins", dir, "--state-dir", state)
-	assert.Equal(t, exitOK, code)
+	assert.Equal(t, exitcode.OK, code)
 	assert.Regexp(t, `wasmtag\s+3\.0\.0\s+-\s+rejected\s+admit\s+wasmtag_v3\.0\.0\.so\s+not admitted: quarantine: quarantined after 2 crashes`, out)
 
 	code, out, _ = runner(t, "plugins", "unquarantine", "--state-dir", state, "wasmtag", "v3.0.0")
-	assert.Equal(t, exitOK, code)
+	assert.Equal(t, exitcode.OK, code)
 	assert.Contains(t, out, "wasmtag 3.0.0: quarantine lifted")
 	code, out, _ = runner(t, "plugins", "check", "--plugins", dir, "--state-dir", state)
-	assert.Equal(t, exitOK, code)
+	assert.Equal(t, exitcode.OK, code)
 	assert.Regexp(t, `wasmtag\s+3\.0\.0\s+transformer\s+selected`, out)
 }
 
@@ -330,7 +331,7 @@ func TestRunWatchesWhatCounts(t *testing.T) {
 	tmp := filepath.Join(releases, ".next")
 	require.NoError(t, os.WriteFile(tmp, data, 0o644))
 	require.NoError(t, os.Rename(tmp, filepath.Join(releases, "wasmtag-1.1.0.so")))
-	assert.Equal(t, daemon.ExitRestart, d.exitCode(t), d.text())
+	assert.Equal(t, exitcode.Restart, d.exitCode(t), d.text())
 	assert.Contains(t, d.text(), `change="changed wasmtag_v1.1.0.so"`)
 }
 
@@ -378,7 +379,7 @@ func TestRunPreparesBeforeExit(t *testing.T) {
 	tmp := filepath.Join(dir, ".wasmtag_v1.2.0.so.tmp")
 	require.NoError(t, os.WriteFile(tmp, data, 0o644))
 	require.NoError(t, os.Rename(tmp, filepath.Join(dir, "wasmtag_v1.2.0.so")))
-	assert.Equal(t, daemon.ExitRestart, d.exitCode(t), d.text())
+	assert.Equal(t, exitcode.Restart, d.exitCode(t), d.text())
 	assert.Regexp(t, `msg="prepared the new selection" took=\S+ selected=1 from_cache=0 checked=1 errors=0`, d.text())
 	assert.Regexp(t, `msg="prepared the new selection"(.|\n)*msg="exiting for a restart"`, d.text(), "prepared before the exit")
 

@@ -6,6 +6,7 @@ import (
 	"io"
 	"text/tabwriter"
 
+	"github.com/soplug/soplug/internal/exitcode"
 	"github.com/soplug/soplug/loader"
 )
 
@@ -48,9 +49,9 @@ func writeTable(w io.Writer, sel *loader.Selection, err error) error {
 func exitFor(err error) int {
 	switch {
 	case err == nil:
-		return exitOK
+		return exitcode.OK
 	case errors.Is(err, loader.ErrNoAcceptable), errors.Is(err, loader.ErrNoCandidates):
-		return exitNoPlugin
+		return exitcode.NoPlugin
 	}
-	return exitNoInput
+	return exitcode.NoInput
 }

@@ -20,7 +20,7 @@ import (
 	"github.com/tetratelabs/wazero"
 	"github.com/tetratelabs/wazero/imports/wasi_snapshot_preview1"
 
-	"github.com/soplug/soplug/internal/daemon"
+	"github.com/soplug/soplug/internal/exitcode"
 	"github.com/soplug/soplug/internal/transform"
 	"github.com/soplug/soplug/internal/wasm"
 )
@@ -195,7 +195,7 @@ func TestTransformConfigChange(t *testing.T) {
 	assert.Equal(t, http.StatusOK, resp.StatusCode, "still serving")
 
 	require.NoError(t, os.WriteFile(conf, []byte(strings.Replace(e2eConfig, `"prod"`, `"production"`, 1)), 0o644))
-	assert.Equal(t, daemon.ExitRestart, d.exitCode(t), d.text())
+	assert.Equal(t, exitcode.Restart, d.exitCode(t), d.text())
 	assert.Contains(t, d.text(), `change="changed `+conf+`"`)
 }
 
@@ -215,11 +215,11 @@ func TestRunConfigErrors(t *testing.T) {
 			conf := filepath.Join(t.TempDir(), "plugins.toml")
 			require.NoError(t, os.WriteFile(conf, []byte(tc.body), 0o644))
 			d := start(t, dir, "--config", conf)
-			assert.Equal(t, exitConfig, d.exitCode(t), d.text())
+			assert.Equal(t, exitcode.Config, d.exitCode(t), d.text())
 			assert.Contains(t, d.text(), conf+tc.want)
 
 			code, out, errOut := runner(t, "plugins", "check", "--plugins", dir, "--config", conf)
-			assert.Equal(t, exitConfig, code)
+			assert.Equal(t, exitcode.Config, code)
 			assert.Contains(t, out+errOut, conf+tc.want, "check names it too (in the table's errors once plugins were probed)")
 		})
 	}

@@ -10,6 +10,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/soplug/soplug/internal/exitcode"
 	"github.com/soplug/soplug/internal/fixtures"
 )
 
@@ -20,7 +21,7 @@ func TestTrustRefusalsFallBack(t *testing.T) {
 	keys := t.TempDir()
 	key := filepath.Join(keys, "team.key")
 	code, out, errs := runner(t, "keygen", key)
-	require.Equal(t, exitOK, code, "%s%s", out, errs)
+	require.Equal(t, exitcode.OK, code, "%s%s", out, errs)
 
 	cases := []struct {
 		name   string
@@ -41,17 +42,17 @@ func TestTrustRefusalsFallBack(t *testing.T) {
 		{"unsigned newest", func(string) []string { return []string{"--trusted-key", key + ".pub"} },
 			func(t *testing.T, dir string) {
 				code, out, errs := runner(t, "plugins", "sign", "--key", key, filepath.Join(dir, "p_v1.1.0.so"))
-				require.Equal(t, exitOK, code, "%s%s", out, errs)
+				require.Equal(t, exitcode.OK, code, "%s%s", out, errs)
 			}, "trust: unsigned: no p_v1.2.0.so.sig"},
 		{"signed by an untrusted key", func(string) []string { return []string{"--trusted-key", key + ".pub"} },
 			func(t *testing.T, dir string) {
 				other := filepath.Join(t.TempDir(), "other.key")
 				code, _, _ := runner(t, "keygen", other)
-				require.Equal(t, exitOK, code)
+				require.Equal(t, exitcode.OK, code)
 				code, _, _ = runner(t, "plugins", "sign", "--key", other, filepath.Join(dir, "p_v1.2.0.so"))
-				require.Equal(t, exitOK, code)
+				require.Equal(t, exitcode.OK, code)
 				code, _, _ = runner(t, "plugins", "sign", "--key", key, filepath.Join(dir, "p_v1.1.0.so"))
-				require.Equal(t, exitOK, code)
+				require.Equal(t, exitcode.OK, code)
 			}, "trust: bad signature: p_v1.2.0.so.sig is not a signature of p_v1.2.0.so"},
 		{"digest not in the manifest", func(dir string) []string { return []string{"--manifest", filepath.Join(dir, "SHA256SUMS")} },
 			func(t *testing.T, dir string) {
@@ -73,7 +74,7 @@ func TestTrustRefusalsFallBack(t *testing.T) {
 			tc.setup(t, dir)
 			args := append([]string{"plugins", "check", "--plugins", dir}, tc.flags(dir)...)
 			code, out, errs := runner(t, args...)
-			assert.Equal(t, exitOK, code, "%s%s", out, errs)
+			assert.Equal(t, exitcode.OK, code, "%s%s", out, errs)
 			assert.Regexp(t, `p\s+1\.2\.0\s+-\s+rejected\s+admit\s+p_v1\.2\.0\.so\s+not admitted: `+regexpQuote(tc.reason), out)
 			assert.Regexp(t, `p\s+1\.1\.0\s+transformer\s+selected`, out)
 		})
@@ -95,18 +96,18 @@ func TestSignAndVerify(t *testing.T) {
 	dir := copyPlugins(t, "good-1.1.0=p_v1.1.0.so")
 	key := filepath.Join(t.TempDir(), "k")
 	code, _, _ := runner(t, "keygen", key)
-	require.Equal(t, exitOK, code)
+	require.Equal(t, exitcode.OK, code)
 	plugin := filepath.Join(dir, "p_v1.1.0.so")
 	code, out, errs := runner(t, "plugins", "verify", "--trusted-key", key+".pub", plugin)
-	assert.Equal(t, exitFailure, code, out)
+	assert.Equal(t, exitcode.Failure, code, out)
 	assert.Contains(t, errs, "unsigned")
 	code, _, _ = runner(t, "plugins", "sign", "--key", key, plugin)
-	require.Equal(t, exitOK, code)
+	require.Equal(t, exitcode.OK, code)
 	code, out, _ = runner(t, "plugins", "verify", "--trusted-key", key+".pub", plugin)
-	assert.Equal(t, exitOK, code)
+	assert.Equal(t, exitcode.OK, code)
 	assert.Contains(t, out, "trusted")
 	code, _, errs = runner(t, "plugins", "verify", "--trusted-key", key, plugin) // the private key is not a public key
-	assert.Equal(t, exitUsage, code)
+	assert.Equal(t, exitcode.Usage, code)
 	assert.Contains(t, errs, "is not a soplug-ed25519-public key file")
 }
 
@@ -115,7 +116,7 @@ func TestSignAndVerify(t *testing.T) {
 func TestInstallUnderATrustPolicy(t *testing.T) {
 	key := filepath.Join(t.TempDir(), "k")
 	code, _, _ := runner(t, "keygen", key)
-	require.Equal(t, exitOK, code)
+	require.Equal(t, exitcode.OK, code)
 	dir := copyPlugins(t, "good-1.1.0=p_v1.1.0.so")
 	src := filepath.Join(t.TempDir(), "build.so")
 	data, err := os.ReadFile(fixtures.Path(t, "good-1.2.0"))
@@ -123,22 +124,22 @@ func TestInstallUnderATrustPolicy(t *testing.T) {
 	require.NoError(t, os.WriteFile(src, data, 0o644))
 
 	code, out, errs := runner(t, "plugins", "install", "--plugins", dir, "--trusted-key", key+".pub", "--name", "p", src)
-	assert.Equal(t, exitFailure, code, out)
+	assert.Equal(t, exitcode.Failure, code, out)
 	assert.Contains(t, errs, "trust: unsigned")
 	entries, _ := os.ReadDir(dir)
 	assert.Len(t, entries, 1, "the folder is as it was")
 
 	code, _, errs = runner(t, "plugins", "sign", "--key", key, "--name", "p_v1.2.0.so", src)
-	require.Equal(t, exitOK, code, errs)
+	require.Equal(t, exitcode.OK, code, errs)
 	code, out, errs = runner(t, "plugins", "install", "--plugins", dir, "--trusted-key", key+".pub", "--name", "p", src)
-	require.Equal(t, exitOK, code, "%s%s", out, errs)
+	require.Equal(t, exitcode.OK, code, "%s%s", out, errs)
 	assert.Regexp(t, `admit\s+admission \(trust, quarantine\)\s+ok`, out)
 	for _, f := range []string{"p_v1.2.0.so", "p_v1.2.0.so.sig"} {
 		_, err := os.Stat(filepath.Join(dir, f))
 		assert.NoError(t, err, f)
 	}
 	code, out, _ = runner(t, "plugins", "check", "--plugins", dir, "--trusted-key", key+".pub")
-	assert.Equal(t, exitOK, code, "p 1.2.0 is signed and selected; the unsigned 1.1.0 is older, not tried:\n%s", out)
+	assert.Equal(t, exitcode.OK, code, "p 1.2.0 is signed and selected; the unsigned 1.1.0 is older, not tried:\n%s", out)
 	assert.Regexp(t, `p\s+1\.2\.0\s+transformer\s+selected`, out)
 	assert.Regexp(t, `p_v1\.2\.0\.so\.sig\s+name is not <name>_v<semver>\.so: a signature or manifest for the trust checks`, out)
 }

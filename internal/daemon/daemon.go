@@ -6,7 +6,7 @@
 // a new set of plugins takes a new process. When the folder changes in a way
 // that can alter the selection, Run stops accepting work, drains what is in
 // flight, sends STOPPING=1 and returns ErrRestart; the runner exits with
-// ExitRestart and systemd (RestartForceExitStatus=75) starts it again. With
+// exitcode.Restart (75) and systemd (RestartForceExitStatus=75) starts it again. With
 // socket activation the listening socket stays open in systemd meanwhile,
 // so connections made during the restart wait in its queue instead of
 // being refused.
@@ -30,11 +30,6 @@ import (
 	"github.com/soplug/soplug/internal/trust"
 	"github.com/soplug/soplug/loader"
 )
-
-// ExitRestart is the runner's exit status after a change of plugins: 75,
-// EX_TEMPFAIL in sysexits.h, "try again later". The unit file lists it in
-// RestartForceExitStatus= and SuccessExitStatus=.
-const ExitRestart = 75
 
 // ErrRestart is returned, wrapped with what changed, by Run when the
 // plugins changed and the process should be started again.
@@ -89,8 +84,10 @@ type Reporter interface {
 // (or on the sockets systemd passes), keeps no quarantine state, and logs
 // nothing.
 type Config struct {
-	// Loader selects the plugins. Its Admit and BeforeLoad hooks are set by
-	// Run when a StateDir is given.
+	// Loader selects the plugins. Run always sets its Admit hook (the trust
+	// policy, then the quarantine records: see Admission) and its
+	// BeforeLoad hook (the quarantine record of what this run loads; a
+	// no-op without a StateDir), replacing any given here.
 	Loader loader.Config
 	// Listen is the TCP address to serve on when systemd passes no socket.
 	// Empty means DefaultListen.

@@ -60,7 +60,8 @@ func buildRunners() (func(*testing.M) int, error) {
 	}, nil
 }
 
-// copySources copies the module's Go sources, go.mod and go.sum (no
+// copySources copies the module's Go sources and embedded files (templates,
+// the contract archive), go.mod and go.sum (no
 // testdata, no built plugins) from root to dst.
 func copySources(root, dst string) error {
 	return filepath.WalkDir(root, func(path string, d fs.DirEntry, err error) error {
@@ -74,7 +75,7 @@ func copySources(root, dst string) error {
 			}
 			return nil
 		}
-		if !strings.HasSuffix(path, ".go") && rel != "go.mod" && rel != "go.sum" && !strings.HasSuffix(path, ".tmpl") {
+		if !strings.HasSuffix(path, ".go") && rel != "go.mod" && rel != "go.sum" && !strings.HasSuffix(path, ".tmpl") && !strings.HasSuffix(path, ".txtar") {
 			return nil
 		}
 		data, err := os.ReadFile(path)
