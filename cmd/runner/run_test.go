@@ -66,8 +66,14 @@ var listenRE = regexp.MustCompile(`msg=listening addrs=\[([^\]]+)\]`)
 // start runs the runner on dir with extra flags, logging to a buffer.
 func start(t *testing.T, dir string, flags ...string) *daemonProc {
 	t.Helper()
-	args := append([]string{"run", "--plugins", dir, "--listen", "127.0.0.1:0", "--debounce", "100ms", "--min-uptime", "-1s"}, flags...)
+	return startIn(t, "", append([]string{"run", "--plugins", dir, "--listen", "127.0.0.1:0", "--debounce", "100ms", "--min-uptime", "-1s"}, flags...)...)
+}
+
+// startIn runs the runner with args in the folder cwd ("": this one).
+func startIn(t *testing.T, cwd string, args ...string) *daemonProc {
+	t.Helper()
 	d := &daemonProc{cmd: exec.Command(binary(t), args...), addr: make(chan string, 1), done: make(chan struct{})}
+	d.cmd.Dir = cwd
 	d.cmd.Env = append(os.Environ(), "SOPLUG_WASMTAG_V2=")
 	stderr, err := d.cmd.StderrPipe()
 	require.NoError(t, err)
