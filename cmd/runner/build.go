@@ -9,6 +9,7 @@ import (
 	"os"
 	"strings"
 
+	"github.com/soplug/soplug/internal/cliout"
 	"github.com/soplug/soplug/internal/exitcode"
 	"github.com/soplug/soplug/internal/pluginbuild"
 )
@@ -46,12 +47,12 @@ func buildCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	o.Log = stderr
 	res, err := pluginbuild.Build(ctx, o)
 	if *asJSON {
-		writeResult(stdout, res, err)
+		_ = cliout.Result(stdout, res, err)
 		return buildExit(err)
 	}
 	if err != nil {
 		if len(res.Diagnosis.Steps) > 0 {
-			writeSteps(stdout, res.Diagnosis)
+			cliout.Steps(stdout, res.Diagnosis)
 		}
 		fmt.Fprintf(stderr, "runner plugins build: %v\n", err)
 		return buildExit(err)

@@ -2,31 +2,19 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
-	"strings"
 
 	version "github.com/hashicorp/go-version"
 
+	"github.com/soplug/soplug/internal/cliout"
 	"github.com/soplug/soplug/internal/exitcode"
 	"github.com/soplug/soplug/internal/pluginconf"
 	"github.com/soplug/soplug/internal/transform"
 	"github.com/soplug/soplug/loader"
 )
-
-// checkReport is the JSON form of plugins check.
-type checkReport struct {
-	*loader.Selection
-	OK     bool     `json:"ok"`
-	Errors []string `json:"errors,omitempty"`
-	// Config is what each selected plugin is given, by name.
-	Config map[string]pluginconf.Installation `json:"config"`
-	// Chain is the order POST /v1/transform runs transformers in.
-	Chain []string `json:"chain,omitempty"`
-}
 
 // checkCmd is "runner plugins check": it selects by probe alone, without
 // loading anything into this process, and prints every candidate's verdict.
@@ -66,43 +54,18 @@ func checkCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		err, code = errors.Join(err, cerr), exitcode.Config
 	}
 	if *asJSON {
-		rep := checkReport{Selection: sel, OK: err == nil, Config: map[string]pluginconf.Installation{}, Chain: conf.Chain}
-		for _, c := range sel.Selected() {
-			rep.Config[c.Name] = conf.For(c.Name)
-		}
-		for _, e := range loader.Errors(err) {
-			rep.Errors = append(rep.Errors, e.Error())
-		}
-		enc := json.NewEncoder(stdout)
-		enc.SetIndent("", "  ")
-		if werr := enc.Encode(rep); werr != nil {
+		if werr := cliout.JSON(stdout, cliout.NewCheckReport(sel, conf, err)); werr != nil {
 			fmt.Fprintf(stderr, "runner plugins check: %v\n", werr)
 			return exitcode.Failure
 		}
 		return code
 	}
-	if werr := writeTable(stdout, sel, err); werr != nil {
+	if werr := cliout.Table(stdout, sel, err); werr != nil {
 		fmt.Fprintf(stderr, "runner plugins check: %v\n", werr)
 		return exitcode.Failure
 	}
-	writeConfig(stdout, conf, sel)
+	cliout.Config(stdout, conf, sel)
 	return code
-}
-
-// writeConfig says what configuration each selected plugin gets, and the
-// transform chain.
-func writeConfig(w io.Writer, conf *pluginconf.File, sel *loader.Selection) {
-	from := conf.Path
-	if from == "" {
-		from = "no --config file"
-	}
-	fmt.Fprintf(w, "\nconfiguration (%s):\n", from)
-	for _, c := range sel.Selected() {
-		fmt.Fprintf(w, "  %s: %s\n", c.Name, describeConfig(conf.For(c.Name)))
-	}
-	if len(conf.Chain) > 0 {
-		fmt.Fprintf(w, "  chain for POST /v1/transform: %s\n", strings.Join(conf.Chain, " -> "))
-	}
 }
 
 // unquarantineCmd is "runner plugins unquarantine NAME VERSION".

@@ -1,11 +1,6 @@
 package main
 
 import (
-	"fmt"
-	"maps"
-	"slices"
-	"strings"
-
 	"github.com/soplug/soplug/internal/pluginconf"
 	"github.com/soplug/soplug/loader"
 )
@@ -32,24 +27,4 @@ func loadConfig(path, dir string) (*pluginconf.File, error) {
 		}
 	}
 	return f, f.Validate(names)
-}
-
-// describeConfig says what configuration a plugin gets, for the check
-// command: "env=prod team=edge (a request may set: env)".
-func describeConfig(in pluginconf.Installation) string {
-	var parts []string
-	for _, k := range slices.Sorted(maps.Keys(in.Config)) {
-		parts = append(parts, k+"="+in.Config[k])
-	}
-	s := strings.Join(parts, " ")
-	if s == "" {
-		s = "(none)"
-	}
-	switch {
-	case slices.Contains(in.Overridable, pluginconf.AnyKey):
-		s += " (a request may set any key)"
-	case len(in.Overridable) > 0:
-		s += fmt.Sprintf(" (a request may set: %s)", strings.Join(in.Overridable, ", "))
-	}
-	return s
 }

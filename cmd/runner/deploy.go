@@ -1,20 +1,17 @@
 package main
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"os"
 	"path/filepath"
-	"strings"
-	"text/tabwriter"
 
 	version "github.com/hashicorp/go-version"
 
+	"github.com/soplug/soplug/internal/cliout"
 	"github.com/soplug/soplug/internal/deploy"
 	"github.com/soplug/soplug/internal/exitcode"
 	"github.com/soplug/soplug/loader"
@@ -31,28 +28,6 @@ func deployExit(err error) int {
 		return exitcode.NoInput
 	}
 	return exitcode.Failure
-}
-
-func writeJSON(w io.Writer, v any) error {
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	return enc.Encode(v)
-}
-
-// writeResult prints a command's result v (a struct) as one JSON object
-// with "ok" and, on failure, "error" beside v's fields.
-func writeResult(w io.Writer, v any, err error) {
-	fields := map[string]any{}
-	if data, merr := json.Marshal(v); merr == nil {
-		dec := json.NewDecoder(bytes.NewReader(data))
-		dec.UseNumber() // an int64 (a size, a time in ns) passes exactly, not as a float64
-		_ = dec.Decode(&fields)
-	}
-	fields["ok"] = err == nil
-	if err != nil {
-		fields["error"] = err.Error()
-	}
-	_ = writeJSON(w, fields)
 }
 
 // installCmd is "runner plugins install FILE".
@@ -83,21 +58,17 @@ func installCmd(ctx context.Context, args []string, stdout, stderr io.Writer) in
 	in.Loader.Admit = lf.admit(policy)
 	res, err := in.Run(ctx, src)
 	if *asJSON {
-		writeResult(stdout, res, err)
+		_ = cliout.Result(stdout, res, err)
 		return deployExit(err)
 	}
 	if len(res.Diagnosis.Steps) > 0 {
-		writeSteps(stdout, res.Diagnosis)
+		cliout.Steps(stdout, res.Diagnosis)
 	}
 	if err != nil {
 		fmt.Fprintf(stderr, "runner plugins install: refused, %s is unchanged: %v\n", lf.dir, err)
 		return deployExit(err)
 	}
-	verb := "installed"
-	if res.Replaced {
-		verb = "replaced"
-	}
-	fmt.Fprintf(stdout, "%s %s %s (%s) as %s\n", verb, res.Name, res.Version, res.Kind, filepath.Join(lf.dir, res.File))
+	cliout.Installed(stdout, res, lf.dir)
 	return exitcode.OK
 }
 
@@ -131,22 +102,14 @@ func removeCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	rm.Loader.Admit = lf.admit(policy)
 	res, err := rm.Run(ctx, name, ver)
 	if *asJSON {
-		writeResult(stdout, res, err)
+		_ = cliout.Result(stdout, res, err)
 		return deployExit(err)
 	}
 	if err != nil {
 		fmt.Fprintf(stderr, "runner plugins remove: refused, %s is unchanged: %v\n", lf.dir, err)
 		return deployExit(err)
 	}
-	fmt.Fprintf(stdout, "removed %s\n", strings.Join(res.Files, ", "))
-	switch {
-	case res.Next == "":
-		fmt.Fprintf(stdout, "%s now has no acceptable version: the daemon will serve none of it\n", name)
-	case res.Next == res.Active:
-		fmt.Fprintf(stdout, "the daemon keeps serving %s %s (%s)\n", name, res.Next, res.NextFile)
-	default:
-		fmt.Fprintf(stdout, "the daemon falls back to %s %s (%s) at its restart\n", name, res.Next, res.NextFile)
-	}
+	cliout.Removed(stdout, name, res)
 	return exitcode.OK
 }
 
@@ -196,52 +159,9 @@ func whyCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		code = exitcode.NoPlugin
 	}
 	if *asJSON {
-		_ = writeJSON(stdout, d)
+		_ = cliout.JSON(stdout, d)
 		return code
 	}
-	writeSteps(stdout, d)
-	if d.Build != nil && len(d.Build.Differences) > 0 {
-		fmt.Fprintln(stdout, "\nbuild differences from the runner:")
-		for _, diff := range d.Build.Differences {
-			fmt.Fprintf(stdout, "  %s\n", diff)
-		}
-		for _, c := range d.Build.Conflicts {
-			fmt.Fprintf(stdout, "  conflict: %s\n", c)
-		}
-	}
-	if d.Acceptable {
-		fmt.Fprintf(stdout, "\nverdict: acceptable\n")
-	} else {
-		fmt.Fprintf(stdout, "\nverdict: rejected: %s\n", loader.Plain(stepReason(d)))
-	}
+	cliout.Diagnosis(stdout, d)
 	return code
-}
-
-func stepReason(d loader.Diagnosis) string {
-	for _, s := range d.Steps {
-		if s.Result == "failed" {
-			return s.Detail
-		}
-	}
-	return ""
-}
-
-// writeSteps prints a diagnosis as a table of its checks.
-func writeSteps(w io.Writer, d loader.Diagnosis) {
-	fmt.Fprintf(w, "%s", d.Path)
-	if d.Name != "" {
-		fmt.Fprintf(w, ": plugin %s", d.Name)
-	}
-	if d.Version != "" {
-		fmt.Fprintf(w, " %s", d.Version)
-	}
-	if d.Kind != "" {
-		fmt.Fprintf(w, " (%s)", d.Kind)
-	}
-	fmt.Fprintln(w)
-	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	for _, s := range d.Steps {
-		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\n", s.Stage, s.Check, s.Result, loader.Plain(s.Detail))
-	}
-	_ = tw.Flush()
 }

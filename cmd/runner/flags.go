@@ -6,11 +6,10 @@ import (
 	"io"
 	"log/slog"
 	"os"
-	"strconv"
-	"strings"
 	"time"
 
 	"github.com/soplug/soplug/internal/daemon"
+	"github.com/soplug/soplug/internal/flagvalue"
 	"github.com/soplug/soplug/internal/inflight"
 	"github.com/soplug/soplug/internal/quarantine"
 	"github.com/soplug/soplug/internal/transform"
@@ -23,10 +22,10 @@ type loaderFlags struct {
 	dir          string
 	probeTimeout time.Duration
 	stateDir     string
-	owners       uintList
+	owners       flagvalue.UIDs
 	insecure     bool
 	manifest     string
-	keys         stringList
+	keys         flagvalue.Strings
 	confFile     string
 }
 
@@ -44,27 +43,6 @@ func (f *transformFlags) register(fs *flag.FlagSet) {
 
 func (f *transformFlags) config(log *slog.Logger) transform.Config {
 	return transform.Config{MaxBytes: f.maxBody, Timeout: f.timeout, Logger: log, Budget: f.budget}
-}
-
-// stringList is a repeatable string flag.
-type stringList []string
-
-func (l *stringList) String() string     { return strings.Join(*l, ",") }
-func (l *stringList) Set(v string) error { *l = append(*l, v); return nil }
-
-// uintList is a repeatable (or comma-separated) user ID flag.
-type uintList []uint32
-
-func (l *uintList) String() string { return fmt.Sprint(*l) }
-func (l *uintList) Set(v string) error {
-	for _, f := range strings.Split(v, ",") {
-		n, err := strconv.ParseUint(strings.TrimSpace(f), 10, 32)
-		if err != nil {
-			return fmt.Errorf("%q is not a user ID", f)
-		}
-		*l = append(*l, uint32(n))
-	}
-	return nil
 }
 
 func (f *loaderFlags) register(fs *flag.FlagSet) {
@@ -135,70 +113,4 @@ func parseArgs(fs *flag.FlagSet, args []string, stderr io.Writer) ([]string, boo
 		pos = append(pos, fs.Arg(0))
 		args = fs.Args()[1:]
 	}
-}
-
-// portRange is a FIRST-LAST flag.
-type portRange [2]int
-
-func (r *portRange) String() string {
-	if r[0] == 0 {
-		return ""
-	}
-	return fmt.Sprintf("%d-%d", r[0], r[1])
-}
-
-func (r *portRange) Set(v string) error {
-	a, b, ok := strings.Cut(v, "-")
-	first, err1 := strconv.Atoi(a)
-	last, err2 := strconv.Atoi(b)
-	if !ok || err1 != nil || err2 != nil || first <= 0 || last < first || last > 65535 {
-		return fmt.Errorf("%q is not a port range FIRST-LAST", v)
-	}
-	*r = portRange{first, last}
-	return nil
-}
-
-// restartPolicy is the --plugin-max-deaths flag, N/DURATION, and the
-// backoff --plugin-restart-backoff sets.
-type restartPolicy struct {
-	backoff time.Duration
-	deaths  int
-	window  time.Duration
-}
-
-func (r *restartPolicy) String() string {
-	if r == nil {
-		return ""
-	}
-	return fmt.Sprintf("%d/%s", r.deaths, r.window)
-}
-
-func (r *restartPolicy) Set(v string) error {
-	n, d, ok := strings.Cut(v, "/")
-	deaths, err1 := strconv.Atoi(n)
-	window, err2 := time.ParseDuration(d)
-	if !ok || err1 != nil || err2 != nil || deaths < 1 || window <= 0 {
-		return fmt.Errorf("%q is not N/DURATION with N at least 1 and a positive duration (e.g. 5/1m)", v)
-	}
-	r.deaths, r.window = deaths, window
-	return nil
-}
-
-// positiveDuration is a duration flag that must be above zero.
-type positiveDuration struct{ d *time.Duration }
-
-func (p positiveDuration) String() string {
-	if p.d == nil {
-		return ""
-	}
-	return p.d.String()
-}
-
-func (p positiveDuration) Set(v string) error {
-	d, err := time.ParseDuration(v)
-	if err != nil || d <= 0 {
-		return fmt.Errorf("%q is not a positive duration", v)
-	}
-	*p.d = d
-	return nil
 }

@@ -9,14 +9,13 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
-	"strconv"
-	"strings"
 	"time"
 
 	"github.com/soplug/soplug/internal/daemon"
 	"github.com/soplug/soplug/internal/deploy"
 	"github.com/soplug/soplug/internal/dirlock"
 	"github.com/soplug/soplug/internal/exitcode"
+	"github.com/soplug/soplug/internal/flagvalue"
 	"github.com/soplug/soplug/internal/inflight"
 	"github.com/soplug/soplug/internal/oplog"
 	"github.com/soplug/soplug/internal/pluginconf"
@@ -42,12 +41,13 @@ func runCmd(ctx context.Context, args []string, stderr io.Writer) int {
 	tf.register(fs)
 	var of oplog.ServiceConfig
 	registerOplog(fs, &of)
-	var metricsPorts portRange
+	var metricsPorts flagvalue.PortRange
 	fs.Var(&metricsPorts, "plugin-metrics-ports", "FIRST-LAST: ports on 127.0.0.1 for the plugin processes' own /metrics, one each (empty: none)")
 	fs.DurationVar(&cfg.PluginScrapeTimeout, "plugin-scrape-timeout", daemon.DefaultPluginScrapeTimeout, "how long a scrape of /metrics waits for the plugin processes' own")
-	restart := restartPolicy{backoff: loader.DefaultRestartBackoff, deaths: loader.DefaultMaxRestarts, window: loader.DefaultRestartWindow}
-	fs.Var(positiveDuration{&restart.backoff}, "plugin-restart-backoff", "the wait before a dead plugin process is started again; it doubles with each death in a row, up to 5s")
-	fs.Var(&restart, "plugin-max-deaths", "N/DURATION: a plugin process that dies more than N times within DURATION is given up: its version is quarantined and the runner restarts onto the next")
+	backoff := loader.DefaultRestartBackoff
+	deaths := flagvalue.DeathLimit{Deaths: loader.DefaultMaxRestarts, Window: loader.DefaultRestartWindow}
+	fs.Var(flagvalue.PositiveDuration{D: &backoff}, "plugin-restart-backoff", "the wait before a dead plugin process is started again; it doubles with each death in a row, up to 5s")
+	fs.Var(&deaths, "plugin-max-deaths", "N/DURATION: a plugin process that dies more than N times within DURATION is given up: its version is quarantined and the runner restarts onto the next")
 	var maxInflight int64
 	fs.Int64Var(&maxInflight, "max-inflight-bytes", 0, "the memory all request bodies in flight may hold together, in bytes; past it requests get 503 with Retry-After (0: an eighth of the machine's memory, 256 MiB to 2 GiB)")
 	var level slog.Level
@@ -62,8 +62,8 @@ func runCmd(ctx context.Context, args []string, stderr io.Writer) int {
 	}
 	tf.budget = budget
 	cfg.Loader = lf.config()
-	cfg.Loader.Process.RestartBackoff = restart.backoff
-	cfg.Loader.Process.MaxRestarts, cfg.Loader.Process.RestartWindow = restart.deaths, restart.window
+	cfg.Loader.Process.RestartBackoff = backoff
+	cfg.Loader.Process.MaxRestarts, cfg.Loader.Process.RestartWindow = deaths.Deaths, deaths.Window
 	cfg.PluginMetricsPorts = metricsPorts
 	cfg.StateDir = lf.stateDir
 	policy, err := lf.policy()
@@ -73,7 +73,7 @@ func runCmd(ctx context.Context, args []string, stderr io.Writer) int {
 	}
 	cfg.Trust = policy
 	cfg.Logger = slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
-	cfg.Logger.Info("starting", "pid", os.Getpid(), "since_exec", time.Since(processStart()).Round(time.Millisecond))
+	cfg.Logger.Info("starting", "pid", os.Getpid(), "since_exec", time.Since(daemon.ProcessStart()).Round(time.Millisecond))
 
 	// One live runner owns the state and oplog folders: taken before
 	// anything in them is read or written.
@@ -150,33 +150,4 @@ func bodyBudget(limit, maxBody, maxAppend int64) (*inflight.Budget, error) {
 			limit, largest, transform.Slack, oplog.AppendWeight)
 	}
 	return inflight.New(limit), nil
-}
-
-// processStart is when this process was started, from /proc/self/stat;
-// now when it cannot be read.
-func processStart() time.Time {
-	data, err := os.ReadFile("/proc/self/stat")
-	if err != nil {
-		return time.Now()
-	}
-	// The command may hold spaces: the fields start after its ')'.
-	f := strings.Fields(string(data[strings.LastIndexByte(string(data), ')')+1:]))
-	if len(f) < 20 {
-		return time.Now()
-	}
-	ticks, err := strconv.ParseInt(f[19], 10, 64) // starttime, field 22
-	if err != nil {
-		return time.Now()
-	}
-	up, err := os.ReadFile("/proc/uptime")
-	if err != nil {
-		return time.Now()
-	}
-	uptime, err := strconv.ParseFloat(strings.Fields(string(up))[0], 64)
-	if err != nil {
-		return time.Now()
-	}
-	const hz = 100 // USER_HZ on Linux
-	age := time.Duration((uptime - float64(ticks)/hz) * float64(time.Second))
-	return time.Now().Add(-age)
 }

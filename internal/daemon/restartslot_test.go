@@ -60,3 +60,15 @@ func TestRestartSlotsOfThisMachine(t *testing.T) {
 	assert.Less(t, s.phase, slotEvery)
 	assert.Positive(t, monotonic())
 }
+
+// TestProcessStart: this process started before now, and after the test
+// binary's own file was written.
+func TestProcessStart(t *testing.T) {
+	exe, err := os.Executable()
+	require.NoError(t, err)
+	fi, err := os.Stat(exe)
+	require.NoError(t, err)
+	start := ProcessStart()
+	assert.False(t, start.After(time.Now().Add(time.Second)), "%v is in the future (its clock ticks are 10 ms)", start)
+	assert.False(t, start.Before(fi.ModTime().Add(-time.Second)), "%v is before the binary %s was written (%v)", start, exe, fi.ModTime())
+}
