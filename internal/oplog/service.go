@@ -20,7 +20,9 @@ import (
 	"github.com/soplug/soplug/loader"
 )
 
-// ServiceConfig is what the runner's --oplog-* flags set.
+// ServiceConfig configures a DaemonService: the oplog folder, delivery,
+// the control socket and the appender. Zero values are the package's
+// defaults.
 type ServiceConfig struct {
 	// Dir is the workers' oplog folder.
 	Dir string
@@ -35,13 +37,13 @@ type ServiceConfig struct {
 	MaxOpen   int
 }
 
-// ControlPath returns the oplog control socket's path: the flag's value,
-// else control.sock in the state directory, else .control.sock in the
-// oplog folder; "" when none is given.
-func ControlPath(flagValue, stateDir, oplogDir string) string {
+// ControlPath returns the oplog control socket's path: explicit when it is
+// given, else control.sock in the state directory, else .control.sock in
+// the oplog folder; "" when none is given.
+func ControlPath(explicit, stateDir, oplogDir string) string {
 	switch {
-	case flagValue != "":
-		return flagValue
+	case explicit != "":
+		return explicit
 	case stateDir != "":
 		return filepath.Join(stateDir, "control.sock")
 	case oplogDir != "":
@@ -54,7 +56,7 @@ func ControlPath(flagValue, stateDir, oplogDir string) string {
 // OplogProcessor: a daemon.Service. Fill in its exported fields; the zero
 // values of ServiceConfig's are the oplog package's defaults.
 type DaemonService struct {
-	// Config is what the runner's --oplog-* flags set.
+	// Config is the folder, delivery and appender settings.
 	Config ServiceConfig
 	// StateDir keeps the cursors and the pause set (in oplog/); empty
 	// means in the oplog folder (.cursors/).
