@@ -74,6 +74,10 @@ type AppenderConfig struct {
 	// Budget bounds the bodies in flight across the daemon; each body byte
 	// costs AppendWeight. Nil means no bound beyond MaxBytes.
 	Budget *inflight.Budget
+	// Watermarks receives the committed end of each oplog the Appender
+	// holds open, for the deliveries of this process to read no further.
+	// Nil means a set of the Appender's own, which no delivery sees.
+	Watermarks *Watermarks
 	// Metrics receives the appended count; nil means none.
 	Metrics *Metrics
 	// Logger receives a record per failed append that is the daemon's
@@ -92,6 +96,8 @@ type Appender struct {
 	open   map[string]*openWriter
 	lru    list.List // of *openWriter, most recently used first
 	closed bool
+	// fault, in tests, is given to every Writer opened (Writer.fault).
+	fault func(worker, op string) error
 }
 
 // openWriter is one open Writer; users counts the requests holding it,
@@ -116,6 +122,9 @@ func NewAppender(cfg AppenderConfig) *Appender {
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Watermarks == nil {
+		cfg.Watermarks = NewWatermarks()
 	}
 	return &Appender{cfg: cfg, open: map[string]*openWriter{}}
 }
@@ -156,6 +165,12 @@ func (a *Appender) acquire(worker string, first uint64) (*openWriter, error) {
 	if err != nil {
 		return nil, err
 	}
+	// Published before any append writes: a delivery that sees the bytes
+	// of one sees the watermark too.
+	w.mark = a.cfg.Watermarks.hold(worker, w.size)
+	if a.fault != nil {
+		w.fault = func(op string) error { return a.fault(worker, op) }
+	}
 	ow := &openWriter{w: w, users: 1}
 	ow.elem = a.lru.PushFront(ow)
 	a.open[worker] = ow
@@ -167,8 +182,8 @@ func (a *Appender) acquire(worker string, first uint64) (*openWriter, error) {
 func (a *Appender) evict(keep int) {
 	for e := a.lru.Back(); e != nil && len(a.open) > keep; {
 		prev := e.Prev()
-		if ow := e.Value.(*openWriter); ow.users == 0 {
-			a.drop(ow)
+		if ow := e.Value.(*openWriter); ow.users == 0 && !ow.w.dirty {
+			a.drop(ow) // a dirty one stays open: only it knows where its oplog ends
 		}
 		e = prev
 	}
@@ -178,6 +193,7 @@ func (a *Appender) evict(keep int) {
 func (a *Appender) drop(ow *openWriter) {
 	a.lru.Remove(ow.elem)
 	delete(a.open, ow.w.worker)
+	a.cfg.Watermarks.drop(ow.w.worker)
 	if err := ow.w.Close(); err != nil {
 		a.cfg.Logger.Warn("closing an oplog", "worker", ow.w.worker, "err", err)
 	}
@@ -212,6 +228,12 @@ func (a *Appender) Close() error {
 	var errs []error
 	for _, ow := range a.open {
 		ow.mu.Lock()
+		if ow.w.dirty {
+			if err := ow.w.cut(); err != nil {
+				a.cfg.Logger.Error("an oplog keeps the bytes of a failed append; the next writer may take them as written",
+					"worker", ow.w.worker, "err", err)
+			}
+		}
 		errs = append(errs, ow.w.Close())
 		ow.mu.Unlock()
 	}

@@ -73,6 +73,10 @@ type Config struct {
 	// ParkAfter is how many failures in a row park a worker until it is
 	// activated again. Zero means DefaultParkAfter.
 	ParkAfter int
+	// Watermarks are the committed ends of the oplogs this process's
+	// Appender writes (AppenderConfig.Watermarks): delivery reads no
+	// further. Nil means every oplog is read to the end of its file.
+	Watermarks *Watermarks
 	// Paused are the workers whose delivery is paused. Nil means none, in
 	// memory.
 	Paused *PauseSet

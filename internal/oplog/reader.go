@@ -25,6 +25,9 @@ type Reader struct {
 	off    int64  // offset of the next record
 	next   uint64 // the index the next record must have
 	kinds  map[string]string
+	// limit, when set, reports the committed end of the worker's oplog
+	// (Watermarks): nothing past it is read.
+	limit func() (int64, bool)
 }
 
 // OpenReader opens worker's oplog in dir at its first record. A file that
@@ -99,7 +102,13 @@ func (r *Reader) Read(max, maxBytes int) ([]contract.Entry, error) {
 		if err != nil {
 			return entries, fmt.Errorf("oplog: %s: %w", r.path, err)
 		}
-		avail := fi.Size() - r.off
+		end := fi.Size()
+		if r.limit != nil { // after the Stat: a writer publishes its watermark before it writes
+			if l, ok := r.limit(); ok && l < end {
+				end = l
+			}
+		}
+		avail := end - r.off
 		if avail <= 0 {
 			break
 		}

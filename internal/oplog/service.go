@@ -103,6 +103,7 @@ func (o *DaemonService) Start(ctx context.Context, sel *loader.Selection, mux *h
 		return err
 	}
 	o.control = &Control{Dir: o.Config.Dir, Paused: pauses}
+	marks := NewWatermarks() // the appender's commits, which bound the deliveries' reads
 	stop, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	procCtx, endProc := context.WithCancel(context.WithoutCancel(ctx))
 	o.stop, o.endProc = cancel, endProc
@@ -118,7 +119,7 @@ func (o *DaemonService) Start(ctx context.Context, sel *loader.Selection, mux *h
 		d, err := NewDeliverer(Config{
 			Dir: o.Config.Dir, CursorDir: filepath.Join(o.cursorRoot(), c.Name),
 			BatchSize: o.Config.Batch, CommitEvery: o.Config.CommitEvery, Parallel: o.Config.Parallel, ParkAfter: o.Config.ParkAfter,
-			Paused: pauses, Metrics: m, Logger: o.Log,
+			Watermarks: marks, Paused: pauses, Metrics: m, Logger: o.Log,
 		}, c.Name, c.Version.String(), p)
 		if err != nil {
 			return err
@@ -132,7 +133,7 @@ func (o *DaemonService) Start(ctx context.Context, sel *loader.Selection, mux *h
 		o.Log.Info("oplog delivery started", "processor", c.Name, "version", c.Version.String(), "dir", o.Config.Dir)
 	}
 	o.appender = NewAppender(AppenderConfig{Dir: o.Config.Dir, MaxBytes: o.Config.MaxAppend,
-		MaxOpen: o.Config.MaxOpen, Budget: o.Budget, Metrics: m, Logger: o.Log})
+		MaxOpen: o.Config.MaxOpen, Watermarks: marks, Budget: o.Budget, Metrics: m, Logger: o.Log})
 	mux.Handle("POST /v1/workers/{id}/oplog", o.appender)
 	o.control.Register(mux, false)
 	return o.listenControl()

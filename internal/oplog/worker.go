@@ -277,6 +277,7 @@ func (w *worker) read(off int64, next uint64, limit int) ([]contract.Entry, int6
 		return nil, off, err
 	}
 	defer r.Close()
+	r.limit = w.d.cfg.Watermarks.limiter(w.id)
 	r.Resume(off, next)
 	entries, err := r.Read(limit, w.d.cfg.MaxBatchBytes)
 	return entries, r.Offset(), err

@@ -48,6 +48,14 @@ type Writer struct {
 	// a previous writer did not finish, whose caller never heard it
 	// succeed.
 	Cut int64
+	// dirty: a failed append could not be cut off, so the file may hold
+	// bytes past size; the next append cuts them first.
+	dirty bool
+	// mark, when set, is published the committed end after each append
+	// (Watermarks).
+	mark interface{ Store(int64) }
+	// fault, in tests, fails a write or a sync as a disk would.
+	fault func(op string) error
 }
 
 // OpenWriter opens worker's oplog in dir for appending, creating it (and
@@ -182,31 +190,86 @@ func (w *Writer) Append(entries ...contract.Entry) error {
 			return err
 		}
 	}
+	if w.dirty { // the last failed append left bytes that could not be cut
+		if err := w.cut(); err != nil {
+			return fmt.Errorf("oplog: %s still holds a failed append's bytes: %w", w.path, err)
+		}
+	}
 	w.buf = w.buf[:0]
 	for i := range entries {
 		w.buf = appendRecord(w.buf, &entries[i])
 	}
-	if _, err := w.f.WriteAt(w.buf, w.size); err != nil {
+	if err := w.write(); err != nil {
 		return w.undo(fmt.Errorf("oplog: appending to %s: %w", w.path, err))
 	}
-	if err := w.f.Sync(); err != nil {
+	if err := w.sync(); err != nil {
+		// What the failed sync leaves on disk is unknown: it is cut off,
+		// never taken as written, and the append is answered as failed.
 		return w.undo(fmt.Errorf("oplog: syncing %s: %w", w.path, err))
 	}
 	w.size += int64(len(w.buf))
 	w.next += uint64(len(entries))
+	if w.mark != nil {
+		w.mark.Store(w.size)
+	}
 	if cap(w.buf) > 1<<20 {
 		w.buf = nil // do not keep a large batch's buffer
 	}
 	return nil
 }
 
-// undo cuts what a failed append may have written.
-func (w *Writer) undo(err error) error {
-	if terr := w.f.Truncate(w.size); terr != nil {
-		return errors.Join(err, fmt.Errorf("oplog: undoing the append to %s: %w", w.path, terr))
+// write writes the append's records at the end. In tests, a fault after
+// the first half of them fails it there.
+func (w *Writer) write() error {
+	buf := w.buf
+	if w.fault != nil {
+		half := len(buf) / 2
+		if _, err := w.f.WriteAt(buf[:half], w.size); err != nil {
+			return err
+		}
+		if err := w.fault("write"); err != nil {
+			return err
+		}
+		_, err := w.f.WriteAt(buf[half:], w.size+int64(half))
+		return err
 	}
-	_ = w.f.Sync()
+	_, err := w.f.WriteAt(buf, w.size)
 	return err
+}
+
+func (w *Writer) sync() error {
+	if w.fault != nil {
+		if err := w.fault("sync"); err != nil {
+			return err
+		}
+	}
+	return w.f.Sync()
+}
+
+// undo cuts what a failed append may have written, back to the committed
+// end. When that fails too, the writer stays dirty and its next append
+// tries again before writing.
+func (w *Writer) undo(err error) error {
+	if cerr := w.cut(); cerr != nil {
+		w.dirty = true
+		return errors.Join(err, fmt.Errorf("oplog: undoing the append to %s: %w", w.path, cerr))
+	}
+	return err
+}
+
+// cut truncates the file to the committed end and syncs it.
+func (w *Writer) cut() error {
+	if w.fault != nil {
+		if err := w.fault("truncate"); err != nil {
+			return err
+		}
+	}
+	if err := w.f.Truncate(w.size); err != nil {
+		return err
+	}
+	w.dirty = false
+	_ = w.f.Sync()
+	return nil
 }
 
 // Close releases the lock and closes the file.

@@ -1,0 +1,68 @@
+package oplog
+
+import (
+	"sync"
+	"sync/atomic"
+)
+
+// Watermarks are the committed ends of the oplogs this process writes:
+// for each worker whose Writer the Appender holds, the offset up to which
+// every record is synced to disk and acknowledged. Delivery never reads
+// past a worker's watermark, so the bytes of an append that is still being
+// written, or that failed and is being cut off, are never handed to a
+// processor. A worker with no watermark is read to the end of its file
+// (an oplog written by another process, or by nobody now).
+//
+// The zero value is not used: NewWatermarks. A nil *Watermarks has no
+// watermark for any worker.
+type Watermarks struct {
+	mu sync.Mutex
+	m  map[string]*atomic.Int64
+}
+
+// NewWatermarks returns an empty set of watermarks.
+func NewWatermarks() *Watermarks { return &Watermarks{m: map[string]*atomic.Int64{}} }
+
+// hold returns worker's watermark, created at end when it has none.
+func (wm *Watermarks) hold(worker string, end int64) *atomic.Int64 {
+	if wm == nil {
+		return nil
+	}
+	wm.mu.Lock()
+	defer wm.mu.Unlock()
+	m, ok := wm.m[worker]
+	if !ok {
+		m = new(atomic.Int64)
+		wm.m[worker] = m
+	}
+	m.Store(end)
+	return m
+}
+
+// drop forgets worker's watermark: no writer of this process holds its
+// oplog, and the file ends where the watermark was.
+func (wm *Watermarks) drop(worker string) {
+	if wm == nil {
+		return
+	}
+	wm.mu.Lock()
+	delete(wm.m, worker)
+	wm.mu.Unlock()
+}
+
+// limiter returns a function that reports worker's watermark, if it has
+// one, for a Reader.
+func (wm *Watermarks) limiter(worker string) func() (int64, bool) {
+	if wm == nil {
+		return nil
+	}
+	return func() (int64, bool) {
+		wm.mu.Lock()
+		m, ok := wm.m[worker]
+		wm.mu.Unlock()
+		if !ok {
+			return 0, false
+		}
+		return m.Load(), true
+	}
+}
