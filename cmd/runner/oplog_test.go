@@ -51,11 +51,14 @@ func oplogStatus(t *testing.T, addr string) oplog.Status {
 	return st
 }
 
-// TestOplogCrashes: a runner delivering 1,000,000 entries of 100 workers
-// is killed with SIGKILL at random moments 20 times and started again;
-// then one run finishes. The processor (the oplogrecorder fixture) must
-// have seen every index of every worker, and any index more than once only
-// with Batch.Redelivery set.
+// TestOplogCrashes: a runner delivering 1,000,000 entries of 100 workers,
+// while 8 at-least-once HTTP senders append to 8 more workers and resend
+// (until answered, and acknowledged batches now and then), is killed with
+// SIGKILL at random moments 20 times and started again; then one run
+// finishes. The processor (the oplogrecorder fixture) must have seen every
+// index of every worker, every acknowledged one of the senders', any index
+// more than once only with Batch.Redelivery set, and none that was never
+// acknowledged.
 func TestOplogCrashes(t *testing.T) {
 	if testing.Short() {
 		t.Skip("a minute of crashes")
@@ -74,10 +77,25 @@ func TestOplogCrashes(t *testing.T) {
 	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 1))
 	var progress []int
 	midway := 0
+	feed := newFeeder(8, 10)
+	feeding := func(d *daemonProc) (stop func()) {
+		done, quit := make(chan struct{}), make(chan struct{})
+		go func() {
+			defer close(done)
+			select {
+			case addr := <-d.addr:
+				feed.run(addr, quit, 0)
+			case <-d.done:
+			}
+		}()
+		return func() { close(quit); <-done }
+	}
 	for i := range kills {
 		d := start(t, dir, flags...)
+		stopFeed := feeding(d)
 		time.Sleep(time.Duration(rng.IntN(400)) * time.Millisecond) // while selecting, or delivering
 		require.NoError(t, d.cmd.Process.Signal(syscall.SIGKILL))
+		stopFeed()
 		code := d.exitCode(t)
 		require.Equal(t, -int(syscall.SIGKILL), code, "run %d:\n%s", i, d.text())
 		progress = append(progress, countLines(t, seen))
@@ -90,18 +108,25 @@ func TestOplogCrashes(t *testing.T) {
 
 	d := start(t, dir, flags...)
 	addr := <-d.addr
+	feed.mu.Lock()
+	until := uint64(0)
+	for _, w := range feed.workers {
+		until = max(until, feed.acked[w]+uint64(feed.batch))
+	}
+	feed.mu.Unlock()
+	feed.run(addr, nil, until) // every sender's batch in hand is acknowledged, and one more
 	deadline := time.Now().Add(3 * time.Minute)
 	for {
 		st := oplogStatus(t, addr)
 		done := 0
 		if len(st.Processors) == 1 {
 			for _, w := range st.Processors[0].Workers {
-				if w.Acked == perWorker {
+				if w.Acked == perWorker || (strings.HasPrefix(w.Worker, "http-") && w.Acked == feed.acked[w.Worker]) {
 					done++
 				}
 			}
 		}
-		if done == workers {
+		if done == workers+len(feed.workers) {
 			break
 		}
 		require.True(t, time.Now().Before(deadline), "%d of %d workers finished:\n%s", done, workers, d.text())
@@ -133,6 +158,8 @@ func TestOplogCrashes(t *testing.T) {
 	assert.Zero(t, twice, "entries delivered twice without the redelivery flag")
 	assert.Positive(t, lines)
 	assert.GreaterOrEqual(t, midway, kills/4, "kills that landed while delivering")
+	feed.check(t, rec)
+	t.Logf("senders: %v acknowledged, %d acknowledged batches resent", feed.acked, feed.resent)
 }
 
 // countLines counts the entries in the oplogrecorder's complete frames.
@@ -252,6 +279,8 @@ func TestOplogHTTPAndControl(t *testing.T) {
 	code, _ := post("w1", 1, 10)
 	require.Equal(t, http.StatusOK, code)
 	code, e := post("w1", 5, 1)
+	assert.Equal(t, http.StatusOK, code, "an identical resend: %s", e.Error)
+	code, e = post("w1", 13, 1)
 	assert.Equal(t, http.StatusConflict, code)
 	assert.EqualValues(t, 11, e.ExpectedIndex)
 	code, e = post("-x", 1, 1)

@@ -53,11 +53,13 @@ type AppendResponse struct {
 	NextIndex uint64 `json:"next_index"`
 }
 
-// ErrorResponse is the JSON body of an oplog error; ExpectedIndex is set
-// on 409.
+// ErrorResponse is the JSON body of an oplog error. On 409, ExpectedIndex
+// is set for a gap (the index the next entry must have), ConflictIndex for
+// a resend that differs from the oplog (the first index that differs).
 type ErrorResponse struct {
 	Error         string `json:"error"`
 	ExpectedIndex uint64 `json:"expected_index,omitempty"`
+	ConflictIndex uint64 `json:"conflict_index,omitempty"`
 }
 
 // AppenderConfig configures an Appender. The zero value appends to ./oplog
@@ -243,10 +245,12 @@ func (a *Appender) Close() error {
 }
 
 // ServeHTTP serves POST /v1/workers/{id}/oplog: the entries are appended
-// and synced to disk before the 200. Statuses: 400 for a bad worker ID,
-// body or entry (a timestamp an oplog cannot store, data after the
-// request's JSON); 409 for an index that is not the next one, with the
-// expected index; 413 past the size limit; 423 when another process holds
+// and synced to disk before the 200 (Writer.Put: a resend of entries the
+// oplog holds, identical, writes nothing and is answered as the first
+// send was; of those and more, writes the rest). Statuses: 400 for a bad
+// worker ID, body or entry (a timestamp an oplog cannot store, data after
+// the request's JSON); 409 for a gap, with the expected index, or for a
+// resend that differs from the oplog, with the first differing index; 413 past the size limit; 423 when another process holds
 // the worker's oplog; 503 with Retry-After when the daemon's budget for
 // bodies in flight cannot hold this one; 507 when the disk is full;
 // nothing is appended on any error. Error messages name the oplog by its
@@ -270,24 +274,29 @@ func (a *Appender) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	ow, err := a.acquire(worker, entries[0].Index)
 	if err == nil {
 		ow.mu.Lock()
-		err = ow.w.Append(entries...)
-		next := ow.w.Next()
+		var n int
+		n, err = ow.w.Put(entries)
 		ow.mu.Unlock()
 		a.release(ow)
 		if err == nil {
 			if a.cfg.Metrics != nil {
-				a.cfg.Metrics.appended.Add(float64(len(entries)))
+				a.cfg.Metrics.appended.Add(float64(n))
 			}
+			// A resend is answered as its first send was, however much of
+			// it was already there.
 			w.Header().Set("Content-Type", "application/json")
-			_ = json.NewEncoder(w).Encode(AppendResponse{Worker: worker, Appended: len(entries), NextIndex: next})
+			_ = json.NewEncoder(w).Encode(AppendResponse{Worker: worker, Appended: len(entries), NextIndex: entries[len(entries)-1].Index + 1})
 			return
 		}
 	}
 	msg := a.public(err)
 	var oe *OrderError
+	var ce *ConflictError
 	switch {
 	case errors.As(err, &oe):
 		writeError(w, http.StatusConflict, ErrorResponse{Error: msg, ExpectedIndex: oe.Expected})
+	case errors.As(err, &ce):
+		writeError(w, http.StatusConflict, ErrorResponse{Error: msg, ConflictIndex: ce.Index})
 	case errors.Is(err, ErrEntry):
 		writeError(w, http.StatusBadRequest, ErrorResponse{Error: msg})
 	case errors.Is(err, ErrLocked):
@@ -335,14 +344,11 @@ func (a *Appender) decode(w http.ResponseWriter, r *http.Request, worker string,
 	case len(req.Entries) == 0:
 		return nil, http.StatusBadRequest, errors.New("no entries")
 	}
-	now := time.Now().UTC()
 	entries := make([]contract.Entry, len(req.Entries))
 	for i, e := range req.Entries {
-		ts := e.Timestamp
-		if ts.IsZero() {
-			ts = now
-		}
-		entries[i] = contract.Entry{WorkerID: worker, Index: e.Index, Timestamp: ts, Kind: e.Kind, Payload: e.Payload}
+		// A zero timestamp stays zero: Put stores the time of the request
+		// for a new entry, and matches any for one the oplog holds.
+		entries[i] = contract.Entry{WorkerID: worker, Index: e.Index, Timestamp: e.Timestamp, Kind: e.Kind, Payload: e.Payload}
 	}
 	return entries, 0, nil
 }

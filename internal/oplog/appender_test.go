@@ -102,7 +102,9 @@ func TestAppenderManyWorkers(t *testing.T) {
 
 	// worker-0000's oplog was closed long ago: it goes on at index 3.
 	require.Equal(t, http.StatusOK, post("worker-0000", appendBody(3, 1, "x")))
-	require.Equal(t, http.StatusConflict, post("worker-0001", appendBody(1, 1, "x")), "a reopened oplog knows its next index")
+	require.Equal(t, http.StatusConflict, post("worker-0001", appendBody(4, 1, "x")), "a reopened oplog knows its next index")
+	require.Equal(t, http.StatusConflict, post("worker-0001", appendBody(1, 1, "y")), "a reopened oplog knows what it holds")
+	require.Equal(t, http.StatusOK, post("worker-0001", appendBody(1, 2, "x")), "and takes an identical resend")
 
 	rec := newRecorder()
 	const parallel = 4

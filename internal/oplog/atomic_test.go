@@ -39,17 +39,24 @@ func (r *payloadRecorder) Process(_ context.Context, b contract.Batch) error {
 	return nil
 }
 
+// entries returns what worker "w" was handed.
 func (r *payloadRecorder) entries() []contract.Entry {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return append([]contract.Entry(nil), r.seen...)
+	var out []contract.Entry
+	for _, e := range r.seen {
+		if e.WorkerID == "w" {
+			out = append(out, e)
+		}
+	}
+	return out
 }
 
 // acked is what the clients were told is in the journal: index -> payload.
 type acked map[uint64]string
 
-// checkExactlyAcked asserts that rec received every acked entry once, in
-// order, with the payload that was acked, and nothing else.
+// checkExactlyAcked asserts that rec received every acked entry of worker
+// "w" once, in order, with the payload that was acked, and nothing else.
 func checkExactlyAcked(t *testing.T, rec *payloadRecorder, want acked) {
 	t.Helper()
 	eventually(t, "every acked entry delivered", func() bool { return len(rec.entries()) >= len(want) })

@@ -78,7 +78,7 @@ func TestAppendHTTP(t *testing.T) {
 		msg          string
 		expected     uint64
 	}{
-		{"duplicate", "w", appendBody(3, 1, "x"), 409, "entry index 3, expected 4", 4},
+		{"a resend that differs", "w", appendBody(3, 1, "z"), 409, "entry 3 differs from the one the oplog holds (its payload)", 0},
 		{"gap", "w", appendBody(9, 1, "x"), 409, "entry index 9, expected 4", 4},
 		{"not json", "w", []byte("index=4"), 400, "not an append request", 0},
 		{"unknown field", "w", []byte(`{"entries":[{"index":4,"kind":"k","extra":1}]}`), 400, `unknown field "extra"`, 0},

@@ -41,6 +41,9 @@ var (
 	ErrTorn = errors.New("oplog: torn record")
 	// ErrOutOfOrder: an append whose first index is not the next one.
 	ErrOutOfOrder = errors.New("oplog: out-of-order append")
+	// ErrConflict: a resend whose entry differs from the one the oplog
+	// holds at its index.
+	ErrConflict = errors.New("oplog: a resend differs from the oplog")
 	// ErrWorkerID: a worker ID that cannot name a file.
 	ErrWorkerID = errors.New("oplog: invalid worker ID")
 	// ErrLocked: another writer holds the worker's oplog.

@@ -56,6 +56,11 @@ type Writer struct {
 	mark interface{ Store(int64) }
 	// fault, in tests, fails a write or a sync as a disk would.
 	fault func(op string) error
+	// start is where the first record starts; recent, where some of the
+	// latest appends did (Put's comparisons).
+	start    mark
+	recent   []mark
+	recentAt int // the oldest of recent, once it is full
 }
 
 // OpenWriter opens worker's oplog in dir for appending, creating it (and
@@ -106,11 +111,13 @@ func (w *Writer) recover(dir string) error {
 			return fmt.Errorf("oplog: %w", err)
 		}
 		w.size, w.next, w.created = int64(len(h)), 1, true
+		w.start = mark{1, w.size}
 		return syncDir(dir)
 	}
 	if err != nil {
 		return err
 	}
+	w.start = mark{1, hl}
 	fi, err := w.f.Stat()
 	if err != nil {
 		return fmt.Errorf("oplog: %w", err)
@@ -207,6 +214,7 @@ func (w *Writer) Append(entries ...contract.Entry) error {
 		// never taken as written, and the append is answered as failed.
 		return w.undo(fmt.Errorf("oplog: syncing %s: %w", w.path, err))
 	}
+	w.remember(w.next, w.size)
 	w.size += int64(len(w.buf))
 	w.next += uint64(len(entries))
 	if w.mark != nil {

@@ -1,0 +1,145 @@
+package oplog
+
+import (
+	"bytes"
+	"fmt"
+	"time"
+
+	"github.com/soplug/soplug/contract"
+)
+
+// ConflictError is a resend that overlaps the oplog with an entry that
+// differs from the one it holds at that index; it wraps ErrConflict.
+type ConflictError struct {
+	// Path is the oplog file.
+	Path string
+	// Index is the first index whose entry differs.
+	Index uint64
+	// Field is what differs: "kind", "timestamp" or "payload".
+	Field string
+}
+
+func (e *ConflictError) Error() string {
+	return fmt.Sprintf("%v: %s: entry %d differs from the one the oplog holds (its %s)", ErrConflict, e.Path, e.Index, e.Field)
+}
+
+// Unwrap returns ErrConflict.
+func (e *ConflictError) Unwrap() error { return ErrConflict }
+
+// recentMarks is how many appends' first index and offset a Writer keeps,
+// so that a resend of a recent append finds its entries without reading
+// the oplog from the start.
+const recentMarks = 64
+
+// mark is where the record of an index starts.
+type mark struct {
+	index uint64
+	off   int64
+}
+
+// Put appends entries as an at-least-once sender needs: entries already in
+// the oplog are compared, not written again. The entries' indexes must
+// run without a gap among themselves and start at or before Next().
+//
+//   - All of them are in the oplog, identical: nothing is written, and Put
+//     returns 0.
+//   - Some are, identical, and the rest follow: only the rest is appended,
+//     and Put returns how many.
+//   - One that is in the oplog differs (kind, timestamp or payload): a
+//     *ConflictError naming the first such index; nothing is written.
+//   - The first index is past Next(): an *OrderError, as for Append.
+//
+// An entry with a zero Timestamp matches any stored timestamp, and is
+// stored with the time of the call when it is new.
+func (w *Writer) Put(entries []contract.Entry) (int, error) {
+	if len(entries) == 0 {
+		return 0, nil
+	}
+	first := entries[0].Index
+	for i := range entries {
+		if want := first + uint64(i); entries[i].Index != want {
+			return 0, &OrderError{Path: w.path, Expected: want, Got: entries[i].Index}
+		}
+	}
+	if first > w.next || first == 0 {
+		return 0, &OrderError{Path: w.path, Expected: w.next, Got: first}
+	}
+	overlap := int(min(uint64(len(entries)), w.next-first))
+	if overlap > 0 {
+		if err := w.compare(entries[:overlap]); err != nil {
+			return 0, err
+		}
+	}
+	tail := entries[overlap:]
+	if len(tail) == 0 {
+		return 0, nil
+	}
+	now := time.Now().UTC()
+	for i := range tail {
+		if tail[i].Timestamp.IsZero() {
+			tail[i].Timestamp = now
+		}
+	}
+	if err := w.Append(tail...); err != nil {
+		return 0, err
+	}
+	return len(tail), nil
+}
+
+// compare checks that the oplog holds entries, which start before Next().
+func (w *Writer) compare(entries []contract.Entry) error {
+	first := entries[0].Index
+	m := w.markBefore(first)
+	r := &Reader{path: w.path, worker: w.worker, f: w.f, off: m.off, next: m.index, kinds: map[string]string{},
+		limit: func() (int64, bool) { return w.size, true }}
+	i := 0
+	for i < len(entries) {
+		got, err := r.Read(recentMarks<<4, 4<<20)
+		if err != nil {
+			return fmt.Errorf("oplog: reading %s to compare a resend: %w", w.path, err)
+		}
+		if len(got) == 0 {
+			return fmt.Errorf("%w: %s ends before entry %d, below its next index %d", ErrCorrupt, w.path, entries[i].Index, w.next)
+		}
+		for _, g := range got {
+			if g.Index < first {
+				continue
+			}
+			e := &entries[i]
+			switch {
+			case g.Kind != e.Kind:
+				return &ConflictError{Path: w.path, Index: e.Index, Field: "kind"}
+			case !e.Timestamp.IsZero() && !g.Timestamp.Equal(e.Timestamp):
+				return &ConflictError{Path: w.path, Index: e.Index, Field: "timestamp"}
+			case !bytes.Equal(g.Payload, e.Payload):
+				return &ConflictError{Path: w.path, Index: e.Index, Field: "payload"}
+			}
+			if i++; i == len(entries) {
+				return nil
+			}
+		}
+	}
+	return nil
+}
+
+// markBefore returns the latest known record start at or before index:
+// one of the recent appends', else the first record's.
+func (w *Writer) markBefore(index uint64) mark {
+	best := w.start
+	for _, m := range w.recent {
+		if m.index <= index && m.index > best.index {
+			best = m
+		}
+	}
+	return best
+}
+
+// remember records where the append of first starts.
+func (w *Writer) remember(first uint64, off int64) {
+	if len(w.recent) < recentMarks {
+		w.recent = append(w.recent, mark{first, off})
+		return
+	}
+	w.recent[w.recentAt] = mark{first, off} // the oldest
+	w.recentAt = (w.recentAt + 1) % recentMarks
+}
