@@ -35,6 +35,10 @@ const (
 // AppendRequest is the body of POST /v1/workers/{id}/oplog.
 type AppendRequest struct {
 	Entries []AppendEntry `json:"entries"`
+	// FirstIndex, on a worker's first append, is the index its oplog
+	// starts at (a journal attached to a worker mid-life); zero means 1.
+	// On a later append it is zero or the oplog's start.
+	FirstIndex uint64 `json:"first_index,omitempty"`
 }
 
 // AppendEntry is one entry of an AppendRequest. A zero timestamp means
@@ -144,27 +148,36 @@ func (a *Appender) OpenWriters() int {
 // closed as they end.
 //
 // A worker with no oplog yet gets one only for an append that starts at
-// index 1: any other is an *OrderError, and no file is created.
-func (a *Appender) acquire(worker string, first uint64) (*openWriter, error) {
+// its start (start, or 1 when start is zero): any other is an
+// *OrderError, and no file is created. A start given for an oplog that
+// starts elsewhere is an error wrapping ErrConflict.
+func (a *Appender) acquire(worker string, first, start uint64) (*openWriter, error) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if a.closed {
 		return nil, errors.New("oplog: the appender is closed")
 	}
 	if ow, ok := a.open[worker]; ok {
+		if err := checkStart(ow.w, start); err != nil {
+			return nil, err
+		}
 		ow.users++
 		a.lru.MoveToFront(ow.elem)
 		return ow, nil
 	}
-	if first != 1 {
-		path := Path(a.cfg.Dir, worker)
+	path := Path(a.cfg.Dir, worker)
+	if begin := max(start, 1); first != begin {
 		if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) {
-			return nil, &OrderError{Path: path, Expected: 1, Got: first}
+			return nil, &OrderError{Path: path, Expected: begin, Got: first}
 		}
 	}
 	a.evict(a.cfg.MaxOpen - 1)
-	w, err := OpenWriter(a.cfg.Dir, worker)
+	w, err := OpenWriterAt(a.cfg.Dir, worker, max(start, 1))
 	if err != nil {
+		return nil, err
+	}
+	if err := checkStart(w, start); err != nil {
+		w.Close()
 		return nil, err
 	}
 	// Published before any append writes: a delivery that sees the bytes
@@ -177,6 +190,14 @@ func (a *Appender) acquire(worker string, first uint64) (*openWriter, error) {
 	ow.elem = a.lru.PushFront(ow)
 	a.open[worker] = ow
 	return ow, nil
+}
+
+// checkStart refuses a start that is not w's oplog's.
+func checkStart(w *Writer, start uint64) error {
+	if start != 0 && start != w.First() {
+		return fmt.Errorf("%w: %s starts at index %d, not at the first_index %d", ErrConflict, w.Path(), w.First(), start)
+	}
+	return nil
 }
 
 // evict closes the least recently used writers nobody holds until at most
@@ -212,7 +233,7 @@ func (a *Appender) release(ow *openWriter) {
 	if ow.users > 0 || a.open[ow.w.worker] != ow {
 		return
 	}
-	if ow.w.Next() == 1 && ow.w.created {
+	if ow.w.Next() == ow.w.First() && ow.w.created {
 		a.drop(ow)
 		if err := os.Remove(ow.w.Path()); err != nil && !errors.Is(err, os.ErrNotExist) {
 			a.cfg.Logger.Warn("removing an empty oplog", "worker", ow.w.worker, "err", err)
@@ -263,7 +284,7 @@ func (a *Appender) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	charge := a.cfg.Budget.Charge()
 	defer charge.Release() // the decoded entries live until they are written
-	entries, code, err := a.decode(w, r, worker, charge)
+	entries, start, code, err := a.decode(w, r, worker, charge)
 	if err != nil {
 		if code == http.StatusServiceUnavailable {
 			w.Header().Set("Retry-After", "1")
@@ -271,7 +292,7 @@ func (a *Appender) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeError(w, code, ErrorResponse{Error: err.Error()})
 		return
 	}
-	ow, err := a.acquire(worker, entries[0].Index)
+	ow, err := a.acquire(worker, entries[0].Index, start)
 	if err == nil {
 		ow.mu.Lock()
 		var n int
@@ -297,6 +318,8 @@ func (a *Appender) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusConflict, ErrorResponse{Error: msg, ExpectedIndex: oe.Expected})
 	case errors.As(err, &ce):
 		writeError(w, http.StatusConflict, ErrorResponse{Error: msg, ConflictIndex: ce.Index})
+	case errors.Is(err, ErrConflict):
+		writeError(w, http.StatusConflict, ErrorResponse{Error: msg})
 	case errors.Is(err, ErrEntry):
 		writeError(w, http.StatusBadRequest, ErrorResponse{Error: msg})
 	case errors.Is(err, ErrLocked):
@@ -313,13 +336,13 @@ func (a *Appender) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // decode reads the request's entries within MaxBytes and the budget,
 // charging them to charge, and returns the status and error of a body it
 // refuses.
-func (a *Appender) decode(w http.ResponseWriter, r *http.Request, worker string, charge *inflight.Charge) ([]contract.Entry, int, error) {
+func (a *Appender) decode(w http.ResponseWriter, r *http.Request, worker string, charge *inflight.Charge) ([]contract.Entry, uint64, int, error) {
 	tooBig := fmt.Errorf("the body is larger than %d bytes", a.cfg.MaxBytes)
 	if r.ContentLength > a.cfg.MaxBytes {
-		return nil, http.StatusRequestEntityTooLarge, tooBig
+		return nil, 0, http.StatusRequestEntityTooLarge, tooBig
 	}
 	if err := a.cfg.Budget.Admit(r.ContentLength * AppendWeight); err != nil {
-		return nil, http.StatusServiceUnavailable, fmt.Errorf("%w; retry", err)
+		return nil, 0, http.StatusServiceUnavailable, fmt.Errorf("%w; retry", err)
 	}
 	dec := json.NewDecoder(inflight.Reader(http.MaxBytesReader(w, r.Body, a.cfg.MaxBytes), charge, AppendWeight))
 	dec.DisallowUnknownFields()
@@ -336,13 +359,13 @@ func (a *Appender) decode(w http.ResponseWriter, r *http.Request, worker string,
 	var mbe *http.MaxBytesError
 	switch {
 	case errors.As(err, &mbe):
-		return nil, http.StatusRequestEntityTooLarge, tooBig
+		return nil, 0, http.StatusRequestEntityTooLarge, tooBig
 	case errors.Is(err, inflight.ErrExhausted):
-		return nil, http.StatusServiceUnavailable, fmt.Errorf("%w; retry", err)
+		return nil, 0, http.StatusServiceUnavailable, fmt.Errorf("%w; retry", err)
 	case err != nil:
-		return nil, http.StatusBadRequest, fmt.Errorf("the body is not an append request: %w", err)
+		return nil, 0, http.StatusBadRequest, fmt.Errorf("the body is not an append request: %w", err)
 	case len(req.Entries) == 0:
-		return nil, http.StatusBadRequest, errors.New("no entries")
+		return nil, 0, http.StatusBadRequest, errors.New("no entries")
 	}
 	entries := make([]contract.Entry, len(req.Entries))
 	for i, e := range req.Entries {
@@ -350,7 +373,7 @@ func (a *Appender) decode(w http.ResponseWriter, r *http.Request, worker string,
 		// for a new entry, and matches any for one the oplog holds.
 		entries[i] = contract.Entry{WorkerID: worker, Index: e.Index, Timestamp: e.Timestamp, Kind: e.Kind, Payload: e.Payload}
 	}
-	return entries, 0, nil
+	return entries, req.FirstIndex, 0, nil
 }
 
 // isSyntax reports whether err is malformed JSON (rather than a failed read).

@@ -47,7 +47,8 @@ type mark struct {
 //     and Put returns how many.
 //   - One that is in the oplog differs (kind, timestamp or payload): a
 //     *ConflictError naming the first such index; nothing is written.
-//   - The first index is past Next(): an *OrderError, as for Append.
+//   - The first index is past Next(): an *OrderError, as for Append;
+//     before First(): an error wrapping ErrConflict.
 //
 // An entry with a zero Timestamp matches any stored timestamp, and is
 // stored with the time of the call when it is new.
@@ -63,6 +64,9 @@ func (w *Writer) Put(entries []contract.Entry) (int, error) {
 	}
 	if first > w.next || first == 0 {
 		return 0, &OrderError{Path: w.path, Expected: w.next, Got: first}
+	}
+	if first < w.first {
+		return 0, fmt.Errorf("%w: %s: entry %d is before the oplog's first index %d", ErrConflict, w.path, first, w.first)
 	}
 	overlap := int(min(uint64(len(entries)), w.next-first))
 	if overlap > 0 {

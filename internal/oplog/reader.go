@@ -24,6 +24,7 @@ type Reader struct {
 	f      *os.File
 	off    int64  // offset of the next record
 	next   uint64 // the index the next record must have
+	first  uint64 // the oplog's first index
 	kinds  map[string]string
 	// limit, when set, reports the committed end of the worker's oplog
 	// (Watermarks): nothing past it is read.
@@ -42,32 +43,52 @@ func OpenReader(dir, worker string) (*Reader, error) {
 	if err != nil {
 		return nil, err
 	}
-	hl, err := readHeader(f, path, worker)
+	hl, first, err := readHeader(f, path, worker)
 	if err != nil {
 		f.Close()
 		return nil, err
 	}
-	return &Reader{path: path, worker: worker, f: f, off: hl, next: 1, kinds: map[string]string{}}, nil
+	return &Reader{path: path, worker: worker, f: f, off: hl, next: first, first: first, kinds: map[string]string{}}, nil
 }
 
-// readHeader checks the header of worker's oplog and returns its length.
-func readHeader(f *os.File, path, worker string) (int64, error) {
-	want := header(worker)
-	got := make([]byte, len(want))
+// readHeader checks the header of worker's oplog and returns its length
+// and the oplog's first index.
+func readHeader(f *os.File, path, worker string) (int64, uint64, error) {
+	got := make([]byte, len(magic)+2+maxWorkerB+8+4)
 	n, err := f.ReadAt(got, 0)
 	if err != nil && !errors.Is(err, io.EOF) {
-		return 0, fmt.Errorf("oplog: %s: %w", path, err)
+		return 0, 0, fmt.Errorf("oplog: %s: %w", path, err)
 	}
-	if n < len(want) {
-		if bytes.HasPrefix(want, got[:n]) {
-			return 0, posError(ErrTorn, path, 0, "the header is %d of %d bytes", n, len(want))
+	got = got[:n]
+	// The header it must be: the file's version byte says which (a file
+	// cut before it may be either). Both start with the same fixed part.
+	fixed := len(magic) + 2 + len(worker)
+	want, first := header(worker, 1), uint64(1)
+	if len(got) <= len(magic) {
+		if bytes.HasPrefix(want, got) {
+			return 0, 0, posError(ErrTorn, path, 0, "the header is %d bytes, cut short", n)
 		}
-		return 0, posError(ErrCorrupt, path, 0, "not an oplog of worker %q", worker)
+		return 0, 0, posError(ErrCorrupt, path, 0, "not an oplog of worker %q", worker)
 	}
-	if !bytes.Equal(got, want) {
-		return 0, posError(ErrCorrupt, path, 0, "not an oplog of worker %q (a header for another worker, version or checksum)", worker)
+	if got[len(magic)] == versionAt {
+		want = header(worker, 2) // for its length and fixed part
 	}
-	return int64(len(want)), nil
+	if len(got) < len(want) {
+		if bytes.HasPrefix(want[:fixed], got[:min(len(got), fixed)]) {
+			return 0, 0, posError(ErrTorn, path, 0, "the header is %d of %d bytes", n, len(want))
+		}
+		return 0, 0, posError(ErrCorrupt, path, 0, "not an oplog of worker %q", worker)
+	}
+	got = got[:len(want)]
+	if !bytes.Equal(got[:fixed], want[:fixed]) || crc32.Checksum(got[:len(got)-4], castagnoli) != binary.LittleEndian.Uint32(got[len(got)-4:]) {
+		return 0, 0, posError(ErrCorrupt, path, 0, "not an oplog of worker %q (a header for another worker, version or checksum)", worker)
+	}
+	if want[len(magic)] == versionAt {
+		if first = binary.LittleEndian.Uint64(got[fixed:]); first < 2 {
+			return 0, 0, posError(ErrCorrupt, path, 0, "a first index of %d", first)
+		}
+	}
+	return int64(len(want)), first, nil
 }
 
 // Close closes the file.
@@ -78,6 +99,10 @@ func (r *Reader) Path() string { return r.path }
 
 // Offset returns the offset of the next record.
 func (r *Reader) Offset() int64 { return r.off }
+
+// First returns the index the oplog starts at: 1, or the one its header
+// names.
+func (r *Reader) First() uint64 { return r.first }
 
 // Next returns the index the next record must have.
 func (r *Reader) Next() uint64 { return r.next }

@@ -6,11 +6,13 @@
 // A worker's oplog is one append-only file, <dir>/<worker>.oplog: a header
 // naming the worker, then one record per entry:
 //
-//	header  "SOPLUGOL" | version (1 byte, 1) | id length (1 byte) | worker id | CRC-32C of the preceding bytes (4)
+//	header  "SOPLUGOL" | version (1 byte) | id length (1 byte) | worker id | [first index (8)] | CRC-32C of the preceding bytes (4)
 //	record  body length (4) | CRC-32C of the body (4) | body
 //	body    index (8) | timestamp, Unix nanoseconds (8) | kind length (1) | kind | payload
 //
-// Integers are little-endian. A record whose bytes are not all there yet
+// Version 1 has no first index: the oplog starts at index 1. Version 2,
+// written only for an oplog that starts elsewhere (a worker attached
+// mid-life), names its first index. Integers are little-endian. A record whose bytes are not all there yet
 // (a writer in the middle of an append, or one that died in it) is torn:
 // readers stop before it and wait; the next Writer of that worker cuts it
 // off. A complete record whose CRC, length or index is wrong is corrupt:
@@ -63,7 +65,8 @@ const (
 	Suffix = ".oplog"
 
 	magic      = "SOPLUGOL"
-	version    = 1
+	version    = 1 // an oplog that starts at index 1
+	versionAt  = 2 // one that starts at the index its header names
 	recHead    = 8         // body length and CRC
 	bodyFixed  = 8 + 8 + 1 // index, timestamp, kind length
 	maxBody    = bodyFixed + MaxKind + MaxPayload
@@ -90,10 +93,18 @@ func CheckWorkerID(id string) error {
 	return nil
 }
 
-// header returns the file header of worker's oplog.
-func header(worker string) []byte {
-	b := append([]byte(magic), version, byte(len(worker)))
+// header returns the file header of worker's oplog, whose first entry has
+// index first: version 1 for 1, else version 2.
+func header(worker string, first uint64) []byte {
+	v := byte(version)
+	if first != 1 {
+		v = versionAt
+	}
+	b := append([]byte(magic), v, byte(len(worker)))
 	b = append(b, worker...)
+	if first != 1 {
+		b = binary.LittleEndian.AppendUint64(b, first)
+	}
 	return binary.LittleEndian.AppendUint32(b, crc32.Checksum(b, castagnoli))
 }
 

@@ -28,8 +28,11 @@ const (
 
 // WorkerStatus is one worker's delivery state.
 type WorkerStatus struct {
-	Worker   string    `json:"worker"`
-	State    State     `json:"state"`
+	Worker string `json:"worker"`
+	State  State  `json:"state"`
+	// First is the index the worker's oplog starts at (1, or the
+	// first_index of its first append); zero until its oplog is opened.
+	First    uint64    `json:"first_index,omitempty"`
 	Acked    uint64    `json:"acked"`
 	Failures int       `json:"failures,omitempty"`
 	Error    string    `json:"error,omitempty"`
@@ -147,9 +150,14 @@ func (w *worker) openOnce() (Cursor, int64, error) {
 	if err != nil {
 		return Cursor{}, 0, err
 	}
+	w.mu.Lock()
+	w.st.First = r.First()
+	w.mu.Unlock()
 	if c.Offset > 0 {
 		return c, c.Offset, nil
 	}
+	// A new cursor: nothing before the oplog's first entry is owed.
+	c.Acked = r.First() - 1
 	return c, r.Offset(), nil
 }
 

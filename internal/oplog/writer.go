@@ -40,6 +40,7 @@ type Writer struct {
 	f      *os.File
 	size   int64  // where the next record goes
 	next   uint64 // the index the next entry must have
+	first  uint64 // the index of the first entry
 	buf    []byte
 	// created: the file was empty (or held a partial header) and this
 	// Writer wrote its header.
@@ -64,13 +65,23 @@ type Writer struct {
 }
 
 // OpenWriter opens worker's oplog in dir for appending, creating it (and
-// dir) when it does not exist. It takes the file's lock (ErrLocked when
+// dir), starting at index 1, when it does not exist. It is
+// OpenWriterAt(dir, worker, 1).
+func OpenWriter(dir, worker string) (*Writer, error) { return OpenWriterAt(dir, worker, 1) }
+
+// OpenWriterAt opens worker's oplog in dir for appending, creating it (and
+// dir) when it does not exist, with first as the index of its first entry
+// (a worker whose journal is attached mid-life). An oplog that exists keeps
+// the start it has: First says which. It takes the file's lock (ErrLocked when
 // another process holds it) and finds the end: a torn last record, left by
 // a writer that died in the middle of an append, is cut off; a corrupt
 // record is an error, and nothing is changed.
-func OpenWriter(dir, worker string) (*Writer, error) {
+func OpenWriterAt(dir, worker string, first uint64) (*Writer, error) {
 	if err := CheckWorkerID(worker); err != nil {
 		return nil, err
+	}
+	if first == 0 {
+		return nil, fmt.Errorf("%w: an oplog starts at index 1 or later, not 0", ErrEntry)
 	}
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("oplog: %w", err)
@@ -87,7 +98,7 @@ func OpenWriter(dir, worker string) (*Writer, error) {
 		}
 		return nil, fmt.Errorf("oplog: locking %s: %w", path, err)
 	}
-	w := &Writer{path: path, worker: worker, f: f}
+	w := &Writer{path: path, worker: worker, f: f, first: first}
 	if err := w.recover(dir); err != nil {
 		f.Close()
 		return nil, err
@@ -98,9 +109,9 @@ func OpenWriter(dir, worker string) (*Writer, error) {
 // recover finds the end of the oplog, writing the header of a new one and
 // cutting a torn tail.
 func (w *Writer) recover(dir string) error {
-	hl, err := readHeader(w.f, w.path, w.worker)
+	hl, first, err := readHeader(w.f, w.path, w.worker)
 	if errors.Is(err, ErrTorn) { // empty, or a header cut short: no record can follow
-		h := header(w.worker)
+		h := header(w.worker, w.first)
 		if err := w.f.Truncate(0); err != nil {
 			return fmt.Errorf("oplog: %w", err)
 		}
@@ -110,14 +121,14 @@ func (w *Writer) recover(dir string) error {
 		if err := w.f.Sync(); err != nil {
 			return fmt.Errorf("oplog: %w", err)
 		}
-		w.size, w.next, w.created = int64(len(h)), 1, true
-		w.start = mark{1, w.size}
+		w.size, w.next, w.created = int64(len(h)), w.first, true
+		w.start = mark{w.first, w.size}
 		return syncDir(dir)
 	}
 	if err != nil {
 		return err
 	}
-	w.start = mark{1, hl}
+	w.first, w.start = first, mark{first, hl}
 	fi, err := w.f.Stat()
 	if err != nil {
 		return fmt.Errorf("oplog: %w", err)
@@ -128,7 +139,7 @@ func (w *Writer) recover(dir string) error {
 	}
 	// Read it all: the end is torn, or the last record is larger than the
 	// window lastRecord searches.
-	r := &Reader{path: w.path, worker: w.worker, f: w.f, off: hl, next: 1, kinds: map[string]string{}}
+	r := &Reader{path: w.path, worker: w.worker, f: w.f, off: hl, next: first, first: first, kinds: map[string]string{}}
 	for {
 		es, err := r.Read(1<<16, 4<<20)
 		if errors.Is(err, ErrTorn) {
@@ -158,7 +169,7 @@ func (w *Writer) recover(dir string) error {
 // or the last record is larger.
 func (w *Writer) lastRecord(hl, size int64) (uint64, bool) {
 	if size == hl {
-		return 0, true
+		return w.first - 1, true
 	}
 	win := min(size-hl, 64<<10)
 	buf := make([]byte, win)
@@ -179,6 +190,9 @@ func (w *Writer) lastRecord(hl, size int64) (uint64, bool) {
 
 // Path returns the oplog file.
 func (w *Writer) Path() string { return w.path }
+
+// First returns the index of the oplog's first entry.
+func (w *Writer) First() uint64 { return w.first }
 
 // Next returns the index the next appended entry must have.
 func (w *Writer) Next() uint64 { return w.next }
