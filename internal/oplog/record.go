@@ -65,8 +65,8 @@ const (
 	Suffix = ".oplog"
 
 	magic      = "SOPLUGOL"
-	version    = 1 // an oplog that starts at index 1
-	versionAt  = 2 // one that starts at the index its header names
+	version    = 1         // an oplog that starts at index 1
+	versionAt  = 2         // one that starts at the index its header names
 	recHead    = 8         // body length and CRC
 	bodyFixed  = 8 + 8 + 1 // index, timestamp, kind length
 	maxBody    = bodyFixed + MaxKind + MaxPayload
