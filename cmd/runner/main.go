@@ -16,6 +16,7 @@
 //	runner plugins verify [flags] FILE              the trust checks alone
 //	runner oplog activate|deactivate WORKER         resume or pause a worker's oplog delivery
 //	runner oplog status                             every worker's delivery state
+//	runner oplog repair WORKER                      cut a corrupt oplog back to its last good record
 //	runner keygen KEYFILE                           a new ed25519 key pair
 //	runner version                                  print the contract ABI and Go version
 //
@@ -70,6 +71,7 @@ const usage = `usage:
   runner plugins verify [--trusted-key PUB]... [--manifest SUMS] [--allowed-owner UID]... FILE
   runner oplog activate|deactivate [--control-socket PATH | --state-dir DIR | --oplog-dir DIR] WORKER
   runner oplog status [--control-socket PATH | --state-dir DIR | --oplog-dir DIR]
+  runner oplog repair --oplog-dir DIR [--json] WORKER
   runner keygen KEYFILE
   runner version
 

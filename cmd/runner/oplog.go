@@ -3,14 +3,17 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"time"
 
+	"github.com/soplug/soplug/internal/cliout"
 	"github.com/soplug/soplug/internal/exitcode"
 	"github.com/soplug/soplug/internal/oplog"
 )
@@ -32,13 +35,17 @@ func registerControl(fs *flag.FlagSet, p *string) {
 }
 
 // oplogCmd is "runner oplog activate|deactivate WORKER" and "runner oplog
-// status": it asks the running daemon over its control socket.
+// status", which ask the running daemon over its control socket, and
+// "runner oplog repair WORKER", which cuts a corrupt oplog itself.
 func oplogCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if len(args) == 0 {
-		fmt.Fprint(stderr, "usage: runner oplog activate|deactivate WORKER | runner oplog status  [--control-socket PATH] [--state-dir DIR] [--oplog-dir DIR]\n")
+		fmt.Fprint(stderr, "usage: runner oplog activate|deactivate WORKER | runner oplog status  [--control-socket PATH] [--state-dir DIR] [--oplog-dir DIR] | runner oplog repair --oplog-dir DIR [--json] WORKER\n")
 		return exitcode.Usage
 	}
 	verb := args[0]
+	if verb == "repair" {
+		return repairCmd(args[1:], stdout, stderr)
+	}
 	fs := flag.NewFlagSet("oplog "+verb, flag.ContinueOnError)
 	var control, oplogDir string
 	registerControl(fs, &control)
@@ -94,4 +101,43 @@ func oplogCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		_, _ = stdout.Write(body)
 	}
 	return exitcode.OK
+}
+
+// repairCmd is "runner oplog repair --oplog-dir DIR WORKER".
+func repairCmd(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("oplog repair", flag.ContinueOnError)
+	dir := fs.String("oplog-dir", "", "the workers' oplog folder")
+	asJSON := fs.Bool("json", false, "print the result as JSON")
+	pos, ok := parseArgs(fs, args, stderr)
+	if !ok {
+		return exitcode.Usage
+	}
+	if len(pos) != 1 || *dir == "" {
+		fmt.Fprintln(stderr, "usage: runner oplog repair --oplog-dir DIR [--json] WORKER")
+		return exitcode.Usage
+	}
+	res, err := oplog.Repair(*dir, pos[0])
+	code := exitcode.OK
+	switch {
+	case err == nil, errors.Is(err, oplog.ErrNothingToRepair):
+	case errors.Is(err, oplog.ErrLocked):
+		code = exitcode.InUse
+	case errors.Is(err, os.ErrNotExist), errors.Is(err, oplog.ErrWorkerID):
+		code = exitcode.NoInput
+	default:
+		code = exitcode.Failure
+	}
+	if *asJSON {
+		_ = cliout.Result(stdout, res, err)
+		return code
+	}
+	switch {
+	case errors.Is(err, oplog.ErrNothingToRepair):
+		fmt.Fprintf(stdout, "%s: no corrupt record, nothing changed\n", filepath.Base(res.Path))
+	case err != nil:
+		fmt.Fprintf(stderr, "runner oplog repair: %v\n", err)
+	default:
+		cliout.Repaired(stdout, res)
+	}
+	return code
 }

@@ -18,6 +18,7 @@ import (
 	"text/tabwriter"
 
 	"github.com/soplug/soplug/internal/deploy"
+	"github.com/soplug/soplug/internal/oplog"
 	"github.com/soplug/soplug/internal/pluginconf"
 	"github.com/soplug/soplug/loader"
 )
@@ -184,6 +185,18 @@ func Removed(w io.Writer, name string, res deploy.Removed) {
 	default:
 		fmt.Fprintf(w, "the daemon falls back to %s %s (%s) at its restart\n", name, res.Next, res.NextFile)
 	}
+}
+
+// Repaired says what `oplog repair` cut.
+func Repaired(w io.Writer, r oplog.Repaired) {
+	entries := fmt.Sprintf("%d entries", r.DroppedEntries)
+	if r.DroppedEntries < 0 {
+		entries = "entries not counted"
+	}
+	fmt.Fprintf(w, "%s: cut at offset %d, after entry %d, the last good one: dropped %d bytes (%s)\n",
+		filepath.Base(r.Path), r.Offset, r.LastGood, r.DroppedBytes, entries)
+	fmt.Fprintf(w, "the corruption: %s\n", strings.ReplaceAll(r.Reason, filepath.Dir(r.Path)+string(filepath.Separator), ""))
+	fmt.Fprintf(w, "the worker's next append starts at index %d; delivery goes on by itself\n", r.LastGood+1)
 }
 
 // JSON writes v as indented JSON.

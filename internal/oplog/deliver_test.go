@@ -292,7 +292,7 @@ func TestDeliveryBlockedByCorruptRecord(t *testing.T) {
 	require.NoError(t, os.WriteFile(path, data, 0o644))
 	rec := newRecorder()
 	d, stop := run(t, oplog.Config{Dir: dir}, rec)
-	eventually(t, "blocked", func() bool { return status(d, "w").State == oplog.StateBlocked })
+	eventually(t, "corrupt", func() bool { return status(d, "w").State == oplog.StateCorrupt })
 	stop()
 	assert.Equal(t, seq(1, 4), rec.seen["w"])
 	assert.Contains(t, status(d, "w").Error, "checksum mismatch")

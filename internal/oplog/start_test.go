@@ -79,9 +79,8 @@ func TestExplicitStart(t *testing.T) {
 	rec.mu.Lock()
 	assert.Equal(t, seq(1000, 1007), rec.seen["mid"])
 	rec.mu.Unlock()
-	st := status(d, "mid")
-	assert.EqualValues(t, 1000, st.First)
-	assert.EqualValues(t, 1007, st.Acked)
+	eventually(t, "mid acknowledged", func() bool { return status(d, "mid").Acked == 1007 })
+	assert.EqualValues(t, 1000, status(d, "mid").First)
 	assert.EqualValues(t, 1, status(d, "other").First)
 
 	got, err := readAll(t, dir, "mid")

@@ -23,7 +23,8 @@ const (
 	StateRetrying   State = "retrying"           // the processor failed the batch; it is tried again after a backoff
 	StateParked     State = "parked"             // failed ParkAfter times in a row; waits to be activated
 	StateTorn       State = "waiting-for-writer" // the oplog ends inside a record
-	StateBlocked    State = "blocked"            // a corrupt record, header or cursor; nothing after it is delivered
+	StateCorrupt    State = "corrupt"            // a corrupt record or header: nothing after it is delivered; `runner oplog repair` cuts it
+	StateBlocked    State = "blocked"            // an oplog or cursor that cannot be read; nothing is delivered
 )
 
 // WorkerStatus is one worker's delivery state.
@@ -165,6 +166,10 @@ func (w *worker) openOnce() (Cursor, int64, error) {
 func (w *worker) noteBlocked(err error) {
 	if w.status().Error != err.Error() {
 		w.d.log.Error("oplog delivery blocked", "worker", w.id, "err", err)
+	}
+	if errors.Is(err, ErrCorrupt) {
+		w.set(StateCorrupt, err)
+		return
 	}
 	w.set(StateBlocked, err)
 }
