@@ -89,15 +89,15 @@ func writeFileAtomic(path string, data []byte) error {
 // so that a pause outlasts restarts. The zero PauseSet (no file) keeps it
 // in memory only.
 type PauseSet struct {
-	path string
-	mu   sync.Mutex
-	set  map[string]bool
-	wake chan struct{} // closed and replaced at every change
+	path    string
+	mu      sync.Mutex
+	set     map[string]bool
+	resumed []func(worker string) // told of each resume (Deliverers)
 }
 
 // OpenPauseSet reads the pause set kept at path (missing: none paused).
 func OpenPauseSet(path string) (*PauseSet, error) {
-	p := &PauseSet{path: path, set: map[string]bool{}, wake: make(chan struct{})}
+	p := &PauseSet{path: path, set: map[string]bool{}}
 	if path == "" {
 		return p, nil
 	}
@@ -118,24 +118,46 @@ func OpenPauseSet(path string) (*PauseSet, error) {
 	return p, nil
 }
 
-// Paused reports whether worker is paused, and a channel that is closed at
-// the next change of the set.
-func (p *PauseSet) Paused(worker string) (bool, <-chan struct{}) {
+// Paused reports whether worker is paused.
+func (p *PauseSet) Paused(worker string) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return p.set[worker], p.wake
+	return p.set[worker]
 }
 
-// Set pauses or resumes worker, durably, and wakes whoever waits on it.
+// onResume has fn told of every worker resumed from now on.
+func (p *PauseSet) onResume(fn func(worker string)) {
+	p.mu.Lock()
+	p.resumed = append(p.resumed, fn)
+	p.mu.Unlock()
+}
+
+// Set pauses or resumes worker, durably; a resume wakes its deliveries.
 func (p *PauseSet) Set(worker string, paused bool) error {
 	if err := CheckWorkerID(worker); err != nil {
 		return err
 	}
 	p.mu.Lock()
-	defer p.mu.Unlock()
 	if p.set[worker] == paused {
+		p.mu.Unlock()
 		return nil
 	}
+	if err := p.change(worker, paused); err != nil {
+		p.mu.Unlock()
+		return err
+	}
+	tell := slices.Clone(p.resumed)
+	p.mu.Unlock()
+	if !paused {
+		for _, fn := range tell {
+			fn(worker)
+		}
+	}
+	return nil
+}
+
+// change writes the set with worker paused or not; with p.mu held.
+func (p *PauseSet) change(worker string, paused bool) error {
 	next := map[string]bool{}
 	for w := range p.set {
 		next[w] = true
@@ -157,8 +179,6 @@ func (p *PauseSet) Set(worker string, paused bool) error {
 		}
 	}
 	p.set = next
-	close(p.wake)
-	p.wake = make(chan struct{})
 	return nil
 }
 

@@ -26,9 +26,9 @@ const (
 	// DefaultMaxBatchBytes bounds a batch's size in bytes (at least one
 	// entry is always delivered, however large).
 	DefaultMaxBatchBytes = 4 << 20
-	// DefaultPoll is how often an idle worker's oplog is looked at even
-	// without a file event.
-	DefaultPoll = time.Second
+	// DefaultPoll is how often the oplog folder is listed for an oplog
+	// that no file event announced.
+	DefaultPoll = 30 * time.Second
 	// DefaultMinBackoff and DefaultMaxBackoff bound the wait before a
 	// failed batch is tried again; it doubles from the first to the second.
 	DefaultMinBackoff = 100 * time.Millisecond
@@ -64,8 +64,10 @@ type Config struct {
 	// Parallel is how many workers' batches are read and processed at
 	// once. Zero means GOMAXPROCS.
 	Parallel int
-	// Poll is how often an idle worker's oplog is read without a file
-	// event. Zero means DefaultPoll.
+	// Poll is how often the folder is listed for an oplog that no file
+	// event announced. Workers are woken by events alone (their file
+	// changed, an activate): an idle worker costs no goroutine, timer or
+	// read. Zero means DefaultPoll.
 	Poll time.Duration
 	// MinBackoff and MaxBackoff bound the wait before a failed batch is
 	// tried again. Zero means the defaults.
@@ -135,6 +137,11 @@ type Deliverer struct {
 
 	mu      sync.Mutex
 	workers map[string]*worker
+	// Set by Run: what the workers' goroutines run under, and wait for;
+	// stopped once Run waits for them, when no goroutine may start.
+	stop, procCtx context.Context
+	wg            *sync.WaitGroup
+	stopped       bool
 }
 
 // NewDeliverer returns a Deliverer of the oplogs in cfg.Dir to proc, the
@@ -145,9 +152,19 @@ func NewDeliverer(cfg Config, name, version string, proc contract.OplogProcessor
 	if err != nil {
 		return nil, err
 	}
-	return &Deliverer{cfg: cfg, name: name, version: version, proc: proc, cursors: cs,
+	d := &Deliverer{cfg: cfg, name: name, version: version, proc: proc, cursors: cs,
 		sem: make(chan struct{}, cfg.Parallel), workers: map[string]*worker{},
-		log: cfg.Logger.With("processor", name, "version", version)}, nil
+		log: cfg.Logger.With("processor", name, "version", version)}
+	cfg.Watermarks.onAdvance(d.wake)
+	cfg.Paused.onResume(d.Resume)
+	return d, nil
+}
+
+// wake pokes worker's delivery: its oplog has new committed entries.
+func (d *Deliverer) wake(worker string) {
+	if w, _ := d.start(worker + Suffix); w != nil {
+		w.poke()
+	}
 }
 
 // Run delivers until stop ends, then lets every batch in flight finish
@@ -168,17 +185,29 @@ func (d *Deliverer) Run(stop, procCtx context.Context) error {
 	}
 	var wg sync.WaitGroup
 	defer wg.Wait()
-	scan := func() {
+	d.mu.Lock()
+	d.stop, d.procCtx, d.wg = stop, procCtx, &wg
+	d.mu.Unlock()
+	defer func() { // before the Wait
+		d.mu.Lock()
+		d.stopped = true
+		d.mu.Unlock()
+	}()
+	// scan starts the workers of the folder's oplogs that have none and,
+	// with all, wakes every worker: after events may have been lost.
+	scan := func(all bool) {
 		entries, err := os.ReadDir(d.cfg.Dir)
 		if err != nil {
 			d.log.Error("reading the oplog folder", "dir", d.cfg.Dir, "err", err)
 			return
 		}
 		for _, e := range entries {
-			d.start(stop, procCtx, &wg, e.Name())
+			if w, isNew := d.start(e.Name()); w != nil && (isNew || all) {
+				w.poke()
+			}
 		}
 	}
-	scan()
+	scan(true)
 	tick := time.NewTicker(d.cfg.Poll)
 	defer tick.Stop()
 	for {
@@ -189,34 +218,35 @@ func (d *Deliverer) Run(stop, procCtx context.Context) error {
 			if !ok {
 				return nil
 			}
-			if w := d.start(stop, procCtx, &wg, filepath.Base(ev.Name)); w != nil {
+			if w, _ := d.start(filepath.Base(ev.Name)); w != nil {
 				w.poke()
 			}
-		case <-fsw.Errors:
-			scan() // events may be lost: look
+		case err := <-fsw.Errors:
+			d.log.Warn("oplog folder events were lost; every worker looks again", "dir", d.cfg.Dir, "err", err)
+			scan(true)
 		case <-tick.C:
-			scan()
+			scan(false) // an oplog no event announced
 		}
 	}
 }
 
-// start returns the worker of an oplog file name, starting its delivery
-// the first time; nil for a name that is not an oplog.
-func (d *Deliverer) start(stop, procCtx context.Context, wg *sync.WaitGroup, file string) *worker {
+// start returns the worker of an oplog file name, and whether it is new;
+// nil for a name that is not an oplog. A new worker's delivery starts at
+// its first poke.
+func (d *Deliverer) start(file string) (*worker, bool) {
 	id, ok := strings.CutSuffix(file, Suffix)
 	if !ok || CheckWorkerID(id) != nil {
-		return nil
+		return nil, false
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if w, ok := d.workers[id]; ok {
-		return w
+		return w, false
 	}
 	w := &worker{d: d, id: id, wake: make(chan struct{}, 1)}
 	w.set(StateStarting, nil)
 	d.workers[id] = w
-	wg.Go(func() { w.run(stop, procCtx) })
-	return w
+	return w, true
 }
 
 // forget drops w, a worker whose oplog does not exist (a file removed, or
@@ -233,6 +263,7 @@ func (d *Deliverer) forget(w *worker) bool {
 	if d.workers[w.id] == w {
 		delete(d.workers, w.id)
 	}
+	w.gone = true
 	if m := d.cfg.Metrics; m != nil {
 		m.forget(d.name, w.status().State)
 	}

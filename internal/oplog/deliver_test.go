@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
 	"sync"
 	"testing"
 	"time"
@@ -344,4 +345,35 @@ func TestRetryAfterPartialProcess(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestIdleWorkersCostNoGoroutine: once 1000 workers are delivered and
+// idle, the delivery keeps no goroutine for any of them; an append to one
+// wakes it alone, and it is delivered.
+func TestIdleWorkersCostNoGoroutine(t *testing.T) {
+	const workers = 1000
+	dir := t.TempDir()
+	for i := range workers {
+		appendN(t, dir, fmt.Sprintf("w%04d", i), 2)
+	}
+	base := runtime.NumGoroutine()
+	rec := newRecorder()
+	d, stop := run(t, oplog.Config{Dir: dir, CursorDir: t.TempDir()}, rec)
+	defer stop()
+	eventually(t, "every worker delivered and idle", func() bool {
+		for _, st := range d.Status() {
+			if st.State != oplog.StateIdle || st.Acked != 2 {
+				return false
+			}
+		}
+		return len(d.Status()) == workers
+	})
+	eventually(t, "their goroutines ended", func() bool { return runtime.NumGoroutine() <= base+20 })
+	w, err := oplog.OpenWriter(dir, "w0777")
+	require.NoError(t, err)
+	require.NoError(t, w.Append(entries("w0777", 3, 1)...))
+	require.NoError(t, w.Close())
+	eventually(t, "the appended entry delivered", func() bool { return rec.count("w0777") == 3 })
+	eventually(t, "and its goroutine ended", func() bool { return runtime.NumGoroutine() <= base+20 })
+	assert.Equal(t, 2, rec.count("w0001"), "the other workers were not delivered again")
 }

@@ -16,15 +16,46 @@ import (
 // The zero value is not used: NewWatermarks. A nil *Watermarks has no
 // watermark for any worker.
 type Watermarks struct {
-	mu sync.Mutex
-	m  map[string]*atomic.Int64
+	mu       sync.Mutex
+	m        map[string]*atomic.Int64
+	advanced []func(worker string) // told of each new watermark (Deliverers)
+}
+
+// onAdvance has fn told of every watermark that moves from now on: the
+// wake-up of a delivery that read up to the old one.
+func (wm *Watermarks) onAdvance(fn func(worker string)) {
+	if wm == nil {
+		return
+	}
+	wm.mu.Lock()
+	wm.advanced = append(wm.advanced, fn)
+	wm.mu.Unlock()
+}
+
+// mark is one worker's watermark, as its Writer publishes it.
+type watermark struct {
+	wm     *Watermarks
+	worker string
+	v      *atomic.Int64
+}
+
+// Store publishes end and wakes the deliveries: the file event of the
+// write that it covers may have come before it.
+func (m watermark) Store(end int64) {
+	m.v.Store(end)
+	m.wm.mu.Lock()
+	tell := m.wm.advanced
+	m.wm.mu.Unlock()
+	for _, fn := range tell {
+		fn(m.worker)
+	}
 }
 
 // NewWatermarks returns an empty set of watermarks.
 func NewWatermarks() *Watermarks { return &Watermarks{m: map[string]*atomic.Int64{}} }
 
-// hold returns worker's watermark, created at end when it has none.
-func (wm *Watermarks) hold(worker string, end int64) *atomic.Int64 {
+// hold returns worker's watermark, set to end.
+func (wm *Watermarks) hold(worker string, end int64) interface{ Store(int64) } {
 	if wm == nil {
 		return nil
 	}
@@ -36,7 +67,7 @@ func (wm *Watermarks) hold(worker string, end int64) *atomic.Int64 {
 		wm.m[worker] = m
 	}
 	m.Store(end)
-	return m
+	return watermark{wm: wm, worker: worker, v: m}
 }
 
 // drop forgets worker's watermark: no writer of this process holds its

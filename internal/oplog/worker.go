@@ -40,21 +40,73 @@ type WorkerStatus struct {
 	Since    time.Time `json:"since"`
 }
 
-// worker delivers one worker's oplog.
+// worker delivers one worker's oplog. It has a goroutine only while it
+// has work: an event (its file changed, a resume) starts one, and it ends
+// when the worker is idle, waiting for a writer, corrupt or paused, so
+// that an idle worker costs its map entry and this struct, no goroutine
+// and no timer. Its delivery position stays here between activations.
 type worker struct {
 	d      *Deliverer
 	id     string
-	wake   chan struct{} // a file event or a resume; buffered, 1
+	wake   chan struct{} // a poke while it waits parked; buffered, 1
 	mu     sync.Mutex
 	st     WorkerStatus
 	parked bool
+
+	// Under d.mu: running, a goroutine delivers it; woken, an event came
+	// since that goroutine last looked; gone, its oplog went away and the
+	// Deliverer forgot it (a new file gets a new worker).
+	running, woken, gone bool
+
+	// Owned by the running goroutine.
+	pos *position // nil until the cursor is read
 }
 
+// position is where a worker's delivery stands.
+type position struct {
+	acked       uint64 // the last acknowledged index
+	ackedOff    int64  // the offset of the record after it
+	inflight    uint64 // the in-flight mark the cursor file holds
+	redeliverTo uint64 // entries up to it may have been delivered before a crash
+	written     Cursor // what the cursor file holds
+}
+
+// poke says the worker may have work, starting its goroutine when it has
+// none.
 func (w *worker) poke() {
+	d := w.d
+	d.mu.Lock()
+	w.woken = true
+	if !w.running && d.stop != nil && !d.stopped && !w.gone {
+		w.running = true
+		d.wg.Go(func() { w.run(d.stop, d.procCtx) })
+	}
+	d.mu.Unlock()
 	select {
 	case w.wake <- struct{}{}:
 	default:
 	}
+}
+
+// looked says the goroutine is about to look for work: an event from now
+// on means look again.
+func (w *worker) looked() {
+	w.d.mu.Lock()
+	w.woken = false
+	w.d.mu.Unlock()
+}
+
+// rest ends the goroutine when no event came since it looked (true), or
+// says to look again (false).
+func (w *worker) rest() bool {
+	w.d.mu.Lock()
+	defer w.d.mu.Unlock()
+	if w.woken && !w.gone {
+		w.woken = false
+		return false
+	}
+	w.running = false
+	return true
 }
 
 func (w *worker) unpark() {
@@ -89,50 +141,41 @@ func (w *worker) set(s State, err error) {
 	}
 }
 
-// wait blocks until a poke, a poll period, or stop; false at stop.
-func (w *worker) wait(stop context.Context, extra <-chan struct{}) bool {
-	t := time.NewTimer(w.d.cfg.Poll)
-	defer t.Stop()
+// wait blocks until a poke or stop; false at stop. Only a parked worker
+// with its batch in hand waits.
+func (w *worker) wait(stop context.Context) bool {
 	select {
 	case <-stop.Done():
 		return false
 	case <-w.wake:
-	case <-extra:
-	case <-t.C:
 	}
 	return true
 }
 
-// open waits for the oplog to exist with a complete header, and for a
-// readable cursor, and returns the cursor and the offset of the record
-// after its acknowledged one. It opens the files holding a delivery slot,
-// so that thousands of workers starting at once keep at most Parallel
-// files open.
-func (w *worker) open(stop context.Context) (Cursor, int64, bool) {
-	for {
-		if !w.acquire(stop) {
-			return Cursor{}, 0, false
-		}
-		c, off, err := w.openOnce()
-		w.release()
-		if err == nil {
-			return c, off, true
-		}
-		switch {
-		case errors.Is(err, os.ErrNotExist):
-			if w.d.forget(w) {
-				return Cursor{}, 0, false // its file went away: a new one starts a new worker
-			}
-			w.set(StateStarting, nil)
-		case errors.Is(err, ErrTorn):
-			w.set(StateTorn, err)
-		default:
-			w.noteBlocked(err)
-		}
-		if !w.wait(stop, nil) {
-			return Cursor{}, 0, false
-		}
+// open reads the oplog's header and the cursor, holding a delivery slot
+// (thousands of workers starting at once keep at most Parallel files
+// open), and returns the position delivery resumes at. When the oplog is
+// not ready (gone, torn, corrupt) it records why and returns nil: the
+// event that changes the file wakes the worker again.
+func (w *worker) open(stop context.Context) *position {
+	if !w.acquire(stop) {
+		return nil
 	}
+	c, off, err := w.openOnce()
+	w.release()
+	switch {
+	case err == nil:
+		return &position{acked: c.Acked, ackedOff: off, inflight: c.InFlight, redeliverTo: c.InFlight, written: c}
+	case errors.Is(err, os.ErrNotExist):
+		if !w.d.forget(w) { // forget marks it gone
+			w.set(StateStarting, nil)
+		}
+	case errors.Is(err, ErrTorn):
+		w.set(StateTorn, err)
+	default:
+		w.noteBlocked(err)
+	}
+	return nil
 }
 
 // openOnce checks the oplog's header and reads the cursor, and returns
@@ -174,19 +217,31 @@ func (w *worker) noteBlocked(err error) {
 	w.set(StateBlocked, err)
 }
 
-// run delivers the worker's oplog until stop.
+// run is one activation of the worker's goroutine: it delivers until the
+// worker has nothing to do and no event came meanwhile, or until stop.
 func (w *worker) run(stop, procCtx context.Context) {
-	cur, ackedOff, ok := w.open(stop) // the file is open only while a batch is read: see read
-	if !ok {
-		return
+	for {
+		w.looked()
+		if w.pos == nil {
+			w.pos = w.open(stop) // the file is open only while a batch is read: see read
+		}
+		if w.pos != nil && !w.deliver(stop, procCtx) {
+			return // stopped
+		}
+		if stop.Err() != nil || w.rest() {
+			return // rest ends a gone worker too: it is woken no more
+		}
 	}
-	d := w.d
-	acked, inflight := cur.Acked, cur.InFlight
-	redeliverTo := cur.InFlight // entries up to it may have been delivered before
-	written := cur              // what the cursor file holds
+}
+
+// deliver hands the worker's entries to the processor from its position
+// until there are none, or it is paused, waiting for a writer or corrupt
+// (true), or until stop (false). The cursor is written on the way out.
+func (w *worker) deliver(stop, procCtx context.Context) bool {
+	d, p := w.d, w.pos
 	commit := func(inFl uint64) error {
-		c := Cursor{Worker: w.id, Acked: acked, Offset: ackedOff, InFlight: inFl}
-		if c == written {
+		c := Cursor{Worker: w.id, Acked: p.acked, Offset: p.ackedOff, InFlight: inFl}
+		if c == p.written {
 			return nil
 		}
 		start := time.Now()
@@ -196,40 +251,38 @@ func (w *worker) run(stop, procCtx context.Context) {
 		if m := d.cfg.Metrics; m != nil {
 			m.commit(d.name, time.Since(start))
 		}
-		written, inflight = c, inFl
+		p.written, p.inflight = c, inFl
 		return nil
 	}
 	w.mu.Lock()
-	w.st.Acked = acked
+	w.st.Acked = p.acked
 	w.mu.Unlock()
 	// Each cursor write marks as in flight up to window entries past the
 	// acknowledged ones: the next batch, or CommitEvery entries' worth.
 	window := uint64(max(d.cfg.BatchSize, d.cfg.CommitEvery))
 	pending := false // a batch went to the processor and was not acknowledged
 	defer func() {
-		mark := acked // nothing is with the processor: a clean stop flags nothing
+		mark := p.acked // nothing is with the processor: a clean stop flags nothing
 		if pending {
-			mark = inflight
+			mark = p.inflight
 		}
 		if err := commit(mark); err != nil {
-			d.log.Error("recording the cursor at stop", "worker", w.id, "err", err)
+			d.log.Error("recording the cursor", "worker", w.id, "err", err)
 		}
 	}()
 	for stop.Err() == nil {
-		if paused, changed := d.cfg.Paused.Paused(w.id); paused {
-			w.set(StatePaused, nil)
-			_ = commit(acked)
-			w.wait(stop, changed)
-			continue
+		if d.cfg.Paused.Paused(w.id) {
+			w.set(StatePaused, nil) // activate resumes it (Deliverer.Resume)
+			return true
 		}
 		if !w.acquire(stop) {
-			return
+			return false
 		}
 		limit := d.cfg.BatchSize
-		if redeliverTo > acked {
-			limit = int(min(uint64(limit), redeliverTo-acked))
+		if p.redeliverTo > p.acked {
+			limit = int(min(uint64(limit), p.redeliverTo-p.acked))
 		}
-		entries, readOff, rerr := w.read(ackedOff, acked+1, limit)
+		entries, readOff, rerr := w.read(p.ackedOff, p.acked+1, limit)
 		if len(entries) == 0 {
 			w.release()
 			switch {
@@ -242,15 +295,11 @@ func (w *worker) run(stop, procCtx context.Context) {
 			default:
 				w.set(StateIdle, nil)
 			}
-			if err := commit(acked); err != nil {
-				d.log.Error("recording the cursor", "worker", w.id, "err", err)
-			}
-			w.wait(stop, nil)
-			continue
+			return true
 		}
 		last := entries[len(entries)-1].Index
-		if last > inflight {
-			if err := commit(max(last, acked+window)); err != nil {
+		if last > p.inflight {
+			if err := commit(max(last, p.acked+window)); err != nil {
 				w.release()
 				w.set(StateRetrying, err)
 				d.log.Error("recording the in-flight mark; the batch waits", "worker", w.id, "err", err)
@@ -258,26 +307,27 @@ func (w *worker) run(stop, procCtx context.Context) {
 				continue
 			}
 		}
-		b := contract.Batch{WorkerID: w.id, FirstIndex: entries[0].Index, Entries: entries, Redelivery: entries[0].Index <= redeliverTo}
+		b := contract.Batch{WorkerID: w.id, FirstIndex: entries[0].Index, Entries: entries, Redelivery: entries[0].Index <= p.redeliverTo}
 		if err := w.process(stop, procCtx, b); err != nil {
 			pending = true // stopped with the batch unacknowledged: it stays in flight
-			return
+			return false
 		}
-		acked, ackedOff = last, readOff
+		p.acked, p.ackedOff = last, readOff
 		w.mu.Lock()
-		w.st.Acked = acked
+		w.st.Acked = p.acked
 		w.mu.Unlock()
 		if m := d.cfg.Metrics; m != nil {
 			m.delivered(d.name, d.version, len(entries), b.Redelivery)
 		}
-		if acked+uint64(d.cfg.BatchSize) > inflight {
+		if p.acked+uint64(d.cfg.BatchSize) > p.inflight {
 			// Record the acknowledgement, and a mark that covers the next
 			// batch, so that it needs no write of its own.
-			if err := commit(acked + window); err != nil {
+			if err := commit(p.acked + window); err != nil {
 				d.log.Error("recording the cursor", "worker", w.id, "err", err)
 			}
 		}
 	}
+	return false
 }
 
 // read returns up to limit entries from offset off, where the entry of
@@ -340,7 +390,7 @@ func (w *worker) process(stop, procCtx context.Context, b contract.Batch) error 
 			d.log.Error("worker parked: the processor failed its batch too many times; `runner oplog activate` tries again",
 				"worker", w.id, "first", b.FirstIndex, "entries", len(b.Entries), "failures", failures, "err", err)
 			for w.isParked() {
-				if !w.wait(stop, nil) {
+				if !w.wait(stop) {
 					return errStopped
 				}
 			}
