@@ -5,6 +5,7 @@
 //	oplogbench throughput [-entries N] [-workers N] BATCH...   entries/s per batch size
 //	oplogbench gen -bytes N DIR                               write a backlog of about N bytes into DIR
 //	oplogbench deliver [-batch N] DIR                         deliver DIR's backlog; print entries/s and peak RSS
+//	oplogbench idle [-workers N] [-seconds S] DIR             N delivered, idle workers: CPU and RSS they cost over S seconds
 package main
 
 import (
@@ -15,7 +16,11 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"runtime"
+	"runtime/debug"
+	"runtime/pprof"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/soplug/soplug/contract"
@@ -107,7 +112,15 @@ func main() {
 	workers := fs.Int("workers", 100, "workers")
 	bytes := fs.Int64("bytes", 1<<30, "backlog size")
 	batch := fs.Int("batch", oplog.DefaultBatchSize, "batch size")
+	seconds := fs.Int("seconds", 10, "how long idle workers are watched")
 	_ = fs.Parse(os.Args[2:])
+	if os.Args[1] == "idle" {
+		if err := idle(fs.Arg(0), *workers, time.Duration(*seconds)*time.Second); err != nil {
+			fmt.Fprintln(os.Stderr, "oplogbench:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	if err := run(os.Args[1], fs.Args(), *entries, *workers, *bytes, *batch); err != nil {
 		fmt.Fprintln(os.Stderr, "oplogbench:", err)
 		os.Exit(1)
@@ -172,4 +185,70 @@ func run(cmd string, args []string, entries, workers int, size int64, batch int)
 		return fmt.Errorf("unknown command %q", cmd)
 	}
 	return nil
+}
+
+// rss returns VmRSS from /proc/self/status, in KiB.
+func rss() int64 {
+	data, _ := os.ReadFile("/proc/self/status")
+	for _, line := range strings.Split(string(data), "\n") {
+		if f := strings.Fields(line); len(f) >= 2 && f[0] == "VmRSS:" {
+			n, _ := strconv.ParseInt(f[1], 10, 64)
+			return n
+		}
+	}
+	return 0
+}
+
+// cpu returns the CPU time this process has used.
+func cpu() time.Duration {
+	var ru syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// idle writes workers oplogs of one entry into dir, delivers them, and
+// then watches the idle delivery for d: the CPU it takes (percent of one
+// core), its resident memory over the process's before delivery started,
+// and its goroutines.
+func idle(dir string, workers int, d time.Duration) error {
+	if dir == "" {
+		return fmt.Errorf("usage: oplogbench idle [-workers N] [-seconds S] DIR")
+	}
+	if _, err := generate(dir, workers, 1); err != nil {
+		return err
+	}
+	debug.FreeOSMemory()
+	baseRSS, baseG := rss(), runtime.NumGoroutine()
+	p := &noop{}
+	dl, err := oplog.NewDeliverer(oplog.Config{Dir: dir, CursorDir: filepath.Join(dir, ".cursors")}, "noop", "1.0.0", p)
+	if err != nil {
+		return err
+	}
+	stop, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	start := time.Now()
+	go func() { done <- dl.Run(stop, context.Background()) }()
+	for p.n.Load() < int64(workers) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	for runtime.NumGoroutine() > baseG+10 { // the last cursor writes end
+		time.Sleep(10 * time.Millisecond)
+	}
+	caughtUp := time.Since(start)
+	debug.FreeOSMemory() // what the catch-up freed goes back, as the scavenger would return it
+	c0, t0 := cpu(), time.Now()
+	time.Sleep(d)
+	busy := float64(cpu()-c0) / float64(time.Since(t0)) * 100
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	if path := os.Getenv("OPLOGBENCH_HEAP"); path != "" { // a heap profile of the idle delivery
+		if f, err := os.Create(path); err == nil {
+			_ = pprof.WriteHeapProfile(f)
+			f.Close()
+		}
+	}
+	fmt.Printf("workers=%d caught_up_seconds=%.2f idle_cpu_percent_of_core=%.3f rss_over_base_mib=%.1f heap_inuse_mib=%.1f goroutines_over_base=%d\n",
+		workers, caughtUp.Seconds(), busy, float64(rss()-baseRSS)/1024, float64(ms.HeapInuse)/(1<<20), runtime.NumGoroutine()-baseG)
+	cancel()
+	return <-done
 }

@@ -142,6 +142,58 @@ type Deliverer struct {
 	stop, procCtx context.Context
 	wg            *sync.WaitGroup
 	stopped       bool
+	// The run queue: workers poked while not running, and how many pool
+	// goroutines deliver them (at most Parallel, beside the goroutines of
+	// workers that wait out a backoff or a park).
+	queue  []*worker
+	active int
+}
+
+// grow starts a pool goroutine when there are queued workers and fewer
+// than Parallel; with d.mu held.
+func (d *Deliverer) grow() {
+	if len(d.queue) > 0 && d.active < d.cfg.Parallel && !d.stopped {
+		d.active++
+		d.wg.Go(d.drain)
+	}
+}
+
+// drain is a pool goroutine: it runs queued workers until there are none,
+// or the pool has more than Parallel goroutines.
+func (d *Deliverer) drain() {
+	for {
+		d.mu.Lock()
+		if len(d.queue) == 0 || d.active > d.cfg.Parallel || d.stopped {
+			d.active--
+			d.mu.Unlock()
+			return
+		}
+		w := d.queue[0]
+		d.queue[0] = nil
+		d.queue = d.queue[1:]
+		if len(d.queue) == 0 {
+			d.queue = nil // let a long queue's array go
+		}
+		d.mu.Unlock()
+		w.run(d.stop, d.procCtx)
+	}
+}
+
+// leavePool takes the calling goroutine out of the pool while its worker
+// waits (a backoff, a park), so that the others go on.
+func (d *Deliverer) leavePool() {
+	d.mu.Lock()
+	d.active--
+	d.grow()
+	d.mu.Unlock()
+}
+
+// rejoinPool puts it back: the pool may be over Parallel until a
+// goroutine finds it so and ends.
+func (d *Deliverer) rejoinPool() {
+	d.mu.Lock()
+	d.active++
+	d.mu.Unlock()
 }
 
 // NewDeliverer returns a Deliverer of the oplogs in cfg.Dir to proc, the

@@ -71,15 +71,16 @@ type position struct {
 	written     Cursor // what the cursor file holds
 }
 
-// poke says the worker may have work, starting its goroutine when it has
-// none.
+// poke says the worker may have work: it joins the run queue unless it is
+// there or running already.
 func (w *worker) poke() {
 	d := w.d
 	d.mu.Lock()
 	w.woken = true
 	if !w.running && d.stop != nil && !d.stopped && !w.gone {
 		w.running = true
-		d.wg.Go(func() { w.run(d.stop, d.procCtx) })
+		d.queue = append(d.queue, w)
+		d.grow()
 	}
 	d.mu.Unlock()
 	select {
@@ -142,8 +143,10 @@ func (w *worker) set(s State, err error) {
 }
 
 // wait blocks until a poke or stop; false at stop. Only a parked worker
-// with its batch in hand waits.
+// with its batch in hand waits, its goroutine out of the delivery pool.
 func (w *worker) wait(stop context.Context) bool {
+	w.d.leavePool()
+	defer w.d.rejoinPool()
 	select {
 	case <-stop.Done():
 		return false
@@ -453,7 +456,10 @@ func (w *worker) acquire(stop context.Context) bool {
 func (w *worker) release() { <-w.d.sem }
 
 // sleep waits for d or stop; false at stop.
+// While it sleeps, its goroutine is out of the delivery pool.
 func (w *worker) sleep(stop context.Context, d time.Duration) bool {
+	w.d.leavePool()
+	defer w.d.rejoinPool()
 	t := time.NewTimer(d)
 	defer t.Stop()
 	select {
