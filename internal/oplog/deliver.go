@@ -143,27 +143,33 @@ type Deliverer struct {
 	wg            *sync.WaitGroup
 	stopped       bool
 	// The run queue: workers poked while not running, and how many pool
-	// goroutines deliver them (at most Parallel, beside the goroutines of
-	// workers that wait out a backoff or a park).
+	// goroutines deliver them (at most Parallel × poolPerSlot, beside the
+	// goroutines of workers that wait out a backoff or a park).
 	queue  []*worker
 	active int
 }
 
+// poolPerSlot is how many pool goroutines there are per delivery slot
+// (Parallel): more goroutines than slots, so that a worker's cursor write
+// (an fsync, outside its slot) overlaps the others' reads and Process
+// calls; the slots alone bound those.
+const poolPerSlot = 64
+
 // grow starts a pool goroutine when there are queued workers and fewer
-// than Parallel; with d.mu held.
+// than the pool's size; with d.mu held.
 func (d *Deliverer) grow() {
-	if len(d.queue) > 0 && d.active < d.cfg.Parallel && !d.stopped {
+	if len(d.queue) > 0 && d.active < d.cfg.Parallel*poolPerSlot && !d.stopped {
 		d.active++
 		d.wg.Go(d.drain)
 	}
 }
 
 // drain is a pool goroutine: it runs queued workers until there are none,
-// or the pool has more than Parallel goroutines.
+// or the pool is over its size.
 func (d *Deliverer) drain() {
 	for {
 		d.mu.Lock()
-		if len(d.queue) == 0 || d.active > d.cfg.Parallel || d.stopped {
+		if len(d.queue) == 0 || d.active > d.cfg.Parallel*poolPerSlot || d.stopped {
 			d.active--
 			d.mu.Unlock()
 			return
@@ -188,7 +194,7 @@ func (d *Deliverer) leavePool() {
 	d.mu.Unlock()
 }
 
-// rejoinPool puts it back: the pool may be over Parallel until a
+// rejoinPool puts it back: the pool may be over its size until a
 // goroutine finds it so and ends.
 func (d *Deliverer) rejoinPool() {
 	d.mu.Lock()
