@@ -91,10 +91,13 @@ func deliver(dir string, batch int, want int64) (int64, time.Duration, error) {
 }
 
 // peakRSS returns VmHWM from /proc/self/status, in KiB.
-func peakRSS() int64 {
+func peakRSS() int64 { return procStatus("VmHWM:") }
+
+// procStatus returns a field of /proc/self/status, in KiB.
+func procStatus(field string) int64 {
 	data, _ := os.ReadFile("/proc/self/status")
 	for _, line := range strings.Split(string(data), "\n") {
-		if f := strings.Fields(line); len(f) >= 2 && f[0] == "VmHWM:" {
+		if f := strings.Fields(line); len(f) >= 2 && f[0] == field {
 			n, _ := strconv.ParseInt(f[1], 10, 64)
 			return n
 		}
@@ -188,16 +191,7 @@ func run(cmd string, args []string, entries, workers int, size int64, batch int)
 }
 
 // rss returns VmRSS from /proc/self/status, in KiB.
-func rss() int64 {
-	data, _ := os.ReadFile("/proc/self/status")
-	for _, line := range strings.Split(string(data), "\n") {
-		if f := strings.Fields(line); len(f) >= 2 && f[0] == "VmRSS:" {
-			n, _ := strconv.ParseInt(f[1], 10, 64)
-			return n
-		}
-	}
-	return 0
-}
+func rss() int64 { return procStatus("VmRSS:") }
 
 // cpu returns the CPU time this process has used.
 func cpu() time.Duration {

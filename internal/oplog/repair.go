@@ -8,7 +8,6 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"syscall"
 )
 
 // ErrNothingToRepair: the oplog has no corrupt record.
@@ -51,17 +50,14 @@ func Repair(dir, worker string) (Repaired, error) {
 	}
 	path := Path(dir, worker)
 	out := Repaired{Path: path}
-	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	f, err := openLocked(path, os.O_RDWR)
+	if errors.Is(err, ErrLocked) {
+		return out, fmt.Errorf("%w: stop the daemon (or the worker's writer) before repairing it", err)
+	}
 	if err != nil {
-		return out, fmt.Errorf("oplog: %w", err)
+		return out, err
 	}
 	defer f.Close()
-	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
-		if errors.Is(err, syscall.EWOULDBLOCK) {
-			return out, fmt.Errorf("%w: %s: stop the daemon (or the worker's writer) before repairing it", ErrLocked, path)
-		}
-		return out, fmt.Errorf("oplog: locking %s: %w", path, err)
-	}
 	hl, first, err := readHeader(f, path, worker)
 	if err != nil {
 		return out, fmt.Errorf("%w (a header cannot be repaired: move the file away)", err)

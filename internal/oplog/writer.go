@@ -87,7 +87,23 @@ func OpenWriterAt(dir, worker string, first uint64) (*Writer, error) {
 		return nil, fmt.Errorf("oplog: %w", err)
 	}
 	path := Path(dir, worker)
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644)
+	f, err := openLocked(path, os.O_RDWR|os.O_CREATE)
+	if err != nil {
+		return nil, err
+	}
+	w := &Writer{path: path, worker: worker, f: f, first: first}
+	if err := w.recover(dir); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return w, nil
+}
+
+// openLocked opens an oplog with flag and takes its exclusive lock: the
+// one writer of a worker, across processes. ErrLocked when another holds
+// it.
+func openLocked(path string, flag int) (*os.File, error) {
+	f, err := os.OpenFile(path, flag, 0o644)
 	if err != nil {
 		return nil, fmt.Errorf("oplog: %w", err)
 	}
@@ -98,12 +114,7 @@ func OpenWriterAt(dir, worker string, first uint64) (*Writer, error) {
 		}
 		return nil, fmt.Errorf("oplog: locking %s: %w", path, err)
 	}
-	w := &Writer{path: path, worker: worker, f: f, first: first}
-	if err := w.recover(dir); err != nil {
-		f.Close()
-		return nil, err
-	}
-	return w, nil
+	return f, nil
 }
 
 // recover finds the end of the oplog, writing the header of a new one and
