@@ -196,8 +196,8 @@ func TestTimestampBounds(t *testing.T) {
 
 // TestVanishedOplogsAreForgotten: oplog files that appear and go away
 // before their delivery could open them (empty or cut short, then
-// removed) leave no worker behind, and a worker of that name that comes
-// back later is delivered.
+// removed) leave no worker behind, a worker of that name that comes back
+// later is delivered, and is forgotten when its oplog is removed.
 func TestVanishedOplogsAreForgotten(t *testing.T) {
 	dir := t.TempDir()
 	rec := newRecorder()
@@ -232,4 +232,9 @@ func TestVanishedOplogsAreForgotten(t *testing.T) {
 	appendN(t, dir, "ghost-007", 3)
 	eventually(t, "a name that comes back is delivered", func() bool { return rec.count("ghost-007") == 3 })
 	assert.Equal(t, 1.0, workers())
+
+	// A delivered worker whose oplog is removed is forgotten too.
+	require.NoError(t, os.Remove(oplog.Path(dir, "ghost-007")))
+	eventually(t, "a removed oplog's worker is forgotten", func() bool { return len(d.Status()) == 0 })
+	assert.Zero(t, workers())
 }

@@ -290,7 +290,9 @@ func (w *worker) deliver(stop, procCtx context.Context) bool {
 			w.release()
 			switch {
 			case errors.Is(rerr, os.ErrNotExist):
-				w.set(StateStarting, nil)
+				if !d.forget(w) { // gone: forgotten (a new file gets a new worker)
+					w.set(StateStarting, nil)
+				}
 			case errors.Is(rerr, ErrTorn):
 				w.set(StateTorn, rerr)
 			case rerr != nil:
