@@ -6,17 +6,21 @@
 //	oplogbench gen -bytes N DIR                               write a backlog of about N bytes into DIR
 //	oplogbench deliver [-batch N] DIR                         deliver DIR's backlog; print entries/s and peak RSS
 //	oplogbench idle [-workers N] [-seconds S] DIR             N delivered, idle workers: CPU and RSS they cost over S seconds
+//	oplogbench latency [-entries N] DIR                       append over HTTP -> Process, one entry at a time: p50, p99
 package main
 
 import (
 	"context"
 	"flag"
 	"fmt"
+	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"runtime"
 	"runtime/debug"
 	"runtime/pprof"
+	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -117,6 +121,13 @@ func main() {
 	batch := fs.Int("batch", oplog.DefaultBatchSize, "batch size")
 	seconds := fs.Int("seconds", 10, "how long idle workers are watched")
 	_ = fs.Parse(os.Args[2:])
+	if os.Args[1] == "latency" {
+		if err := latency(fs.Arg(0), min(*entries, 100_000)); err != nil {
+			fmt.Fprintln(os.Stderr, "oplogbench:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	if os.Args[1] == "idle" {
 		if err := idle(fs.Arg(0), *workers, time.Duration(*seconds)*time.Second); err != nil {
 			fmt.Fprintln(os.Stderr, "oplogbench:", err)
@@ -245,4 +256,75 @@ func idle(dir string, workers int, d time.Duration) error {
 		workers, caughtUp.Seconds(), busy, float64(rss()-baseRSS)/1024, float64(ms.HeapInuse)/(1<<20), runtime.NumGoroutine()-baseG)
 	cancel()
 	return <-done
+}
+
+// arrival is a processor that tells when each entry arrives.
+type arrival struct{ at chan time.Time }
+
+func (*arrival) Version() string                             { return "1.0.0" }
+func (*arrival) IsAcceptable() bool                          { return true }
+func (*arrival) Init(context.Context, contract.Config) error { return nil }
+func (*arrival) Close(context.Context) error                 { return nil }
+func (a *arrival) Process(_ context.Context, b contract.Batch) error {
+	now := time.Now()
+	for range b.Entries {
+		a.at <- now
+	}
+	return nil
+}
+
+// latency appends n entries one at a time over HTTP (the daemon's
+// appender, durable before the 200) to a delivery that is idle between
+// them, and prints the time from sending the request to Process seeing
+// the entry: p50, p99 and the largest.
+func latency(dir string, n int) error {
+	if dir == "" {
+		return fmt.Errorf("usage: oplogbench latency [-entries N] DIR")
+	}
+	marks := oplog.NewWatermarks()
+	a := oplog.NewAppender(oplog.AppenderConfig{Dir: dir, Watermarks: marks})
+	defer a.Close()
+	mux := http.NewServeMux()
+	mux.Handle("POST /v1/workers/{id}/oplog", a)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return err
+	}
+	srv := &http.Server{Handler: mux}
+	go srv.Serve(ln)
+	defer srv.Close()
+	p := &arrival{at: make(chan time.Time, 1)}
+	d, err := oplog.NewDeliverer(oplog.Config{Dir: dir, CursorDir: filepath.Join(dir, ".cursors"), Watermarks: marks}, "latency", "1.0.0", p)
+	if err != nil {
+		return err
+	}
+	stop, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- d.Run(stop, context.Background()) }()
+	url := "http://" + ln.Addr().String() + "/v1/workers/w/oplog"
+	client := &http.Client{Timeout: 10 * time.Second}
+	took := make([]time.Duration, 0, n)
+	for i := 1; i <= n; i++ {
+		body := fmt.Sprintf(`{"entries":[{"index":%d,"kind":"invoke","payload":"aGk="}]}`, i)
+		start := time.Now()
+		resp, err := client.Post(url, "application/json", strings.NewReader(body))
+		if err != nil {
+			return err
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("append %d: status %d", i, resp.StatusCode)
+		}
+		took = append(took, (<-p.at).Sub(start))
+		time.Sleep(time.Millisecond) // idle between appends: every entry wakes the worker anew
+	}
+	cancel()
+	if err := <-done; err != nil {
+		return err
+	}
+	slices.Sort(took)
+	q := func(f float64) float64 { return float64(took[int(f*float64(len(took)-1))]) / 1e6 }
+	fmt.Printf("entries=%d p50_ms=%.3f p99_ms=%.3f max_ms=%.3f\n", n, q(0.5), q(0.99), q(1))
+	return nil
 }
