@@ -182,7 +182,7 @@ func (a *Appender) acquire(worker string, first, start uint64) (*openWriter, err
 	}
 	// Published before any append writes: a delivery that sees the bytes
 	// of one sees the watermark too.
-	w.mark = a.cfg.Watermarks.hold(worker, w.size)
+	w.watermark = a.cfg.Watermarks.hold(worker, w.size)
 	if a.fault != nil {
 		w.fault = func(op string) error { return a.fault(worker, op) }
 	}

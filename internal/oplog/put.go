@@ -31,8 +31,8 @@ func (e *ConflictError) Unwrap() error { return ErrConflict }
 // the oplog from the start.
 const recentMarks = 64
 
-// mark is where the record of an index starts.
-type mark struct {
+// recordAt is where the record of an index starts.
+type recordAt struct {
 	index uint64
 	off   int64
 }
@@ -94,8 +94,8 @@ func (w *Writer) Put(entries []contract.Entry) (int, error) {
 func (w *Writer) compare(entries []contract.Entry) error {
 	first := entries[0].Index
 	m := w.markBefore(first)
-	r := &Reader{path: w.path, worker: w.worker, f: w.f, off: m.off, next: m.index, kinds: map[string]string{},
-		limit: func() (int64, bool) { return w.size, true }}
+	r := newReader(w.f, w.path, w.worker, m.off, m.index)
+	r.first, r.limit = w.first, func() (int64, bool) { return w.size, true }
 	i := 0
 	for i < len(entries) {
 		got, err := r.Read(recentMarks<<4, 4<<20)
@@ -128,7 +128,7 @@ func (w *Writer) compare(entries []contract.Entry) error {
 
 // markBefore returns the latest known record start at or before index:
 // one of the recent appends', else the first record's.
-func (w *Writer) markBefore(index uint64) mark {
+func (w *Writer) markBefore(index uint64) recordAt {
 	best := w.start
 	for _, m := range w.recent {
 		if m.index <= index && m.index > best.index {
@@ -141,9 +141,9 @@ func (w *Writer) markBefore(index uint64) mark {
 // remember records where the append of first starts.
 func (w *Writer) remember(first uint64, off int64) {
 	if len(w.recent) < recentMarks {
-		w.recent = append(w.recent, mark{first, off})
+		w.recent = append(w.recent, recordAt{first, off})
 		return
 	}
-	w.recent[w.recentAt] = mark{first, off} // the oldest
+	w.recent[w.recentAt] = recordAt{first, off} // the oldest
 	w.recentAt = (w.recentAt + 1) % recentMarks
 }

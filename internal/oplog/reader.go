@@ -48,7 +48,24 @@ func OpenReader(dir, worker string) (*Reader, error) {
 		f.Close()
 		return nil, err
 	}
-	return &Reader{path: path, worker: worker, f: f, off: hl, next: first, first: first, kinds: map[string]string{}}, nil
+	return newReader(f, path, worker, hl, first), nil
+}
+
+// newReader reads f, worker's oplog at path, from its first record, at
+// offset hl, of index first.
+func newReader(f *os.File, path, worker string, hl int64, first uint64) *Reader {
+	return &Reader{path: path, worker: worker, f: f, off: hl, next: first, first: first, kinds: map[string]string{}}
+}
+
+// skip reads on to the end of the committed records, and returns the
+// torn or corrupt record that stopped it, if any: r is then at its start.
+func (r *Reader) skip() error {
+	for {
+		es, err := r.Read(1<<16, 4<<20)
+		if err != nil || len(es) == 0 {
+			return err
+		}
+	}
 }
 
 // readHeader checks the header of worker's oplog and returns its length

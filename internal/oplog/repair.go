@@ -62,19 +62,9 @@ func Repair(dir, worker string) (Repaired, error) {
 	if err != nil {
 		return out, fmt.Errorf("%w (a header cannot be repaired: move the file away)", err)
 	}
-	r := &Reader{path: path, worker: worker, f: f, off: hl, next: first, first: first, kinds: map[string]string{}}
-	var cause error
-	for {
-		es, err := r.Read(1<<16, 4<<20)
-		if err != nil {
-			cause = err
-			break
-		}
-		if len(es) == 0 {
-			break
-		}
-	}
-	if cause == nil || !errors.Is(cause, ErrCorrupt) {
+	r := newReader(f, path, worker, hl, first)
+	cause := r.skip()
+	if !errors.Is(cause, ErrCorrupt) {
 		if cause != nil && !errors.Is(cause, ErrTorn) {
 			return out, cause
 		}

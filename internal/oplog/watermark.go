@@ -32,7 +32,7 @@ func (wm *Watermarks) onAdvance(fn func(worker string)) {
 	wm.mu.Unlock()
 }
 
-// mark is one worker's watermark, as its Writer publishes it.
+// watermark is one worker's watermark, as its Writer publishes it.
 type watermark struct {
 	wm     *Watermarks
 	worker string

@@ -52,15 +52,15 @@ type Writer struct {
 	// dirty: a failed append could not be cut off, so the file may hold
 	// bytes past size; the next append cuts them first.
 	dirty bool
-	// mark, when set, is published the committed end after each append
-	// (Watermarks).
-	mark interface{ Store(int64) }
+	// watermark, when set, is published the committed end after each
+	// append (Watermarks).
+	watermark interface{ Store(int64) }
 	// fault, in tests, fails a write or a sync as a disk would.
 	fault func(op string) error
 	// start is where the first record starts; recent, where some of the
 	// latest appends did (Put's comparisons).
-	start    mark
-	recent   []mark
+	start    recordAt
+	recent   []recordAt
 	recentAt int // the oldest of recent, once it is full
 }
 
@@ -133,13 +133,13 @@ func (w *Writer) recover(dir string) error {
 			return fmt.Errorf("oplog: %w", err)
 		}
 		w.size, w.next, w.created = int64(len(h)), w.first, true
-		w.start = mark{w.first, w.size}
+		w.start = recordAt{w.first, w.size}
 		return syncDir(dir)
 	}
 	if err != nil {
 		return err
 	}
-	w.first, w.start = first, mark{first, hl}
+	w.first, w.start = first, recordAt{first, hl}
 	fi, err := w.f.Stat()
 	if err != nil {
 		return fmt.Errorf("oplog: %w", err)
@@ -150,25 +150,18 @@ func (w *Writer) recover(dir string) error {
 	}
 	// Read it all: the end is torn, or the last record is larger than the
 	// window lastRecord searches.
-	r := &Reader{path: w.path, worker: w.worker, f: w.f, off: hl, next: first, first: first, kinds: map[string]string{}}
-	for {
-		es, err := r.Read(1<<16, 4<<20)
-		if errors.Is(err, ErrTorn) {
-			w.Cut = fi.Size() - r.off
-			if err := w.f.Truncate(r.off); err != nil {
-				return fmt.Errorf("oplog: cutting the torn end of %s: %w", w.path, err)
-			}
-			if err := w.f.Sync(); err != nil {
-				return fmt.Errorf("oplog: %w", err)
-			}
-			break
+	r := newReader(w.f, w.path, w.worker, hl, first)
+	switch err := r.skip(); {
+	case errors.Is(err, ErrTorn):
+		w.Cut = fi.Size() - r.off
+		if err := w.f.Truncate(r.off); err != nil {
+			return fmt.Errorf("oplog: cutting the torn end of %s: %w", w.path, err)
 		}
-		if err != nil {
-			return err
+		if err := w.f.Sync(); err != nil {
+			return fmt.Errorf("oplog: %w", err)
 		}
-		if len(es) == 0 {
-			break
-		}
+	case err != nil:
+		return err
 	}
 	w.size, w.next = r.off, r.next
 	return nil
@@ -242,8 +235,8 @@ func (w *Writer) Append(entries ...contract.Entry) error {
 	w.remember(w.next, w.size)
 	w.size += int64(len(w.buf))
 	w.next += uint64(len(entries))
-	if w.mark != nil {
-		w.mark.Store(w.size)
+	if w.watermark != nil {
+		w.watermark.Store(w.size)
 	}
 	if cap(w.buf) > 1<<20 {
 		w.buf = nil // do not keep a large batch's buffer
