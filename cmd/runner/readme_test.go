@@ -3,7 +3,6 @@ package main
 import (
 	"bufio"
 	"fmt"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -248,7 +247,7 @@ func runTranscript(t *testing.T, tr transcript) []string {
 			case <-time.After(time.Minute):
 				t.Fatalf("README.md:%d: the daemon did not listen within a minute:\n%s", tr.line-1, d.text())
 			}
-			waitReady(t, addr)
+			d.waitLog(t, `msg=ready`)
 			subst = append(subst, "127.0.0.1:7420", addr)
 			outSubst = append(outSubst, addr, "127.0.0.1:7420")
 			i = len(tr.setup)
@@ -270,23 +269,6 @@ func runTranscript(t *testing.T, tr transcript) []string {
 		}
 	}
 	return diffs
-}
-
-// waitReady waits until the runner at addr answers /readyz with 200.
-func waitReady(t *testing.T, addr string) {
-	t.Helper()
-	deadline := time.Now().Add(time.Minute)
-	for {
-		resp, err := http.Get("http://" + addr + "/readyz")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return
-			}
-		}
-		require.True(t, time.Now().Before(deadline), "%s not ready within a minute", addr)
-		time.Sleep(20 * time.Millisecond)
-	}
 }
 
 func readme(t *testing.T) string {
