@@ -281,9 +281,9 @@ func latency(dir string, n int) error {
 	if dir == "" {
 		return fmt.Errorf("usage: oplogbench latency [-entries N] DIR")
 	}
-	marks := oplog.NewWatermarks()
-	a := oplog.NewAppender(oplog.AppenderConfig{Dir: dir, Watermarks: marks})
-	defer a.Close()
+	j := oplog.NewFileJournal(oplog.FileJournalConfig{Dir: dir})
+	defer j.Close()
+	a := oplog.NewAppender(oplog.AppenderConfig{Journal: j})
 	mux := http.NewServeMux()
 	mux.Handle("POST /v1/workers/{id}/oplog", a)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -294,7 +294,7 @@ func latency(dir string, n int) error {
 	go srv.Serve(ln)
 	defer srv.Close()
 	p := &arrival{at: make(chan time.Time, 1)}
-	d, err := oplog.NewDeliverer(oplog.Config{Dir: dir, CursorDir: filepath.Join(dir, ".cursors"), Watermarks: marks}, "latency", "1.0.0", p)
+	d, err := oplog.NewDeliverer(oplog.Config{Journal: j, CursorDir: filepath.Join(dir, ".cursors")}, "latency", "1.0.0", p)
 	if err != nil {
 		return err
 	}

@@ -44,7 +44,9 @@ func oplogFiles(t *testing.T, dir string) []string {
 func TestAppenderManyWorkers(t *testing.T) {
 	const maxOpen, workers, clients = 16, 2000, 8
 	dir := t.TempDir()
-	url, a := serveAppender(t, oplog.AppenderConfig{Dir: dir, MaxOpen: maxOpen})
+	j := oplog.NewFileJournal(oplog.FileJournalConfig{Dir: dir, MaxOpen: maxOpen})
+	defer j.Close()
+	url, _ := serveAppender(t, oplog.AppenderConfig{Journal: j})
 	client := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: clients}}
 	post := func(worker string, body []byte) int {
 		resp, err := client.Post(url+"/v1/workers/"+worker+"/oplog", "application/json", bytes.NewReader(body))
@@ -85,7 +87,7 @@ func TestAppenderManyWorkers(t *testing.T) {
 	each(workers, func(i int) {
 		assert.Equal(t, http.StatusOK, post(fmt.Sprintf("worker-%04d", i), appendBody(1, 2, "x")))
 	})
-	assert.LessOrEqual(t, a.OpenWriters(), maxOpen)
+	assert.LessOrEqual(t, j.OpenWriters(), maxOpen)
 	// Each client may hold one oplog over the limit while its request runs,
 	// and opens its connection anew at most once.
 	assert.LessOrEqual(t, peak, base+maxOpen+2*clients, "open descriptors stay bounded (base %d)", base)

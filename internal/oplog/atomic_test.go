@@ -83,11 +83,12 @@ func checkExactlyAcked(t *testing.T, rec *payloadRecorder, want acked) {
 // once, with its acked payload, also after a restart of the delivery.
 func TestFailedAppendIsNeverDelivered(t *testing.T) {
 	dir, cursors := t.TempDir(), t.TempDir()
-	marks := oplog.NewWatermarks()
-	url, a := serveAppender(t, oplog.AppenderConfig{Dir: dir, Watermarks: marks})
+	j := oplog.NewFileJournal(oplog.FileJournalConfig{Dir: dir})
+	defer j.Close()
+	url, _ := serveAppender(t, oplog.AppenderConfig{Journal: j})
 	var mu sync.Mutex
 	failNext := map[string]bool{} // the steps the next append fails at
-	a.SetFault(func(_, op string) error {
+	j.SetFault(func(_, op string) error {
 		mu.Lock()
 		fail := failNext[op]
 		delete(failNext, op)
@@ -105,7 +106,7 @@ func TestFailedAppendIsNeverDelivered(t *testing.T) {
 		return syscall.EIO
 	})
 	rec := &payloadRecorder{}
-	_, stop := run(t, oplog.Config{Dir: dir, CursorDir: cursors, Watermarks: marks}, rec)
+	_, stop := run(t, oplog.Config{Dir: dir, CursorDir: cursors, Journal: j}, rec)
 	want := acked{}
 	next := 1
 	post := func(payload string, n int) (int, oplog.ErrorResponse) {
@@ -145,7 +146,7 @@ func TestFailedAppendIsNeverDelivered(t *testing.T) {
 	checkExactlyAcked(t, rec, want)
 
 	stop()
-	_, stop = run(t, oplog.Config{Dir: dir, CursorDir: cursors, Watermarks: marks}, rec)
+	_, stop = run(t, oplog.Config{Dir: dir, CursorDir: cursors, Journal: j}, rec)
 	defer stop()
 	code, e := post("after the restart", 1)
 	require.Equal(t, http.StatusOK, code, e.Error)
@@ -159,10 +160,11 @@ func TestFailedAppendIsNeverDelivered(t *testing.T) {
 // delivery reaches the end, and every acked entry arrives once.
 func TestDiskFullDelivery(t *testing.T) {
 	dir, cursors := tmpfs(t, "256k"), t.TempDir()
-	marks := oplog.NewWatermarks()
-	url, _ := serveAppender(t, oplog.AppenderConfig{Dir: dir, Watermarks: marks})
+	j := oplog.NewFileJournal(oplog.FileJournalConfig{Dir: dir})
+	defer j.Close()
+	url, _ := serveAppender(t, oplog.AppenderConfig{Journal: j})
 	rec := &payloadRecorder{}
-	_, stop := run(t, oplog.Config{Dir: dir, CursorDir: cursors, Watermarks: marks}, rec)
+	_, stop := run(t, oplog.Config{Dir: dir, CursorDir: cursors, Journal: j}, rec)
 	defer stop()
 	want := acked{}
 	next := 1

@@ -1,12 +1,13 @@
 package oplog
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash/maphash"
 	"os"
 	"path/filepath"
-	"slices"
 	"sync"
 
 	"github.com/soplug/soplug/internal/atomicfile"
@@ -19,8 +20,9 @@ type Cursor struct {
 	// Acked is the last index the processor acknowledged: every entry up
 	// to it was processed, and none is delivered again.
 	Acked uint64 `json:"acked"`
-	// Offset is where the record after Acked starts in the oplog file; 0
-	// means at the first record.
+	// Offset is the journal's position (Position.At) of the entry after
+	// Acked: in a FileJournal, where its record starts in the oplog file.
+	// 0 means none recorded: delivery starts at the journal's head.
 	Offset int64 `json:"offset"`
 	// InFlight is the last index that may have been passed to Process
 	// without its acknowledgement being recorded (at least Acked). After
@@ -29,28 +31,43 @@ type Cursor struct {
 	InFlight uint64 `json:"in_flight"`
 }
 
-// cursorStore keeps one processor's cursors, a file per worker, in dir.
-// At most cap(sem) loads and saves run at once: however many workers
-// commit together, the store holds that many files open (two each).
-type cursorStore struct {
-	dir string
-	sem chan struct{}
+// FileCursors keeps one processor's cursors, a file per worker
+// (<worker>.cursor) in a folder: a CursorStore. Its compare-and-set holds
+// within one process; the daemon's lock on its state directory keeps
+// other processes out. At most a bounded number of loads and saves run at
+// once, so that however many workers commit together the store holds that
+// many files open (two each).
+type FileCursors struct {
+	dir   string
+	sem   chan struct{}
+	seed  maphash.Seed
+	locks [64]sync.Mutex // a worker's Put reads, compares and writes under one
 }
 
-func newCursorStore(dir string, parallel int) (*cursorStore, error) {
+// NewFileCursors returns the cursor store in dir, creating it, running at
+// most parallel loads and saves at once (at least one).
+func NewFileCursors(dir string, parallel int) (*FileCursors, error) {
 	if err := os.MkdirAll(dir, 0o750); err != nil {
 		return nil, fmt.Errorf("oplog: cursors: %w", err)
 	}
-	return &cursorStore{dir: dir, sem: make(chan struct{}, max(parallel, 1))}, nil
+	return &FileCursors{dir: dir, sem: make(chan struct{}, max(parallel, 1)), seed: maphash.MakeSeed()}, nil
 }
 
-func (s *cursorStore) path(worker string) string { return filepath.Join(s.dir, worker+".cursor") }
+func (s *FileCursors) path(worker string) string { return filepath.Join(s.dir, worker+".cursor") }
 
-// load returns worker's cursor; a worker with none starts at index 1.
-func (s *cursorStore) load(worker string) (Cursor, error) {
+// Get returns worker's cursor; a worker with none starts at its journal's
+// head. A damaged cursor file wraps ErrCorrupt.
+func (s *FileCursors) Get(_ context.Context, worker string) (Cursor, error) {
+	if err := CheckWorkerID(worker); err != nil {
+		return Cursor{}, err
+	}
 	s.sem <- struct{}{}
+	defer func() { <-s.sem }()
+	return s.load(worker)
+}
+
+func (s *FileCursors) load(worker string) (Cursor, error) {
 	data, err := os.ReadFile(s.path(worker))
-	<-s.sem
 	if errors.Is(err, os.ErrNotExist) {
 		return Cursor{Worker: worker}, nil
 	}
@@ -58,22 +75,42 @@ func (s *cursorStore) load(worker string) (Cursor, error) {
 		return Cursor{}, fmt.Errorf("oplog: cursor: %w", err)
 	}
 	var c Cursor
-	if err := json.Unmarshal(data, &c); err != nil || c.Worker != worker || c.InFlight < c.Acked {
-		return Cursor{}, fmt.Errorf("%w: cursor file %s is damaged (%v); delivery to this worker waits until it is repaired or removed (removing it delivers the worker's oplog again from index 1)",
+	if err := json.Unmarshal(data, &c); err != nil || c.Worker != worker || c.InFlight < c.Acked || (c.Offset == 0 && c.Acked > 0) {
+		if err == nil {
+			err = errors.New("its fields disagree")
+		}
+		return Cursor{}, fmt.Errorf("%w: cursor file %s is damaged (%v); delivery to this worker waits until it is repaired or removed (removing it delivers the worker's oplog again from its start)",
 			ErrCorrupt, s.path(worker), err)
 	}
 	return c, nil
 }
 
-// save writes c durably: a temporary file, synced, renamed over the old
-// one, and the folder synced. A crash leaves the old cursor or the new.
-func (s *cursorStore) save(c Cursor) error {
+// Put writes c durably in place of old: a temporary file, synced, renamed
+// over the old one, and the folder synced. A crash leaves the old cursor
+// or the new. ErrCursorMoved when the file does not hold old.
+func (s *FileCursors) Put(_ context.Context, old, c Cursor) error {
+	if err := CheckWorkerID(c.Worker); err != nil {
+		return err
+	}
+	if old.Worker != c.Worker {
+		return fmt.Errorf("oplog: a cursor of %s put in place of one of %s", c.Worker, old.Worker)
+	}
 	data, err := json.Marshal(c)
 	if err != nil {
 		return err
 	}
+	mu := &s.locks[maphash.String(s.seed, c.Worker)%uint64(len(s.locks))]
+	mu.Lock()
+	defer mu.Unlock()
 	s.sem <- struct{}{}
 	defer func() { <-s.sem }()
+	cur, err := s.load(c.Worker)
+	if err != nil {
+		return err
+	}
+	if cur != old {
+		return fmt.Errorf("%w: %s holds acked %d, in flight %d", ErrCursorMoved, s.path(c.Worker), cur.Acked, cur.InFlight)
+	}
 	return writeFileAtomic(s.path(c.Worker), data)
 }
 
@@ -83,113 +120,4 @@ func writeFileAtomic(path string, data []byte) error {
 		return fmt.Errorf("oplog: %w", err)
 	}
 	return nil
-}
-
-// PauseSet is the set of workers whose delivery is paused, kept in a file
-// so that a pause outlasts restarts. The zero PauseSet (no file) keeps it
-// in memory only.
-type PauseSet struct {
-	path    string
-	mu      sync.Mutex
-	set     map[string]bool
-	resumed []func(worker string) // told of each resume (Deliverers)
-}
-
-// OpenPauseSet reads the pause set kept at path (missing: none paused).
-func OpenPauseSet(path string) (*PauseSet, error) {
-	p := &PauseSet{path: path, set: map[string]bool{}}
-	if path == "" {
-		return p, nil
-	}
-	data, err := os.ReadFile(path)
-	if errors.Is(err, os.ErrNotExist) {
-		return p, nil
-	}
-	if err != nil {
-		return nil, fmt.Errorf("oplog: %w", err)
-	}
-	var workers []string
-	if err := json.Unmarshal(data, &workers); err != nil {
-		return nil, fmt.Errorf("%w: pause file %s: %v", ErrCorrupt, path, err)
-	}
-	for _, w := range workers {
-		p.set[w] = true
-	}
-	return p, nil
-}
-
-// Paused reports whether worker is paused.
-func (p *PauseSet) Paused(worker string) bool {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.set[worker]
-}
-
-// onResume has fn told of every worker resumed from now on.
-func (p *PauseSet) onResume(fn func(worker string)) {
-	p.mu.Lock()
-	p.resumed = append(p.resumed, fn)
-	p.mu.Unlock()
-}
-
-// Set pauses or resumes worker, durably; a resume wakes its deliveries.
-func (p *PauseSet) Set(worker string, paused bool) error {
-	if err := CheckWorkerID(worker); err != nil {
-		return err
-	}
-	p.mu.Lock()
-	if p.set[worker] == paused {
-		p.mu.Unlock()
-		return nil
-	}
-	if err := p.change(worker, paused); err != nil {
-		p.mu.Unlock()
-		return err
-	}
-	tell := slices.Clone(p.resumed)
-	p.mu.Unlock()
-	if !paused {
-		for _, fn := range tell {
-			fn(worker)
-		}
-	}
-	return nil
-}
-
-// change writes the set with worker paused or not; with p.mu held.
-func (p *PauseSet) change(worker string, paused bool) error {
-	next := map[string]bool{}
-	for w := range p.set {
-		next[w] = true
-	}
-	if paused {
-		next[worker] = true
-	} else {
-		delete(next, worker)
-	}
-	if p.path != "" {
-		var list []string
-		for w := range next {
-			list = append(list, w)
-		}
-		slices.Sort(list)
-		data, _ := json.Marshal(list)
-		if err := writeFileAtomic(p.path, data); err != nil {
-			return err
-		}
-	}
-	p.set = next
-	return nil
-}
-
-// List returns the paused workers, sorted.
-func (p *PauseSet) List() []string {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	var out []string
-	for w := range p.set {
-		out = append(out, w)
-	}
-	slices.Sort(out)
-	return out
 }

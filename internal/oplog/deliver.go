@@ -5,15 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"os"
-	"path/filepath"
 	"runtime"
 	"slices"
 	"strings"
 	"sync"
 	"time"
-
-	"github.com/fsnotify/fsnotify"
 
 	"github.com/soplug/soplug/contract"
 )
@@ -37,13 +33,18 @@ const (
 	DefaultParkAfter = 10
 )
 
-// Config configures a Deliverer. The zero value reads ./oplog, keeps
-// cursors in ./oplog/.cursors, and uses the defaults above.
+// Config configures a Deliverer. The zero value delivers the oplogs of
+// ./oplog, keeps cursors in ./oplog/.cursors/<processor name>, and uses
+// the defaults above.
 type Config struct {
-	// Dir is the oplog folder: one <worker>.oplog file per worker.
+	// Journal holds the workers' oplogs. Nil means a FileJournal on Dir,
+	// listed every Poll.
+	Journal Journal
+	// Dir is the oplog folder of the FileJournal made when Journal is nil.
 	Dir string
-	// CursorDir keeps this processor's cursors. Empty means
-	// <Dir>/.cursors/<processor name>.
+	// CursorDir, when set, keeps this processor's cursors in that folder
+	// (FileCursors). Empty means the Journal's cursors of the processor
+	// (for a FileJournal, <its CursorDir>/<processor name>).
 	CursorDir string
 	// BatchSize is the most entries a Process call gets. Zero means
 	// DefaultBatchSize.
@@ -64,10 +65,9 @@ type Config struct {
 	// Parallel is how many workers' batches are read and processed at
 	// once. Zero means GOMAXPROCS.
 	Parallel int
-	// Poll is how often the folder is listed for an oplog that no file
-	// event announced. Workers are woken by events alone (their file
-	// changed, an activate): an idle worker costs no goroutine, timer or
-	// read. Zero means DefaultPoll.
+	// Poll is the Poll of the FileJournal made when Journal is nil. Workers
+	// are woken by the journal's notices alone (an append, an activate):
+	// an idle worker costs no goroutine, timer or read.
 	Poll time.Duration
 	// MinBackoff and MaxBackoff bound the wait before a failed batch is
 	// tried again. Zero means the defaults.
@@ -75,10 +75,6 @@ type Config struct {
 	// ParkAfter is how many failures in a row park a worker until it is
 	// activated again. Zero means DefaultParkAfter.
 	ParkAfter int
-	// Watermarks are the committed ends of the oplogs this process's
-	// Appender writes (AppenderConfig.Watermarks): delivery reads no
-	// further. Nil means every oplog is read to the end of its file.
-	Watermarks *Watermarks
 	// Paused are the workers whose delivery is paused. Nil means none, in
 	// memory.
 	Paused *PauseSet
@@ -89,12 +85,6 @@ type Config struct {
 }
 
 func (c *Config) defaults(name string) {
-	if c.Dir == "" {
-		c.Dir = "oplog"
-	}
-	if c.CursorDir == "" {
-		c.CursorDir = filepath.Join(c.Dir, ".cursors", name)
-	}
 	if c.BatchSize <= 0 {
 		c.BatchSize = DefaultBatchSize
 	}
@@ -103,9 +93,6 @@ func (c *Config) defaults(name string) {
 	}
 	if c.Parallel <= 0 {
 		c.Parallel = runtime.GOMAXPROCS(0)
-	}
-	if c.Poll <= 0 {
-		c.Poll = DefaultPoll
 	}
 	if c.MinBackoff <= 0 {
 		c.MinBackoff = DefaultMinBackoff
@@ -122,6 +109,9 @@ func (c *Config) defaults(name string) {
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
+	if c.Journal == nil {
+		c.Journal = NewFileJournal(FileJournalConfig{Dir: c.Dir, Poll: c.Poll, Parallel: c.Parallel, Logger: c.Logger})
+	}
 }
 
 // Deliverer hands every worker's oplog to one OplogProcessor: each worker
@@ -131,7 +121,8 @@ type Deliverer struct {
 	name    string
 	version string
 	proc    contract.OplogProcessor
-	cursors *cursorStore
+	journal Journal
+	cursors CursorStore
 	sem     chan struct{}
 	log     *slog.Logger
 
@@ -202,25 +193,31 @@ func (d *Deliverer) rejoinPool() {
 	d.mu.Unlock()
 }
 
-// NewDeliverer returns a Deliverer of the oplogs in cfg.Dir to proc, the
-// processor named name at version.
+// NewDeliverer returns a Deliverer of the oplogs in cfg.Journal to proc,
+// the processor named name at version.
 func NewDeliverer(cfg Config, name, version string, proc contract.OplogProcessor) (*Deliverer, error) {
 	cfg.defaults(name)
-	cs, err := newCursorStore(cfg.CursorDir, cfg.Parallel)
+	var cs CursorStore
+	var err error
+	if cfg.CursorDir != "" {
+		cs, err = NewFileCursors(cfg.CursorDir, cfg.Parallel)
+	} else {
+		cs, err = cfg.Journal.Cursors(name)
+	}
 	if err != nil {
 		return nil, err
 	}
-	d := &Deliverer{cfg: cfg, name: name, version: version, proc: proc, cursors: cs,
+	d := &Deliverer{cfg: cfg, name: name, version: version, proc: proc, journal: cfg.Journal, cursors: cs,
 		sem: make(chan struct{}, cfg.Parallel), workers: map[string]*worker{},
 		log: cfg.Logger.With("processor", name, "version", version)}
-	cfg.Watermarks.onAdvance(d.wake)
 	cfg.Paused.onResume(d.Resume)
 	return d, nil
 }
 
-// wake pokes worker's delivery: its oplog has new committed entries.
-func (d *Deliverer) wake(worker string) {
-	if w, _ := d.start(worker + Suffix); w != nil {
+// notice starts the worker of a journal notice, if it has none, and pokes
+// it when it is new or may have changed.
+func (d *Deliverer) notice(worker string, n Notice) {
+	if w, isNew := d.start(worker); w != nil && (isNew || n == Changed) {
 		w.poke()
 	}
 }
@@ -228,19 +225,8 @@ func (d *Deliverer) wake(worker string) {
 // Run delivers until stop ends, then lets every batch in flight finish
 // (each Process call gets procCtx, which the caller ends when the batches
 // may take no longer), records every cursor, and returns. It returns an
-// error only when the oplog folder cannot be watched or read.
+// error only when the journal cannot be watched.
 func (d *Deliverer) Run(stop, procCtx context.Context) error {
-	if err := os.MkdirAll(d.cfg.Dir, 0o755); err != nil {
-		return fmt.Errorf("oplog: %w", err)
-	}
-	fsw, err := fsnotify.NewWatcher()
-	if err != nil {
-		return fmt.Errorf("oplog: watching %s: %w", d.cfg.Dir, err)
-	}
-	defer fsw.Close()
-	if err := fsw.Add(d.cfg.Dir); err != nil {
-		return fmt.Errorf("oplog: watching %s: %w", d.cfg.Dir, err)
-	}
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	d.mu.Lock()
@@ -251,49 +237,16 @@ func (d *Deliverer) Run(stop, procCtx context.Context) error {
 		d.stopped = true
 		d.mu.Unlock()
 	}()
-	// scan starts the workers of the folder's oplogs that have none and,
-	// with all, wakes every worker: after events may have been lost.
-	scan := func(all bool) {
-		entries, err := os.ReadDir(d.cfg.Dir)
-		if err != nil {
-			d.log.Error("reading the oplog folder", "dir", d.cfg.Dir, "err", err)
-			return
-		}
-		for _, e := range entries {
-			if w, isNew := d.start(e.Name()); w != nil && (isNew || all) {
-				w.poke()
-			}
-		}
+	if err := d.journal.Watch(stop, d.notice); err != nil {
+		return fmt.Errorf("oplog: %w", err)
 	}
-	scan(true)
-	tick := time.NewTicker(d.cfg.Poll)
-	defer tick.Stop()
-	for {
-		select {
-		case <-stop.Done():
-			return nil
-		case ev, ok := <-fsw.Events:
-			if !ok {
-				return nil
-			}
-			if w, _ := d.start(filepath.Base(ev.Name)); w != nil {
-				w.poke()
-			}
-		case err := <-fsw.Errors:
-			d.log.Warn("oplog folder events were lost; every worker looks again", "dir", d.cfg.Dir, "err", err)
-			scan(true)
-		case <-tick.C:
-			scan(false) // an oplog no event announced
-		}
-	}
+	return nil
 }
 
-// start returns the worker of an oplog file name, and whether it is new;
-// nil for a name that is not an oplog. A new worker's delivery starts at
-// its first poke.
-func (d *Deliverer) start(file string) (*worker, bool) {
-	id, ok := strings.CutSuffix(file, Suffix)
-	if !ok || CheckWorkerID(id) != nil {
+// start returns the worker of an ID, and whether it is new; nil for an
+// ID that is not valid. A new worker's delivery starts at its first poke.
+func (d *Deliverer) start(id string) (*worker, bool) {
+	if CheckWorkerID(id) != nil {
 		return nil, false
 	}
 	d.mu.Lock()
@@ -307,15 +260,15 @@ func (d *Deliverer) start(file string) (*worker, bool) {
 	return w, true
 }
 
-// forget drops w, a worker whose oplog does not exist (a file removed, or
+// forget drops w, a worker whose journal does not exist (removed, or
 // created and removed again by a refused append), so that thousands of
-// such names leave no goroutine behind; false when the file is there
-// after all. It looks under d.mu, which start takes too: a file created
-// after the look has an event that starts a new worker.
+// such names leave nothing behind; false when the journal is there after
+// all. It looks under d.mu, which start takes too: a journal created
+// after the look has a notice that starts a new worker.
 func (d *Deliverer) forget(w *worker) bool {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if _, err := os.Stat(Path(d.cfg.Dir, w.id)); !errors.Is(err, os.ErrNotExist) {
+	if _, err := d.journal.Head(d.stop, w.id); !errors.Is(err, ErrNoJournal) {
 		return false
 	}
 	if d.workers[w.id] == w {

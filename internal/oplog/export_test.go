@@ -6,10 +6,7 @@ package oplog
 // bytes.
 func (w *Writer) SetFault(fault func(op string) error) { w.fault = fault }
 
-// SetLimit bounds r to a's committed end of r's worker, as delivery's
-// reads are.
-func (r *Reader) SetLimit(wm *Watermarks) { r.limit = wm.limiter(r.worker) }
-
-// SetFault gives every Writer a opens the fault (see Writer.SetFault),
+// SetFault gives every Writer j opens the fault (see Writer.SetFault),
 // told the worker.
-func (a *Appender) SetFault(fault func(worker, op string) error) { a.fault = fault }
+func (j *FileJournal) SetFault(fault func(worker, op string) error) { j.fault = fault }
+

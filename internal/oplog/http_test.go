@@ -22,17 +22,22 @@ func appendServer(t *testing.T, dir string, max int64) string {
 	return url
 }
 
-// serveAppender serves an Appender configured by cfg, and returns its URL
+// serveAppender serves an Appender configured by cfg (on a FileJournal on
+// cfg.Dir when cfg.Journal is nil), and returns its URL and journal
 // and the Appender.
-func serveAppender(t *testing.T, cfg oplog.AppenderConfig) (string, *oplog.Appender) {
+func serveAppender(t *testing.T, cfg oplog.AppenderConfig) (string, oplog.Journal) {
 	t.Helper()
+	if cfg.Journal == nil {
+		j := oplog.NewFileJournal(oplog.FileJournalConfig{Dir: cfg.Dir})
+		t.Cleanup(func() { j.Close() })
+		cfg.Journal = j
+	}
 	a := oplog.NewAppender(cfg)
-	t.Cleanup(func() { a.Close() })
 	mux := http.NewServeMux()
 	mux.Handle("POST /v1/workers/{id}/oplog", a)
 	srv := httptest.NewServer(mux)
 	t.Cleanup(srv.Close)
-	return srv.URL, a
+	return srv.URL, cfg.Journal
 }
 
 func postEntries(t *testing.T, url, worker string, body []byte) (int, oplog.ErrorResponse, oplog.AppendResponse) {

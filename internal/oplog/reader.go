@@ -27,7 +27,7 @@ type Reader struct {
 	first  uint64 // the oplog's first index
 	kinds  map[string]string
 	// limit, when set, reports the committed end of the worker's oplog
-	// (Watermarks): nothing past it is read.
+	// (watermarks): nothing past it is read.
 	limit func() (int64, bool)
 }
 

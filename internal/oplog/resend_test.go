@@ -33,12 +33,13 @@ func body(first, n int, tag string, ts time.Time) []byte {
 func TestResend(t *testing.T) {
 	ts := time.Date(2026, 12, 2, 12, 0, 0, 0, time.UTC)
 	dir, cursors := t.TempDir(), t.TempDir()
-	marks := oplog.NewWatermarks()
+	j := oplog.NewFileJournal(oplog.FileJournalConfig{Dir: dir, MaxOpen: 1})
+	defer j.Close()
 	// MaxOpen 1: the other worker's appends close w's oplog in between,
 	// so that resends are also compared by a writer that reopened it.
-	url, _ := serveAppender(t, oplog.AppenderConfig{Dir: dir, MaxOpen: 1, Watermarks: marks})
+	url, _ := serveAppender(t, oplog.AppenderConfig{Journal: j})
 	rec := &payloadRecorder{}
-	_, stop := run(t, oplog.Config{Dir: dir, CursorDir: cursors, Watermarks: marks}, rec)
+	_, stop := run(t, oplog.Config{Dir: dir, CursorDir: cursors, Journal: j}, rec)
 	defer stop()
 
 	want := acked{}

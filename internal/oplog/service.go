@@ -31,8 +31,8 @@ type ServiceConfig struct {
 	Batch, CommitEvery, Parallel, ParkAfter int
 	// Control is the control socket's path (see ControlPath).
 	Control string
-	// MaxAppend and MaxOpen are AppenderConfig's MaxBytes and
-	// MaxOpen.
+	// MaxAppend is AppenderConfig's MaxBytes; MaxOpen is
+	// FileJournalConfig's MaxOpen.
 	MaxAppend int64
 	MaxOpen   int
 }
@@ -68,13 +68,13 @@ type DaemonService struct {
 	// Budget bounds the append bodies in flight, with the other services'.
 	Budget *inflight.Budget
 
-	appender *Appender
-	control  *Control
-	procs    []contract.OplogProcessor
-	ctlSrv   *http.Server
-	stop     context.CancelFunc // ends delivery: no new batches
-	endProc  context.CancelFunc // ends the batches in flight
-	running  sync.WaitGroup
+	journal *FileJournal
+	control *Control
+	procs   []contract.OplogProcessor
+	ctlSrv  *http.Server
+	stop    context.CancelFunc // ends delivery: no new batches
+	endProc context.CancelFunc // ends the batches in flight
+	running sync.WaitGroup
 }
 
 // cursorRoot is where the processors' cursors and the pause set live.
@@ -103,7 +103,10 @@ func (o *DaemonService) Start(ctx context.Context, sel *loader.Selection, mux *h
 		return err
 	}
 	o.control = &Control{Dir: o.Config.Dir, Paused: pauses}
-	marks := NewWatermarks() // the appender's commits, which bound the deliveries' reads
+	// One journal for the appender and the deliveries: its commits bound
+	// their reads.
+	o.journal = NewFileJournal(FileJournalConfig{Dir: o.Config.Dir, CursorDir: o.cursorRoot(),
+		MaxOpen: o.Config.MaxOpen, Parallel: o.Config.Parallel, Logger: o.Log})
 	stop, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	procCtx, endProc := context.WithCancel(context.WithoutCancel(ctx))
 	o.stop, o.endProc = cancel, endProc
@@ -117,9 +120,9 @@ func (o *DaemonService) Start(ctx context.Context, sel *loader.Selection, mux *h
 		}
 		o.procs = append(o.procs, p)
 		d, err := NewDeliverer(Config{
-			Dir: o.Config.Dir, CursorDir: filepath.Join(o.cursorRoot(), c.Name),
+			Journal:   o.journal,
 			BatchSize: o.Config.Batch, CommitEvery: o.Config.CommitEvery, Parallel: o.Config.Parallel, ParkAfter: o.Config.ParkAfter,
-			Watermarks: marks, Paused: pauses, Metrics: m, Logger: o.Log,
+			Paused: pauses, Metrics: m, Logger: o.Log,
 		}, c.Name, c.Version.String(), p)
 		if err != nil {
 			return err
@@ -132,9 +135,8 @@ func (o *DaemonService) Start(ctx context.Context, sel *loader.Selection, mux *h
 		})
 		o.Log.Info("oplog delivery started", "processor", c.Name, "version", c.Version.String(), "dir", o.Config.Dir)
 	}
-	o.appender = NewAppender(AppenderConfig{Dir: o.Config.Dir, MaxBytes: o.Config.MaxAppend,
-		MaxOpen: o.Config.MaxOpen, Watermarks: marks, Budget: o.Budget, Metrics: m, Logger: o.Log})
-	mux.Handle("POST /v1/workers/{id}/oplog", o.appender)
+	mux.Handle("POST /v1/workers/{id}/oplog", NewAppender(AppenderConfig{Journal: o.journal,
+		MaxBytes: o.Config.MaxAppend, Budget: o.Budget, Metrics: m, Logger: o.Log}))
 	o.control.Register(mux, false)
 	return o.listenControl()
 }
@@ -189,8 +191,8 @@ func (o *DaemonService) Stop(ctx context.Context) error {
 	for _, p := range o.procs {
 		errs = append(errs, p.Close(context.WithoutCancel(ctx)))
 	}
-	if o.appender != nil {
-		errs = append(errs, o.appender.Close())
+	if o.journal != nil {
+		errs = append(errs, o.journal.Close())
 	}
 	if o.ctlSrv != nil {
 		errs = append(errs, o.ctlSrv.Close())

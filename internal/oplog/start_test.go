@@ -32,10 +32,11 @@ func startBody(start uint64, first, n int) []byte {
 // file.
 func TestExplicitStart(t *testing.T) {
 	dir, cursors := t.TempDir(), t.TempDir()
-	marks := oplog.NewWatermarks()
-	url, _ := serveAppender(t, oplog.AppenderConfig{Dir: dir, MaxOpen: 1, Watermarks: marks})
+	j := oplog.NewFileJournal(oplog.FileJournalConfig{Dir: dir, MaxOpen: 1})
+	defer j.Close()
+	url, _ := serveAppender(t, oplog.AppenderConfig{Journal: j})
 	rec := newRecorder()
-	d, stop := run(t, oplog.Config{Dir: dir, CursorDir: cursors, Watermarks: marks}, rec)
+	d, stop := run(t, oplog.Config{Dir: dir, CursorDir: cursors, Journal: j}, rec)
 	defer stop()
 
 	for _, tc := range []struct {

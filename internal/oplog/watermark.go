@@ -5,36 +5,42 @@ import (
 	"sync/atomic"
 )
 
-// Watermarks are the committed ends of the oplogs this process writes:
-// for each worker whose Writer the Appender holds, the offset up to which
+// watermarks are the committed ends of the oplogs a FileJournal writes:
+// for each worker whose Writer it holds, the offset up to which
 // every record is synced to disk and acknowledged. Delivery never reads
 // past a worker's watermark, so the bytes of an append that is still being
 // written, or that failed and is being cut off, are never handed to a
 // processor. A worker with no watermark is read to the end of its file
 // (an oplog written by another process, or by nobody now).
 //
-// The zero value is not used: NewWatermarks. A nil *Watermarks has no
+// The zero value is not used: newWatermarks. A nil *watermarks has no
 // watermark for any worker.
-type Watermarks struct {
+type watermarks struct {
 	mu       sync.Mutex
 	m        map[string]*atomic.Int64
-	advanced []func(worker string) // told of each new watermark (Deliverers)
+	advanced map[int]func(worker string) // told of each new watermark (watches)
+	nextID   int
 }
 
-// onAdvance has fn told of every watermark that moves from now on: the
-// wake-up of a delivery that read up to the old one.
-func (wm *Watermarks) onAdvance(fn func(worker string)) {
-	if wm == nil {
-		return
-	}
+// onAdvance has fn told of every watermark that moves from now on, until
+// the function it returns is called: the wake-up of a delivery that read
+// up to the old one.
+func (wm *watermarks) onAdvance(fn func(worker string)) (stop func()) {
 	wm.mu.Lock()
-	wm.advanced = append(wm.advanced, fn)
-	wm.mu.Unlock()
+	defer wm.mu.Unlock()
+	id := wm.nextID
+	wm.nextID++
+	wm.advanced[id] = fn
+	return func() {
+		wm.mu.Lock()
+		delete(wm.advanced, id)
+		wm.mu.Unlock()
+	}
 }
 
 // watermark is one worker's watermark, as its Writer publishes it.
 type watermark struct {
-	wm     *Watermarks
+	wm     *watermarks
 	worker string
 	v      *atomic.Int64
 }
@@ -44,18 +50,23 @@ type watermark struct {
 func (m watermark) Store(end int64) {
 	m.v.Store(end)
 	m.wm.mu.Lock()
-	tell := m.wm.advanced
+	tell := make([]func(string), 0, len(m.wm.advanced))
+	for _, fn := range m.wm.advanced {
+		tell = append(tell, fn)
+	}
 	m.wm.mu.Unlock()
 	for _, fn := range tell {
 		fn(m.worker)
 	}
 }
 
-// NewWatermarks returns an empty set of watermarks.
-func NewWatermarks() *Watermarks { return &Watermarks{m: map[string]*atomic.Int64{}} }
+// newWatermarks returns an empty set of watermarks.
+func newWatermarks() *watermarks {
+	return &watermarks{m: map[string]*atomic.Int64{}, advanced: map[int]func(string){}}
+}
 
 // hold returns worker's watermark, set to end.
-func (wm *Watermarks) hold(worker string, end int64) interface{ Store(int64) } {
+func (wm *watermarks) hold(worker string, end int64) interface{ Store(int64) } {
 	if wm == nil {
 		return nil
 	}
@@ -72,7 +83,7 @@ func (wm *Watermarks) hold(worker string, end int64) interface{ Store(int64) } {
 
 // drop forgets worker's watermark: no writer of this process holds its
 // oplog, and the file ends where the watermark was.
-func (wm *Watermarks) drop(worker string) {
+func (wm *watermarks) drop(worker string) {
 	if wm == nil {
 		return
 	}
@@ -83,7 +94,7 @@ func (wm *Watermarks) drop(worker string) {
 
 // limiter returns a function that reports worker's watermark, if it has
 // one, for a Reader.
-func (wm *Watermarks) limiter(worker string) func() (int64, bool) {
+func (wm *watermarks) limiter(worker string) func() (int64, bool) {
 	if wm == nil {
 		return nil
 	}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
 	"sync"
 	"time"
 
@@ -64,11 +63,11 @@ type worker struct {
 
 // position is where a worker's delivery stands.
 type position struct {
-	acked       uint64 // the last acknowledged index
-	ackedOff    int64  // the offset of the record after it
-	inflight    uint64 // the in-flight mark the cursor file holds
-	redeliverTo uint64 // entries up to it may have been delivered before a crash
-	written     Cursor // what the cursor file holds
+	acked       uint64   // the last acknowledged index
+	next        Position // the entry after it
+	inflight    uint64   // the in-flight mark the cursor file holds
+	redeliverTo uint64   // entries up to it may have been delivered before a crash
+	stored      Cursor   // what the cursor store holds
 }
 
 // poke says the worker may have work: it joins the run queue unless it is
@@ -164,12 +163,12 @@ func (w *worker) open(stop context.Context) *position {
 	if !w.acquire(stop) {
 		return nil
 	}
-	c, off, err := w.openOnce()
+	stored, acked, next, err := w.openOnce(stop)
 	w.release()
 	switch {
 	case err == nil:
-		return &position{acked: c.Acked, ackedOff: off, inflight: c.InFlight, redeliverTo: c.InFlight, written: c}
-	case errors.Is(err, os.ErrNotExist):
+		return &position{acked: acked, next: next, inflight: stored.InFlight, redeliverTo: stored.InFlight, stored: stored}
+	case errors.Is(err, ErrNoJournal):
 		if !w.d.forget(w) { // forget marks it gone
 			w.set(StateStarting, nil)
 		}
@@ -181,31 +180,29 @@ func (w *worker) open(stop context.Context) *position {
 	return nil
 }
 
-// openOnce checks the oplog's header and reads the cursor, and returns
-// the cursor and where delivery resumes: the cursor's offset, or the
-// first record's.
-func (w *worker) openOnce() (Cursor, int64, error) {
-	r, err := OpenReader(w.d.cfg.Dir, w.id)
+// openOnce reads where the journal starts and the cursor, and returns the
+// cursor as stored, the acknowledged index and the position delivery
+// resumes at: the cursor's, or the journal's head.
+func (w *worker) openOnce(ctx context.Context) (Cursor, uint64, Position, error) {
+	head, err := w.d.journal.Head(ctx, w.id)
 	if err != nil {
-		return Cursor{}, 0, err
+		return Cursor{}, 0, Position{}, err
 	}
-	defer r.Close()
-	c, err := w.d.cursors.load(w.id)
-	if err == nil && c.Offset == 0 && c.Acked > 0 {
-		err = fmt.Errorf("%w: the cursor of %s acknowledges index %d but names no offset", ErrCorrupt, w.id, c.Acked)
-	}
+	c, err := w.d.cursors.Get(ctx, w.id)
 	if err != nil {
-		return Cursor{}, 0, err
+		return Cursor{}, 0, Position{}, err
 	}
 	w.mu.Lock()
-	w.st.First = r.First()
+	w.st.First = head.Next
 	w.mu.Unlock()
 	if c.Offset > 0 {
-		return c, c.Offset, nil
+		return c, c.Acked, Position{Next: c.Acked + 1, At: c.Offset}, nil
 	}
-	// A new cursor: nothing before the oplog's first entry is owed.
-	c.Acked = r.First() - 1
-	return c, r.Offset(), nil
+	if c.Acked > 0 {
+		return Cursor{}, 0, Position{}, fmt.Errorf("%w: the cursor of %s acknowledges index %d but names no position", ErrCorrupt, w.id, c.Acked)
+	}
+	// A new cursor: nothing before the journal's first entry is owed.
+	return c, head.Next - 1, head, nil
 }
 
 // noteBlocked records and logs (once per error) a corrupt oplog or cursor.
@@ -243,18 +240,20 @@ func (w *worker) run(stop, procCtx context.Context) {
 func (w *worker) deliver(stop, procCtx context.Context) bool {
 	d, p := w.d, w.pos
 	commit := func(inFl uint64) error {
-		c := Cursor{Worker: w.id, Acked: p.acked, Offset: p.ackedOff, InFlight: inFl}
-		if c == p.written {
+		c := Cursor{Worker: w.id, Acked: p.acked, Offset: p.next.At, InFlight: inFl}
+		if c == p.stored {
 			return nil
 		}
 		start := time.Now()
-		if err := d.cursors.save(c); err != nil {
+		// Not stop: the cursor is written on the way out, after it.
+		if err := d.cursors.Put(context.WithoutCancel(stop), p.stored, c); err != nil {
 			return err
 		}
+		p.stored = c
 		if m := d.cfg.Metrics; m != nil {
 			m.commit(d.name, time.Since(start))
 		}
-		p.written, p.inflight = c, inFl
+		p.inflight = inFl
 		return nil
 	}
 	w.mu.Lock()
@@ -285,11 +284,11 @@ func (w *worker) deliver(stop, procCtx context.Context) bool {
 		if p.redeliverTo > p.acked {
 			limit = int(min(uint64(limit), p.redeliverTo-p.acked))
 		}
-		entries, readOff, rerr := w.read(p.ackedOff, p.acked+1, limit)
+		entries, after, rerr := w.read(stop, p.next, limit)
 		if len(entries) == 0 {
 			w.release()
 			switch {
-			case errors.Is(rerr, os.ErrNotExist):
+			case errors.Is(rerr, ErrNoJournal):
 				if !d.forget(w) { // gone: forgotten (a new file gets a new worker)
 					w.set(StateStarting, nil)
 				}
@@ -317,7 +316,7 @@ func (w *worker) deliver(stop, procCtx context.Context) bool {
 			pending = true // stopped with the batch unacknowledged: it stays in flight
 			return false
 		}
-		p.acked, p.ackedOff = last, readOff
+		p.acked, p.next = last, after
 		w.mu.Lock()
 		w.st.Acked = p.acked
 		w.mu.Unlock()
@@ -335,20 +334,12 @@ func (w *worker) deliver(stop, procCtx context.Context) bool {
 	return false
 }
 
-// read returns up to limit entries from offset off, where the entry of
-// index next starts, and the offset after them. The oplog is opened for
-// this read only, while the worker holds a delivery slot: a delivery keeps
-// at most Parallel files open, however many workers there are.
-func (w *worker) read(off int64, next uint64, limit int) ([]contract.Entry, int64, error) {
-	r, err := OpenReader(w.d.cfg.Dir, w.id)
-	if err != nil {
-		return nil, off, err
-	}
-	defer r.Close()
-	r.limit = w.d.cfg.Watermarks.limiter(w.id)
-	r.Resume(off, next)
-	entries, err := r.Read(limit, w.d.cfg.MaxBatchBytes)
-	return entries, r.Offset(), err
+// read returns up to limit entries from at and the position after them.
+// It is called holding a delivery slot: a FileJournal opens the oplog for
+// the read only, so that a delivery keeps at most Parallel files open,
+// however many workers there are.
+func (w *worker) read(ctx context.Context, at Position, limit int) ([]contract.Entry, Position, error) {
+	return w.d.journal.Read(ctx, w.id, at, limit, w.d.cfg.MaxBatchBytes)
 }
 
 // process hands b to the processor until it succeeds: a failure is retried

@@ -53,7 +53,7 @@ type Writer struct {
 	// bytes past size; the next append cuts them first.
 	dirty bool
 	// watermark, when set, is published the committed end after each
-	// append (Watermarks).
+	// append (watermarks).
 	watermark interface{ Store(int64) }
 	// fault, in tests, fails a write or a sync as a disk would.
 	fault func(op string) error
