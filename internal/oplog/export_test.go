@@ -9,4 +9,3 @@ func (w *Writer) SetFault(fault func(op string) error) { w.fault = fault }
 // SetFault gives every Writer j opens the fault (see Writer.SetFault),
 // told the worker.
 func (j *FileJournal) SetFault(fault func(worker, op string) error) { j.fault = fault }
-

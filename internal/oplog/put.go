@@ -56,19 +56,10 @@ func (w *Writer) Put(entries []contract.Entry) (int, error) {
 	if len(entries) == 0 {
 		return 0, nil
 	}
-	first := entries[0].Index
-	for i := range entries {
-		if want := first + uint64(i); entries[i].Index != want {
-			return 0, &OrderError{Path: w.path, Expected: want, Got: entries[i].Index}
-		}
+	overlap, err := Overlap(w.path, w.first, w.next, entries)
+	if err != nil {
+		return 0, err
 	}
-	if first > w.next || first == 0 {
-		return 0, &OrderError{Path: w.path, Expected: w.next, Got: first}
-	}
-	if first < w.first {
-		return 0, fmt.Errorf("%w: %s: entry %d is before the oplog's first index %d", ErrConflict, w.path, first, w.first)
-	}
-	overlap := int(min(uint64(len(entries)), w.next-first))
 	if overlap > 0 {
 		if err := w.compare(entries[:overlap]); err != nil {
 			return 0, err
@@ -90,6 +81,46 @@ func (w *Writer) Put(entries []contract.Entry) (int, error) {
 	return len(tail), nil
 }
 
+// Overlap applies Put's rules to an append of entries to the journal
+// named name, whose entries run from first to next-1: it returns how many
+// of entries the journal holds already (to be compared with Same), or the
+// *OrderError of a gap or of indexes that do not run on, or an error
+// wrapping ErrConflict for entries before first. Every Journal follows
+// these rules.
+func Overlap(name string, first, next uint64, entries []contract.Entry) (int, error) {
+	if len(entries) == 0 {
+		return 0, nil
+	}
+	start := entries[0].Index
+	for i := range entries {
+		if want := start + uint64(i); entries[i].Index != want {
+			return 0, &OrderError{Path: name, Expected: want, Got: entries[i].Index}
+		}
+	}
+	if start > next || start == 0 {
+		return 0, &OrderError{Path: name, Expected: next, Got: start}
+	}
+	if start < first {
+		return 0, fmt.Errorf("%w: %s: entry %d is before the oplog's first index %d", ErrConflict, name, start, first)
+	}
+	return int(min(uint64(len(entries)), next-start)), nil
+}
+
+// Same returns the *ConflictError of sent, a resent entry, unless it is
+// held, the entry the journal named name holds at its index: the same kind
+// and payload, and the same timestamp unless sent's is zero.
+func Same(name string, held, sent contract.Entry) error {
+	switch {
+	case held.Kind != sent.Kind:
+		return &ConflictError{Path: name, Index: sent.Index, Field: "kind"}
+	case !sent.Timestamp.IsZero() && !held.Timestamp.Equal(sent.Timestamp):
+		return &ConflictError{Path: name, Index: sent.Index, Field: "timestamp"}
+	case !bytes.Equal(held.Payload, sent.Payload):
+		return &ConflictError{Path: name, Index: sent.Index, Field: "payload"}
+	}
+	return nil
+}
+
 // compare checks that the oplog holds entries, which start before Next().
 func (w *Writer) compare(entries []contract.Entry) error {
 	first := entries[0].Index
@@ -109,14 +140,8 @@ func (w *Writer) compare(entries []contract.Entry) error {
 			if g.Index < first {
 				continue
 			}
-			e := &entries[i]
-			switch {
-			case g.Kind != e.Kind:
-				return &ConflictError{Path: w.path, Index: e.Index, Field: "kind"}
-			case !e.Timestamp.IsZero() && !g.Timestamp.Equal(e.Timestamp):
-				return &ConflictError{Path: w.path, Index: e.Index, Field: "timestamp"}
-			case !bytes.Equal(g.Payload, e.Payload):
-				return &ConflictError{Path: w.path, Index: e.Index, Field: "payload"}
+			if err := Same(w.path, g, entries[i]); err != nil {
+				return err
 			}
 			if i++; i == len(entries) {
 				return nil

@@ -123,8 +123,10 @@ func appendRecord(b []byte, e *contract.Entry) []byte {
 	return b
 }
 
-// checkEntry reports why e cannot be recorded for worker.
-func checkEntry(worker string, e *contract.Entry) error {
+// CheckEntry reports why e cannot be recorded for worker (an error
+// wrapping ErrEntry): another worker's ID, a kind or payload too large, a
+// timestamp out of range. Every Journal refuses what it refuses.
+func CheckEntry(worker string, e *contract.Entry) error {
 	switch {
 	case e.WorkerID != "" && e.WorkerID != worker:
 		return fmt.Errorf("%w: entry %d belongs to worker %q, not %q", ErrEntry, e.Index, e.WorkerID, worker)

@@ -211,7 +211,7 @@ func (w *Writer) Append(entries ...contract.Entry) error {
 		if want := w.next + uint64(i); entries[i].Index != want {
 			return &OrderError{Path: w.path, Expected: want, Got: entries[i].Index}
 		}
-		if err := checkEntry(w.worker, &entries[i]); err != nil {
+		if err := CheckEntry(w.worker, &entries[i]); err != nil {
 			return err
 		}
 	}
