@@ -40,6 +40,10 @@ type FileJournalConfig struct {
 	// Parallel bounds each cursor store's loads and saves at once. Zero
 	// means 8.
 	Parallel int
+	// SyncEachAppend turns group commit off: each append is written and
+	// synced on its own, while the appends to its worker wait. It is the
+	// baseline the benchmarks compare group commit with.
+	SyncEachAppend bool
 	// Logger receives what a caller cannot be told (a file that could not
 	// be closed). Nil means none.
 	Logger *slog.Logger
@@ -63,9 +67,8 @@ type FileJournal struct {
 }
 
 // openWriter is one open Writer; users counts the appends holding it,
-// under FileJournal.mu, and mu orders their appends.
+// under FileJournal.mu.
 type openWriter struct {
-	mu    sync.Mutex
 	w     *Writer
 	users int
 	elem  *list.Element
@@ -121,9 +124,7 @@ func (j *FileJournal) Append(_ context.Context, worker string, start uint64, ent
 	if err != nil {
 		return 0, j.public(err)
 	}
-	ow.mu.Lock()
 	n, err := ow.w.Put(entries)
-	ow.mu.Unlock()
 	j.release(ow)
 	if err != nil {
 		return 0, j.public(err)
@@ -170,6 +171,7 @@ func (j *FileJournal) acquire(worker string, first, start uint64) (*openWriter, 
 	if j.fault != nil {
 		w.fault = func(op string) error { return j.fault(worker, op) }
 	}
+	w.syncEach = j.cfg.SyncEachAppend
 	ow := &openWriter{w: w, users: 1}
 	ow.elem = j.lru.PushFront(ow)
 	j.open[worker] = ow
@@ -189,7 +191,7 @@ func checkStart(w *Writer, start uint64) error {
 func (j *FileJournal) evict(keep int) {
 	for e := j.lru.Back(); e != nil && len(j.open) > keep; {
 		prev := e.Prev()
-		if ow := e.Value.(*openWriter); ow.users == 0 && !ow.w.dirty {
+		if ow := e.Value.(*openWriter); ow.users == 0 && !ow.w.isDirty() {
 			j.drop(ow) // a dirty one stays open: only it knows where its oplog ends
 		}
 		e = prev
@@ -234,15 +236,7 @@ func (j *FileJournal) Close() error {
 	j.closed = true
 	var errs []error
 	for _, ow := range j.open {
-		ow.mu.Lock()
-		if ow.w.dirty {
-			if err := ow.w.cut(); err != nil {
-				j.cfg.Logger.Error("an oplog keeps the bytes of a failed append; the next writer may take them as written",
-					"worker", ow.w.worker, "err", err)
-			}
-		}
 		errs = append(errs, ow.w.Close())
-		ow.mu.Unlock()
 	}
 	j.open = map[string]*openWriter{}
 	j.lru.Init()

@@ -56,6 +56,8 @@ func (w *Writer) Put(entries []contract.Entry) (int, error) {
 	if len(entries) == 0 {
 		return 0, nil
 	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
 	overlap, err := Overlap(w.path, w.first, w.next, entries)
 	if err != nil {
 		return 0, err
@@ -66,16 +68,21 @@ func (w *Writer) Put(entries []contract.Entry) (int, error) {
 		}
 	}
 	tail := entries[overlap:]
-	if len(tail) == 0 {
-		return 0, nil
-	}
 	now := time.Now().UTC()
 	for i := range tail {
 		if tail[i].Timestamp.IsZero() {
 			tail[i].Timestamp = now
 		}
+		if err := CheckEntry(w.worker, &tail[i]); err != nil {
+			return 0, err
+		}
 	}
-	if err := w.Append(tail...); err != nil {
+	if err := w.stage(tail); err != nil {
+		return 0, err
+	}
+	// A resend of entries written and not yet synced is answered with
+	// their sync, as they will be.
+	if err := w.commit(w.size); err != nil {
 		return 0, err
 	}
 	return len(tail), nil

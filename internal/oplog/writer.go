@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"hash/crc32"
 	"os"
+	"sync"
 	"syscall"
 
 	"github.com/soplug/soplug/contract"
@@ -33,27 +34,40 @@ func (e *OrderError) Unwrap() error { return ErrOutOfOrder }
 
 // Writer appends entries to one worker's oplog. One Writer per worker may
 // exist at a time, across processes: it holds an exclusive lock on the
-// file. Writers in workers and the daemon's HTTP endpoint use it alike.
+// file. Writers in workers and the daemon's HTTP endpoint use it alike. It
+// is safe for concurrent use: appends that arrive while another's fsync
+// is under way are written behind it and share the next fsync (group
+// commit).
 type Writer struct {
 	path   string
 	worker string
 	f      *os.File
-	size   int64  // where the next record goes
-	next   uint64 // the index the next entry must have
-	first  uint64 // the index of the first entry
-	buf    []byte
 	// created: the file was empty (or held a partial header) and this
 	// Writer wrote its header.
 	created bool
 	// Cut is how many bytes of a torn last record Open cut off: an append
 	// a previous writer did not finish, whose caller never heard it
 	// succeed.
-	Cut int64
+	Cut   int64
+	first uint64 // the index of the first entry
+
+	mu   sync.Mutex
+	cond sync.Cond // on mu: a sync ended
+	size int64     // where the next record goes (past what is synced while appends wait)
+	next uint64    // the index the next entry must have
+	// synced and syncedNext are the committed end and the index after
+	// it: what the last successful fsync covered.
+	synced     int64
+	syncedNext uint64
+	syncing    bool      // a sync is under way, without mu
+	waiting    []*waiter // appends written and not yet synced, oldest first
+	syncEach   bool      // no group commit: each append syncs under mu
+	buf        []byte
 	// dirty: a failed append could not be cut off, so the file may hold
 	// bytes past size; the next append cuts them first.
 	dirty bool
 	// watermark, when set, is published the committed end after each
-	// append (watermarks).
+	// sync (watermarks).
 	watermark interface{ Store(int64) }
 	// fault, in tests, fails a write or a sync as a disk would.
 	fault func(op string) error
@@ -92,10 +106,12 @@ func OpenWriterAt(dir, worker string, first uint64) (*Writer, error) {
 		return nil, err
 	}
 	w := &Writer{path: path, worker: worker, f: f, first: first}
+	w.cond.L = &w.mu
 	if err := w.recover(dir); err != nil {
 		f.Close()
 		return nil, err
 	}
+	w.synced, w.syncedNext = w.size, w.next
 	return w, nil
 }
 
@@ -199,14 +215,20 @@ func (w *Writer) Path() string { return w.path }
 func (w *Writer) First() uint64 { return w.first }
 
 // Next returns the index the next appended entry must have.
-func (w *Writer) Next() uint64 { return w.next }
+func (w *Writer) Next() uint64 {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.next
+}
 
 // Append writes entries, whose indexes must run from Next() without a gap,
 // to the end of the oplog and syncs it to disk before it returns: an entry
 // is durable once Append has returned nil. On any error nothing of this
 // append remains (a disk that is full, a wrong index: *OrderError), and the
-// oplog is as it was.
+// oplog is as it was; a failed fsync fails every append it was to cover.
 func (w *Writer) Append(entries ...contract.Entry) error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
 	for i := range entries {
 		if want := w.next + uint64(i); entries[i].Index != want {
 			return &OrderError{Path: w.path, Expected: want, Got: entries[i].Index}
@@ -214,6 +236,18 @@ func (w *Writer) Append(entries ...contract.Entry) error {
 		if err := CheckEntry(w.worker, &entries[i]); err != nil {
 			return err
 		}
+	}
+	if err := w.stage(entries); err != nil {
+		return err
+	}
+	return w.commit(w.size)
+}
+
+// stage writes entries, checked, at the end, without a sync; with mu held.
+// On an error what it wrote is cut off.
+func (w *Writer) stage(entries []contract.Entry) error {
+	if len(entries) == 0 {
+		return nil
 	}
 	if w.dirty { // the last failed append left bytes that could not be cut
 		if err := w.cut(); err != nil {
@@ -227,17 +261,9 @@ func (w *Writer) Append(entries ...contract.Entry) error {
 	if err := w.write(); err != nil {
 		return w.undo(fmt.Errorf("oplog: appending to %s: %w", w.path, err))
 	}
-	if err := w.sync(); err != nil {
-		// What the failed sync leaves on disk is unknown: it is cut off,
-		// never taken as written, and the append is answered as failed.
-		return w.undo(fmt.Errorf("oplog: syncing %s: %w", w.path, err))
-	}
 	w.remember(w.next, w.size)
 	w.size += int64(len(w.buf))
 	w.next += uint64(len(entries))
-	if w.watermark != nil {
-		w.watermark.Store(w.size)
-	}
 	if cap(w.buf) > 1<<20 {
 		w.buf = nil // do not keep a large batch's buffer
 	}
@@ -272,8 +298,8 @@ func (w *Writer) sync() error {
 	return w.f.Sync()
 }
 
-// undo cuts what a failed append may have written, back to the committed
-// end. When that fails too, the writer stays dirty and its next append
+// undo cuts what a failed append may have written, back to size (the
+// end of the appends before it). When that fails too, the writer stays dirty and its next append
 // tries again before writing.
 func (w *Writer) undo(err error) error {
 	if cerr := w.cut(); cerr != nil {
@@ -283,7 +309,7 @@ func (w *Writer) undo(err error) error {
 	return err
 }
 
-// cut truncates the file to the committed end and syncs it.
+// cut truncates the file to size and syncs it; with mu held.
 func (w *Writer) cut() error {
 	if w.fault != nil {
 		if err := w.fault("truncate"); err != nil {
@@ -298,8 +324,30 @@ func (w *Writer) cut() error {
 	return nil
 }
 
-// Close releases the lock and closes the file.
-func (w *Writer) Close() error { return w.f.Close() }
+// Close releases the lock and closes the file, after the sync under way,
+// if any; appends after it fail. Bytes of a failed append that could not
+// be cut off then are cut now: a later writer would take them as written.
+func (w *Writer) Close() error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for w.syncing {
+		w.cond.Wait()
+	}
+	var err error
+	if w.dirty {
+		if cerr := w.cut(); cerr != nil {
+			err = fmt.Errorf("oplog: %s keeps the bytes of a failed append past its end: %w", w.path, cerr)
+		}
+	}
+	return errors.Join(err, w.f.Close())
+}
+
+// isDirty reports whether a failed append's bytes could not be cut off.
+func (w *Writer) isDirty() bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.dirty
+}
 
 // syncDir flushes dir's entries, so that a new file in it survives a crash.
 func syncDir(dir string) error {
