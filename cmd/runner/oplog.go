@@ -27,6 +27,7 @@ func registerOplog(fs *flag.FlagSet, c *oplog.ServiceConfig) {
 	fs.IntVar(&c.ParkAfter, "oplog-park-after", oplog.DefaultParkAfter, "failures in a row that park a worker")
 	fs.Int64Var(&c.MaxAppend, "oplog-max-body", oplog.DefaultMaxAppendBytes, "the largest append request body, in bytes")
 	fs.IntVar(&c.MaxOpen, "oplog-max-open", oplog.DefaultMaxOpenWriters, "workers' oplogs kept open for appends between requests (one file descriptor each)")
+	fs.TextVar(&c.Sync, "oplog-sync", oplog.SyncAuto, "how appends are made durable: filesystem (one syncfs shared by the appends to all workers), file (one fsync per oplog, shared by one worker's appends), each-append, or auto (filesystem, except on network and FUSE file systems)")
 	registerControl(fs, &c.Control)
 }
 

@@ -73,6 +73,9 @@ func runCmd(ctx context.Context, args []string, stderr io.Writer) int {
 	}
 	cfg.Trust = policy
 	cfg.Logger = slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+	if limit := inflight.SetMemoryLimit(budget); limit > 0 {
+		cfg.Logger.Debug("go memory limit set", "bytes", limit, "inflight_budget", budget.Limit())
+	}
 	cfg.Logger.Info("starting", "pid", os.Getpid(), "since_exec", time.Since(daemon.ProcessStart()).Round(time.Millisecond))
 
 	// One live runner owns the state and oplog folders: taken before
@@ -141,13 +144,13 @@ func bodyBudget(limit, maxBody, maxAppend int64) (*inflight.Budget, error) {
 			return nil, fmt.Errorf("%s %d: must not be negative", f.name, f.v)
 		}
 	}
-	largest := max(maxBody+transform.Slack, maxAppend*oplog.AppendWeight)
+	largest := max(maxBody+transform.Slack, oplog.MaxAppendCost(maxAppend))
 	if limit == 0 {
 		return inflight.New(inflight.DefaultLimit(inflight.MemTotal(), largest)), nil
 	}
 	if limit < largest {
-		return nil, fmt.Errorf("--max-inflight-bytes %d cannot hold one request of the largest size the other flags allow (%d bytes: --max-body + %d, or %d x --oplog-max-body)",
-			limit, largest, transform.Slack, oplog.AppendWeight)
+		return nil, fmt.Errorf("--max-inflight-bytes %d cannot hold one request of the largest size the other flags allow (%d bytes: --max-body + %d, or what an append of --oplog-max-body may hold, oplog.MaxAppendCost)",
+			limit, largest, transform.Slack)
 	}
 	return inflight.New(limit), nil
 }

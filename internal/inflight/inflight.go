@@ -9,6 +9,8 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -234,4 +236,48 @@ func (b *Budget) Register(reg prometheus.Registerer) error {
 		}
 	}
 	return nil
+}
+
+// MemoryHeadroom is what a daemon holds besides its budget's charges: its
+// code and runtime, and garbage that is not yet collected.
+const MemoryHeadroom = 64 << 20
+
+// SetMemoryLimit sets the Go runtime's soft memory limit so that the
+// process's resident memory stays within b's limit plus MemoryHeadroom:
+// that, less what the process holds outside the Go runtime now (its code,
+// mapped as it runs) and a quarter of the headroom for the runtime to
+// overshoot its soft limit by, and at least b's limit plus half the
+// headroom. The
+// runtime then collects what finished requests leave behind before the
+// process grows past it. It returns the limit set, or 0, doing nothing,
+// when b has no limit or GOMEMLIMIT is set (the operator's limit stands).
+func SetMemoryLimit(b *Budget) int64 {
+	if b.Limit() == 0 || os.Getenv("GOMEMLIMIT") != "" {
+		return 0
+	}
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	outside := max(residentBytes()-int64(ms.Sys-ms.HeapReleased), 0)
+	limit := max(b.Limit()+MemoryHeadroom-outside-MemoryHeadroom/4, b.Limit()+MemoryHeadroom/2)
+	debug.SetMemoryLimit(limit)
+	return limit
+}
+
+// residentBytes returns this process's resident memory (VmRSS), 0 when
+// it cannot be read.
+func residentBytes() int64 {
+	data, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		if rest, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			f := strings.Fields(rest)
+			if len(f) > 0 {
+				kib, _ := strconv.ParseInt(f[0], 10, 64)
+				return kib << 10
+			}
+		}
+	}
+	return 0
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"syscall"
 	"time"
@@ -18,10 +19,6 @@ import (
 const (
 	// DefaultMaxAppendBytes bounds the body of one append request.
 	DefaultMaxAppendBytes = 32 << 20
-	// AppendWeight is the memory one byte of an append body costs while it
-	// is decoded and written (the JSON, the decoded payloads, the records):
-	// each byte is charged this many times against the budget.
-	AppendWeight = 3
 )
 
 // AppendRequest is the body of POST /v1/workers/{id}/oplog.
@@ -69,8 +66,10 @@ type AppenderConfig struct {
 	// MaxBytes bounds one request's body; larger ones get 413. Zero means
 	// DefaultMaxAppendBytes.
 	MaxBytes int64
-	// Budget bounds the bodies in flight across the daemon; each body byte
-	// costs AppendWeight. Nil means no bound beyond MaxBytes.
+	// Budget bounds the bodies in flight across the daemon. An append is
+	// charged what it holds, as it is allocated: the read buffer, the
+	// decoded entries and payloads, then the records its journal writes
+	// (MaxAppendCost bounds it). Nil means no bound beyond MaxBytes.
 	Budget *inflight.Budget
 	// Metrics receives the appended count; nil means none.
 	Metrics *Metrics
@@ -165,47 +164,50 @@ func (a *Appender) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 // decode reads the request's entries within MaxBytes and the budget,
-// charging them to charge, and returns the status and error of a body it
-// refuses.
+// charging what they hold to charge, with the records they will be
+// written as, and returns the status and error of a body it refuses.
 func (a *Appender) decode(w http.ResponseWriter, r *http.Request, worker string, charge *inflight.Charge) ([]contract.Entry, uint64, int, error) {
 	tooBig := fmt.Errorf("the body is larger than %d bytes", a.cfg.MaxBytes)
 	if r.ContentLength > a.cfg.MaxBytes {
 		return nil, 0, http.StatusRequestEntityTooLarge, tooBig
 	}
-	if err := a.cfg.Budget.Admit(r.ContentLength * AppendWeight); err != nil {
+	// An append holds at least its payloads and their records, 3/4 of the
+	// body each: a body the budget cannot hold that much of is refused
+	// before it is read.
+	if err := a.cfg.Budget.Admit(r.ContentLength / 2 * 3); err != nil {
 		return nil, 0, http.StatusServiceUnavailable, fmt.Errorf("%w; retry", err)
 	}
-	dec := json.NewDecoder(inflight.Reader(http.MaxBytesReader(w, r.Body, a.cfg.MaxBytes), charge, AppendWeight))
-	dec.DisallowUnknownFields()
-	var req AppendRequest
-	err := dec.Decode(&req)
+	entries, start, err := decodeAppend(http.MaxBytesReader(w, r.Body, a.cfg.MaxBytes), r.ContentLength, worker, charge)
+	if err == nil && len(entries) == 0 {
+		err = errNoEntries
+	}
 	if err == nil {
-		if derr := dec.Decode(new(json.RawMessage)); !errors.Is(derr, io.EOF) {
-			err = errors.New("the body continues after the append request's JSON object")
-			if derr != nil && !isSyntax(derr) {
-				err = derr
-			}
-		}
+		err = charge.Grow(charge.Held() + RecordBytes(entries))
 	}
 	var mbe *http.MaxBytesError
 	switch {
+	case err == nil:
+		return entries, start, 0, nil
 	case errors.As(err, &mbe):
 		return nil, 0, http.StatusRequestEntityTooLarge, tooBig
 	case errors.Is(err, inflight.ErrExhausted):
 		return nil, 0, http.StatusServiceUnavailable, fmt.Errorf("%w; retry", err)
-	case err != nil:
+	case errors.Is(err, errNoEntries), errors.Is(err, ErrEntry):
+		return nil, 0, http.StatusBadRequest, err
+	case isSyntax(err) || errors.Is(err, errSyntax):
 		return nil, 0, http.StatusBadRequest, fmt.Errorf("the body is not an append request: %w", err)
-	case len(req.Entries) == 0:
-		return nil, 0, http.StatusBadRequest, errors.New("no entries")
+	case errors.Is(err, errTrailing):
+		return nil, 0, http.StatusBadRequest, err
+	default:
+		var ne net.Error
+		if errors.As(err, &ne) || errors.Is(err, io.ErrUnexpectedEOF) {
+			return nil, 0, http.StatusBadRequest, fmt.Errorf("reading the body: %w", err)
+		}
+		return nil, 0, http.StatusBadRequest, fmt.Errorf("the body is not an append request: %w", err)
 	}
-	entries := make([]contract.Entry, len(req.Entries))
-	for i, e := range req.Entries {
-		// A zero timestamp stays zero: Put stores the time of the request
-		// for a new entry, and matches any for one the oplog holds.
-		entries[i] = contract.Entry{WorkerID: worker, Index: e.Index, Timestamp: e.Timestamp, Kind: e.Kind, Payload: e.Payload}
-	}
-	return entries, req.FirstIndex, 0, nil
 }
+
+var errNoEntries = errors.New("no entries")
 
 // isSyntax reports whether err is malformed JSON (rather than a failed read).
 func isSyntax(err error) bool {

@@ -143,7 +143,7 @@ func TestAppenderBudget(t *testing.T) {
 	url, _ := serveAppender(t, oplog.AppenderConfig{Dir: dir, Budget: budget})
 
 	small := appendBody(1, 1, "x")
-	big := appendBody(2, 1, strings.Repeat("p", 30<<10)) // 40 KiB of JSON: 120 KiB charged
+	big := appendBody(2, 1, strings.Repeat("p", 30<<10)) // 40 KiB of JSON: its window, payload and record, 100 KiB
 	for _, tc := range []struct {
 		name string
 		body func() *http.Request

@@ -1,5 +1,12 @@
 package oplog
 
+import (
+	"io"
+
+	"github.com/soplug/soplug/contract"
+	"github.com/soplug/soplug/internal/inflight"
+)
+
 // SetFault makes w ask fault before each write ("write"), sync ("sync")
 // and undo ("truncate") of an append; an error fails that step as the
 // disk would: a failed write has written the first half of the append's
@@ -21,4 +28,25 @@ func (j *FileJournal) Waiting(worker string) int {
 	ow.w.mu.Lock()
 	defer ow.w.mu.Unlock()
 	return len(ow.w.waiting)
+}
+
+// DecodeAppend decodes an append body of worker "w" as the Appender does,
+// with no budget; size is the announced length (-1: unknown).
+func DecodeAppend(body io.Reader, size int64) ([]contract.Entry, uint64, error) {
+	return decodeAppend(body, size, "w", inflight.New(0).Charge())
+}
+
+// SetSyncFault makes each syncfs round of j (SyncFileSystem) call fault
+// instead, and take its result.
+func (j *FileJournal) SetSyncFault(fault func() error) {
+	j.fs.mu.Lock()
+	defer j.fs.mu.Unlock()
+	j.fs.fault = fault
+}
+
+// SyncRounds returns how many syncfs rounds j has made.
+func (j *FileJournal) SyncRounds() int64 {
+	j.fs.mu.Lock()
+	defer j.fs.mu.Unlock()
+	return j.fs.rounds
 }

@@ -40,10 +40,10 @@ type FileJournalConfig struct {
 	// Parallel bounds each cursor store's loads and saves at once. Zero
 	// means 8.
 	Parallel int
-	// SyncEachAppend turns group commit off: each append is written and
-	// synced on its own, while the appends to its worker wait. It is the
-	// baseline the benchmarks compare group commit with.
-	SyncEachAppend bool
+	// Sync is how appends are made durable, and what shares a sync: the
+	// zero value, SyncAuto, shares one across workers where the file
+	// system allows.
+	Sync SyncMode
 	// Logger receives what a caller cannot be told (a file that could not
 	// be closed). Nil means none.
 	Logger *slog.Logger
@@ -57,6 +57,10 @@ type FileJournalConfig struct {
 type FileJournal struct {
 	cfg   FileJournalConfig
 	marks *watermarks
+	fs    *fsSync
+	// mode is cfg.Sync resolved for the folder's file system, once it
+	// exists; under mu.
+	mode SyncMode
 
 	mu     sync.Mutex
 	open   map[string]*openWriter
@@ -95,7 +99,7 @@ func NewFileJournal(cfg FileJournalConfig) *FileJournal {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	return &FileJournal{cfg: cfg, marks: newWatermarks(), open: map[string]*openWriter{}}
+	return &FileJournal{cfg: cfg, marks: newWatermarks(), open: map[string]*openWriter{}, fs: newFSSync()}
 }
 
 // Dir returns the oplog folder.
@@ -171,11 +175,37 @@ func (j *FileJournal) acquire(worker string, first, start uint64) (*openWriter, 
 	if j.fault != nil {
 		w.fault = func(op string) error { return j.fault(worker, op) }
 	}
-	w.syncEach = j.cfg.SyncEachAppend
+	switch j.syncMode() {
+	case SyncEachAppend:
+		w.syncEach = true
+	case SyncFileSystem:
+		w.fs = j.fs
+	}
 	ow := &openWriter{w: w, users: 1}
 	ow.elem = j.lru.PushFront(ow)
 	j.open[worker] = ow
 	return ow, nil
+}
+
+// syncMode returns how this journal's appends are synced, resolving
+// SyncAuto on the folder's file system the first time; with j.mu held,
+// once the folder exists.
+func (j *FileJournal) syncMode() SyncMode {
+	if j.mode == SyncAuto {
+		j.mode = j.cfg.Sync.resolve(j.cfg.Dir)
+	}
+	return j.mode
+}
+
+// SyncMode returns how appends are synced: the configured mode, or, for
+// SyncAuto, the one it chose once the folder exists (SyncAuto before).
+func (j *FileJournal) SyncMode() SyncMode {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	if j.mode == SyncAuto && j.cfg.Sync != SyncAuto {
+		return j.cfg.Sync
+	}
+	return j.mode
 }
 
 // checkStart refuses a start that is not w's oplog's.

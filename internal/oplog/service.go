@@ -31,10 +31,11 @@ type ServiceConfig struct {
 	Batch, CommitEvery, Parallel, ParkAfter int
 	// Control is the control socket's path (see ControlPath).
 	Control string
-	// MaxAppend is AppenderConfig's MaxBytes; MaxOpen is
-	// FileJournalConfig's MaxOpen.
+	// MaxAppend is AppenderConfig's MaxBytes; MaxOpen and Sync are
+	// FileJournalConfig's MaxOpen and Sync.
 	MaxAppend int64
 	MaxOpen   int
+	Sync      SyncMode
 }
 
 // ControlPath returns the oplog control socket's path: explicit when it is
@@ -106,7 +107,7 @@ func (o *DaemonService) Start(ctx context.Context, sel *loader.Selection, mux *h
 	// One journal for the appender and the deliveries: its commits bound
 	// their reads.
 	o.journal = NewFileJournal(FileJournalConfig{Dir: o.Config.Dir, CursorDir: o.cursorRoot(),
-		MaxOpen: o.Config.MaxOpen, Parallel: o.Config.Parallel, Logger: o.Log})
+		MaxOpen: o.Config.MaxOpen, Sync: o.Config.Sync, Parallel: o.Config.Parallel, Logger: o.Log})
 	stop, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	procCtx, endProc := context.WithCancel(context.WithoutCancel(ctx))
 	o.stop, o.endProc = cancel, endProc

@@ -62,6 +62,7 @@ type Writer struct {
 	syncing    bool      // a sync is under way, without mu
 	waiting    []*waiter // appends written and not yet synced, oldest first
 	syncEach   bool      // no group commit: each append syncs under mu
+	fs         *fsSync   // when set, syncs are its, shared across workers
 	buf        []byte
 	// dirty: a failed append could not be cut off, so the file may hold
 	// bytes past size; the next append cuts them first.
@@ -254,7 +255,12 @@ func (w *Writer) stage(entries []contract.Entry) error {
 			return fmt.Errorf("oplog: %s still holds a failed append's bytes: %w", w.path, err)
 		}
 	}
-	w.buf = w.buf[:0]
+	// Sized once: an append's records are all the memory it adds.
+	if need := RecordBytes(entries); int64(cap(w.buf)) < need {
+		w.buf = make([]byte, 0, need)
+	} else {
+		w.buf = w.buf[:0]
+	}
 	for i := range entries {
 		w.buf = appendRecord(w.buf, &entries[i])
 	}
@@ -294,6 +300,9 @@ func (w *Writer) sync() error {
 		if err := w.fault("sync"); err != nil {
 			return err
 		}
+	}
+	if w.fs != nil {
+		return w.fs.sync(w.f)
 	}
 	return w.f.Sync()
 }
