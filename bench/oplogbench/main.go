@@ -7,6 +7,12 @@
 //	oplogbench deliver [-batch N] DIR                         deliver DIR's backlog; print entries/s and peak RSS
 //	oplogbench idle [-workers N] [-seconds S] DIR             N delivered, idle workers: CPU and RSS they cost over S seconds
 //	oplogbench latency [-entries N] DIR                       append over HTTP -> Process, one entry at a time: p50, p99
+//	oplogbench append [-clients N] [-workers N] [-requests N] DIR
+//	                                                         durable appends of 100 entries of 256 B: in-process Writer,
+//	                                                         HTTP with each sync mode (a server process)
+//	oplogbench memory [-budget BYTES] [-clients N] [-rounds N] DIR
+//	                                                         N clients at once send bodies of the largest size:
+//	                                                         the server's peak RSS against budget + headroom
 package main
 
 import (
@@ -98,20 +104,11 @@ func deliver(dir string, batch int, want int64) (int64, time.Duration, error) {
 func peakRSS() int64 { return procStatus("VmHWM:") }
 
 // procStatus returns a field of /proc/self/status, in KiB.
-func procStatus(field string) int64 {
-	data, _ := os.ReadFile("/proc/self/status")
-	for _, line := range strings.Split(string(data), "\n") {
-		if f := strings.Fields(line); len(f) >= 2 && f[0] == field {
-			n, _ := strconv.ParseInt(f[1], 10, 64)
-			return n
-		}
-	}
-	return 0
-}
+func procStatus(field string) int64 { return statusField("/proc/self/status", field) }
 
 func main() {
 	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: oplogbench throughput|gen|deliver ...")
+		fmt.Fprintln(os.Stderr, "usage: oplogbench throughput|gen|deliver|idle|latency|append|memory ...")
 		os.Exit(64)
 	}
 	fs := flag.NewFlagSet(os.Args[1], flag.ExitOnError)
@@ -120,7 +117,40 @@ func main() {
 	bytes := fs.Int64("bytes", 1<<30, "backlog size")
 	batch := fs.Int("batch", oplog.DefaultBatchSize, "batch size")
 	seconds := fs.Int("seconds", 10, "how long idle workers are watched")
+	clients := fs.Int("clients", 64, "concurrent clients (append)")
+	requests := fs.Int("requests", 2560, "requests in all (append; at least one per worker)")
+	budget := fs.Int64("budget", 256<<20, "the server's budget of bodies in flight, in bytes (memory)")
+	rounds := fs.Int("rounds", 3, "bodies each client sends (memory)")
+	if os.Args[1] == "serve" {
+		if err := serve(os.Args[2:]); err != nil {
+			fmt.Fprintln(os.Stderr, "oplogbench serve:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	_ = fs.Parse(os.Args[2:])
+	if os.Args[1] == "memory" {
+		if fs.Arg(0) == "" {
+			fmt.Fprintln(os.Stderr, "usage: oplogbench memory [-budget BYTES] [-clients N] [-rounds N] DIR")
+			os.Exit(64)
+		}
+		if err := memBench(fs.Arg(0), *budget, *clients, *rounds); err != nil {
+			fmt.Fprintln(os.Stderr, "oplogbench:", err)
+			os.Exit(1)
+		}
+		return
+	}
+	if os.Args[1] == "append" {
+		if fs.Arg(0) == "" {
+			fmt.Fprintln(os.Stderr, "usage: oplogbench append [-clients N] [-workers N] [-requests N] DIR")
+			os.Exit(64)
+		}
+		if err := appendBench(fs.Arg(0), appendShape{clients: *clients, workers: *workers, requests: *requests, perRequest: 100}); err != nil {
+			fmt.Fprintln(os.Stderr, "oplogbench:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	if os.Args[1] == "latency" {
 		if err := latency(fs.Arg(0), min(*entries, 100_000)); err != nil {
 			fmt.Fprintln(os.Stderr, "oplogbench:", err)
