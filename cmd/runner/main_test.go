@@ -97,6 +97,7 @@ func TestCheckFailures(t *testing.T) {
 		{"a budget smaller than one body", []string{"run", "--max-inflight-bytes", "1000"}, exitcode.Usage, []string{"--max-inflight-bytes 1000 cannot hold one request"}},
 		{"a negative budget", []string{"run", "--max-inflight-bytes", "-1"}, exitcode.Usage, []string{"--max-inflight-bytes -1: must not be negative"}},
 		{"a negative body limit", []string{"run", "--max-body", "-5"}, exitcode.Usage, []string{"--max-body -5: must not be negative"}},
+		{"an unknown sync mode", []string{"run", "--oplog-sync", "fast"}, exitcode.Usage, []string{`invalid value "fast" for flag -oplog-sync`, "not one of auto, filesystem, file, each-append"}},
 		{"no deaths allowed", []string{"run", "--plugin-max-deaths", "0/1m"}, exitcode.Usage, []string{`invalid value "0/1m" for flag -plugin-max-deaths`, "N at least 1"}},
 		{"deaths without a window", []string{"run", "--plugin-max-deaths", "5"}, exitcode.Usage, []string{`invalid value "5" for flag -plugin-max-deaths`}},
 		{"a zero backoff", []string{"run", "--plugin-restart-backoff", "0s"}, exitcode.Usage, []string{`invalid value "0s" for flag -plugin-restart-backoff`}},

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -212,4 +213,27 @@ func TestGroupCommitAcrossWorkers(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestSyncModes: the modes' names read back, a bad one is an error naming
+// it and the choices, and SyncAuto picks syncfs on a local file system.
+func TestSyncModes(t *testing.T) {
+	for _, m := range []oplog.SyncMode{oplog.SyncAuto, oplog.SyncFileSystem, oplog.SyncFile, oplog.SyncEachAppend} {
+		got, err := oplog.ParseSyncMode(m.String())
+		require.NoError(t, err)
+		assert.Equal(t, m, got)
+	}
+	for _, bad := range []string{"", "fsync", "FILE", "auto "} {
+		_, err := oplog.ParseSyncMode(bad)
+		require.Error(t, err, bad)
+		assert.Contains(t, err.Error(), strconv.Quote(bad))
+		assert.Contains(t, err.Error(), "auto, filesystem, file, each-append")
+	}
+
+	j := oplog.NewFileJournal(oplog.FileJournalConfig{Dir: t.TempDir()})
+	t.Cleanup(func() { j.Close() })
+	assert.Equal(t, oplog.SyncAuto, j.SyncMode(), "not chosen before the folder exists")
+	_, err := j.Append(context.Background(), "w", 0, entries("w", 1, 1))
+	require.NoError(t, err)
+	assert.Equal(t, oplog.SyncFileSystem, j.SyncMode(), "a local file system")
 }
