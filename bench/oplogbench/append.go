@@ -170,24 +170,12 @@ func appendHTTP(dir string, s appendShape, payload []byte, mode oplog.SyncMode) 
 	}
 	defer srv.stop()
 	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: s.clients}, Timeout: time.Minute}
-	b64 := base64.StdEncoding.EncodeToString(payload)
+	b64 := []byte(base64.StdEncoding.EncodeToString(payload))
 	n, took, err := s.run(func(c int) (int, error) {
 		sent := 0
 		var body []byte
 		err := s.plan(c, func(worker, k int) error {
-			first := uint64(k*s.perRequest) + 1
-			body = append(body[:0], `{"entries":[`...)
-			for i := range s.perRequest {
-				if i > 0 {
-					body = append(body, ',')
-				}
-				body = append(body, `{"index":`...)
-				body = strconv.AppendUint(body, first+uint64(i), 10)
-				body = append(body, `,"kind":"invoke","payload":"`...)
-				body = append(body, b64...)
-				body = append(body, `"}`...)
-			}
-			body = append(body, "]}"...)
+			body = appendRequest(body[:0], uint64(k*s.perRequest)+1, s.perRequest, b64)
 			code, msg, err := post(client, srv.url+workerName(worker)+"/oplog", body)
 			if err != nil {
 				return err
@@ -212,4 +200,21 @@ func post(client *http.Client, url string, body []byte) (int, []byte, error) {
 	defer resp.Body.Close()
 	msg, err := io.ReadAll(resp.Body)
 	return resp.StatusCode, msg, err
+}
+
+// appendRequest appends to body an append request of n entries from index
+// first, each of kind "invoke" with the payload b64.
+func appendRequest(body []byte, first uint64, n int, b64 []byte) []byte {
+	body = append(body, `{"entries":[`...)
+	for i := range n {
+		if i > 0 {
+			body = append(body, ',')
+		}
+		body = append(body, `{"index":`...)
+		body = strconv.AppendUint(body, first+uint64(i), 10)
+		body = append(body, `,"kind":"invoke","payload":"`...)
+		body = append(body, b64...)
+		body = append(body, `"}`...)
+	}
+	return append(body, "]}"...)
 }

@@ -43,19 +43,7 @@ func largestBody(max int64, n int, first uint64) []byte {
 	per := int(max)/n - len(`{"index":18446744073709551615,"kind":"invoke","payload":""},`)
 	per = per / 4 * 4
 	b64 := bytes.Repeat([]byte("QUFB"), per/4)
-	body := make([]byte, 0, max)
-	body = append(body, `{"entries":[`...)
-	for i := range n {
-		if i > 0 {
-			body = append(body, ',')
-		}
-		body = append(body, `{"index":`...)
-		body = strconv.AppendUint(body, first+uint64(i), 10)
-		body = append(body, `,"kind":"invoke","payload":"`...)
-		body = append(body, b64...)
-		body = append(body, `"}`...)
-	}
-	return append(body, "]}"...)
+	return appendRequest(make([]byte, 0, max), first, n, b64)
 }
 
 func memRun(parent string, budget int64, clients, rounds int, shape memShape) error {

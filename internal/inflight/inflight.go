@@ -177,13 +177,17 @@ func MemTotal() int64 {
 	return total
 }
 
-func meminfo() int64 {
-	b, err := os.ReadFile("/proc/meminfo")
+func meminfo() int64 { return kibField("/proc/meminfo", "MemTotal:") }
+
+// kibField returns, in bytes, the field of a /proc file that gives a size
+// in kB ("MemTotal:", "VmRSS:"); 0 when it cannot be read.
+func kibField(path, field string) int64 {
+	b, err := os.ReadFile(path)
 	if err != nil {
 		return 0
 	}
 	for _, line := range strings.Split(string(b), "\n") {
-		if rest, ok := strings.CutPrefix(line, "MemTotal:"); ok {
+		if rest, ok := strings.CutPrefix(line, field); ok {
 			if f := strings.Fields(rest); len(f) > 0 {
 				if kb, err := strconv.ParseInt(f[0], 10, 64); err == nil {
 					return kb << 10
@@ -265,19 +269,4 @@ func SetMemoryLimit(b *Budget) int64 {
 
 // residentBytes returns this process's resident memory (VmRSS), 0 when
 // it cannot be read.
-func residentBytes() int64 {
-	data, err := os.ReadFile("/proc/self/status")
-	if err != nil {
-		return 0
-	}
-	for _, line := range strings.Split(string(data), "\n") {
-		if rest, ok := strings.CutPrefix(line, "VmRSS:"); ok {
-			f := strings.Fields(rest)
-			if len(f) > 0 {
-				kib, _ := strconv.ParseInt(f[0], 10, 64)
-				return kib << 10
-			}
-		}
-	}
-	return 0
-}
+func residentBytes() int64 { return kibField("/proc/self/status", "VmRSS:") }

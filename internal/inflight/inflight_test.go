@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"errors"
 	"io"
+	"os"
+	"runtime/debug"
 	"sync"
 	"testing"
 
@@ -90,4 +92,27 @@ func TestDefaultLimit(t *testing.T) {
 		assert.Equal(t, tc.want, inflight.DefaultLimit(tc.mem, tc.maxBody), "%d %d", tc.mem, tc.maxBody)
 	}
 	assert.Greater(t, inflight.MemTotal(), int64(0), "this machine's memory is known")
+}
+
+// TestSetMemoryLimit: the Go limit is the budget plus at most the
+// headroom (less what the process holds outside the heap), at least half
+// of it; an operator's GOMEMLIMIT, or no budget, leaves it alone.
+func TestSetMemoryLimit(t *testing.T) {
+	before := debug.SetMemoryLimit(-1)
+	t.Cleanup(func() { debug.SetMemoryLimit(before) })
+
+	b := inflight.New(256 << 20)
+	t.Setenv("GOMEMLIMIT", "")
+	os.Unsetenv("GOMEMLIMIT")
+	got := inflight.SetMemoryLimit(b)
+	assert.Equal(t, got, debug.SetMemoryLimit(-1), "the limit returned is the one set")
+	assert.GreaterOrEqual(t, got, b.Limit()+inflight.MemoryHeadroom/2)
+	assert.LessOrEqual(t, got, b.Limit()+inflight.MemoryHeadroom)
+
+	debug.SetMemoryLimit(before)
+	assert.Zero(t, inflight.SetMemoryLimit(inflight.New(0)), "no budget")
+	assert.Zero(t, inflight.SetMemoryLimit(nil), "no budget")
+	t.Setenv("GOMEMLIMIT", "1GiB")
+	assert.Zero(t, inflight.SetMemoryLimit(b), "the operator's limit stands")
+	assert.Equal(t, before, debug.SetMemoryLimit(-1))
 }

@@ -15,20 +15,12 @@ import (
 // the read buffer holds whole, without escapes, is decoded from it into
 // the payload chunk; any other is first read whole.
 func (d *decoder) payload(p *[]byte) error {
-	c, err := d.next()
-	if err != nil {
-		return err
-	}
-	switch c {
-	case 'n':
-		*p = nil
-		return d.literal("ull")
-	case '"':
-	default:
-		if c == '[' || c == '{' || c == 't' || c == 'f' || c == '-' || (c >= '0' && c <= '9') {
-			return wrongType(c, "a base64 string")
+	str, err := d.stringStart("a base64 string")
+	if !str {
+		if err == nil {
+			*p = nil // null
 		}
-		return d.syntax("invalid character %q looking for the beginning of a value", c)
+		return err
 	}
 	// The common case: the string is in the read buffer, and is plain
 	// base64 (which holds no quote, escape, control character or

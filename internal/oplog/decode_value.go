@@ -151,68 +151,66 @@ func (d *decoder) number(c byte) (string, error) {
 	return string(buf), d.endOfValue()
 }
 
+// stringStart reads the start of a value that must be a string or null
+// (want names it for the error): true after the string's '"', false
+// after a whole null.
+func (d *decoder) stringStart(want string) (bool, error) {
+	c, err := d.next()
+	switch {
+	case err != nil:
+		return false, err
+	case c == '"':
+		return true, nil
+	case c == 'n':
+		return false, d.literal("ull")
+	case c == '[' || c == '{' || c == 't' || c == 'f' || c == '-' || (c >= '0' && c <= '9'):
+		return false, wrongType(c, want)
+	}
+	return false, d.syntax("invalid character %q looking for the beginning of a value", c)
+}
+
 // timestamp decodes a timestamp string, or null (nothing set), into t, as
 // time.Time's UnmarshalJSON does.
 func (d *decoder) timestamp(t *time.Time) error {
-	c, err := d.next()
+	if str, err := d.stringStart("a timestamp string"); !str {
+		return err
+	}
+	if lit, ok := d.plainBuffered(); ok {
+		defer d.discard(len(lit) + 1)
+		return t.UnmarshalText(lit)
+	}
+	raw, err := d.rawString(4096)
 	if err != nil {
 		return err
 	}
-	switch c {
-	case 'n':
-		return d.literal("ull")
-	case '"':
-		if lit, ok := d.plainBuffered(); ok {
-			defer d.discard(len(lit) + 1)
-			return t.UnmarshalText(lit)
-		}
-		raw, err := d.rawString(4096)
-		if err != nil {
-			return err
-		}
-		return t.UnmarshalJSON(raw) // escapes and all, as encoding/json gives it
-	}
-	if c == '[' || c == '{' || c == 't' || c == 'f' || c == '-' || (c >= '0' && c <= '9') {
-		return wrongType(c, "a timestamp string")
-	}
-	return d.syntax("invalid character %q looking for the beginning of a value", c)
+	return t.UnmarshalJSON(raw) // escapes and all, as encoding/json gives it
 }
 
 // kind decodes a string, or null (nothing set), into s; the few kinds an
 // oplog has are held once.
 func (d *decoder) kind(s *string) error {
-	c, err := d.next()
+	if str, err := d.stringStart("a string"); !str {
+		return err
+	}
+	if lit, ok := d.plainBuffered(); ok {
+		defer d.discard(len(lit) + 1)
+		if len(lit) > MaxKind {
+			return fmt.Errorf("%w: kind is %d bytes, at most %d", ErrEntry, len(lit), MaxKind)
+		}
+		return d.intern(s, lit)
+	}
+	raw, err := d.rawString(MaxKind*6 + 8)
+	if errors.Is(err, errTooLong) {
+		return fmt.Errorf("%w: a kind is at most %d bytes", ErrEntry, MaxKind)
+	}
 	if err != nil {
 		return err
 	}
-	switch c {
-	case 'n':
-		return d.literal("ull")
-	case '"':
-		if lit, ok := d.plainBuffered(); ok {
-			defer d.discard(len(lit) + 1)
-			if len(lit) > MaxKind {
-				return fmt.Errorf("%w: kind is %d bytes, at most %d", ErrEntry, len(lit), MaxKind)
-			}
-			return d.intern(s, lit)
-		}
-		raw, err := d.rawString(MaxKind*6 + 8)
-		if errors.Is(err, errTooLong) {
-			return fmt.Errorf("%w: a kind is at most %d bytes", ErrEntry, MaxKind)
-		}
-		if err != nil {
-			return err
-		}
-		k, err := unquote(raw)
-		if err != nil {
-			return err
-		}
-		return d.intern(s, []byte(k))
+	k, err := unquote(raw)
+	if err != nil {
+		return err
 	}
-	if c == '[' || c == '{' || c == 't' || c == 'f' || c == '-' || (c >= '0' && c <= '9') {
-		return wrongType(c, "a string")
-	}
-	return d.syntax("invalid character %q looking for the beginning of a value", c)
+	return d.intern(s, []byte(k))
 }
 
 // intern sets s to k, held once for the few kinds an oplog has.
