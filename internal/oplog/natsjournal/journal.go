@@ -1,0 +1,498 @@
+// Package natsjournal is an oplog.Journal on NATS JetStream: each worker's
+// journal is a subject of one stream, each append one message holding
+// its entries as oplog records, written only if the subject's last
+// message is still the one the append was checked against (expected last
+// subject sequence), so that an append is whole or absent and indexes run
+// on without a gap whichever runner writes. Cursors are in a KV bucket,
+// written by compare-and-set.
+package natsjournal
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/soplug/soplug/contract"
+	"github.com/soplug/soplug/internal/oplog"
+)
+
+// Headers of a journal message.
+const (
+	hdrFirst = "Soplug-First" // the index of the message's first entry
+	hdrCount = "Soplug-Count" // how many entries it holds
+)
+
+// Config configures a Journal. The zero value uses the stream SOPLUG_OPLOG
+// on subjects soplug.oplog.<worker>, the bucket soplug-cursors, one
+// replica.
+type Config struct {
+	// Stream is the JetStream stream of the journals.
+	Stream string
+	// Prefix is the subjects' first tokens: a worker's journal is
+	// <Prefix>.<Token(worker)>.
+	Prefix string
+	// Bucket is the KV bucket of the cursors.
+	Bucket string
+	// Replicas is the stream's and the bucket's replica count: 1 for a
+	// single server, 3 for a cluster that keeps everything through the
+	// loss of one node. Zero means 1. A stream or bucket that exists with
+	// another count is an error, and is left as it is.
+	Replicas int
+	// Timeout bounds each JetStream request. Zero means 5 s.
+	Timeout time.Duration
+	// Logger receives what a caller is not told. Nil means none.
+	Logger *slog.Logger
+}
+
+func (c *Config) defaults() {
+	if c.Stream == "" {
+		c.Stream = "SOPLUG_OPLOG"
+	}
+	if c.Prefix == "" {
+		c.Prefix = "soplug.oplog"
+	}
+	if c.Bucket == "" {
+		c.Bucket = "soplug-cursors"
+	}
+	if c.Replicas <= 0 {
+		c.Replicas = 1
+	}
+	if c.Timeout <= 0 {
+		c.Timeout = 5 * time.Second
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+}
+
+// ErrMismatch is a stream or bucket that exists with another
+// configuration than the one asked for.
+var ErrMismatch = errors.New("natsjournal: existing configuration differs")
+
+// Journal is the oplog.Journal of a JetStream stream. It is safe for
+// concurrent use, and several processes may share one stream.
+type Journal struct {
+	cfg    Config
+	nc     *nats.Conn
+	js     jetstream.JetStream
+	stream jetstream.Stream
+	kv     jetstream.KeyValue
+
+	mu    sync.Mutex
+	tails map[string]tail        // what this process last saw of a worker's end
+	seen  map[string]struct{}    // the workers whose journal this process has seen
+	locks map[string]*sync.Mutex // one append at a time per worker, in this process
+}
+
+// tail is a worker's journal end: the sequence of its last message, the
+// index after its last entry, and its first index. lastSeq 0: no journal.
+type tail struct {
+	lastSeq     uint64
+	first, next uint64
+}
+
+// New returns the Journal of cfg on nc, creating the stream and the bucket
+// when they are missing, and checking them when they exist.
+func New(ctx context.Context, nc *nats.Conn, cfg Config) (*Journal, error) {
+	cfg.defaults()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return nil, fmt.Errorf("natsjournal: %w", err)
+	}
+	j := &Journal{cfg: cfg, nc: nc, js: js, tails: map[string]tail{}, seen: map[string]struct{}{}, locks: map[string]*sync.Mutex{}}
+	sctx, cancel := context.WithTimeout(ctx, cfg.Timeout)
+	defer cancel()
+	want := jetstream.StreamConfig{
+		Name: cfg.Stream, Subjects: []string{cfg.Prefix + ".>"}, Storage: jetstream.FileStorage,
+		Replicas: cfg.Replicas, Retention: jetstream.LimitsPolicy, Discard: jetstream.DiscardNew,
+		AllowDirect: true, AllowAtomicPublish: true, Description: "soplug oplog journals, one subject per worker",
+	}
+	s, err := js.Stream(sctx, cfg.Stream)
+	switch {
+	case errors.Is(err, jetstream.ErrStreamNotFound):
+		s, err = js.CreateStream(sctx, want)
+		if err != nil {
+			return nil, j.unavailable("creating stream "+cfg.Stream, err)
+		}
+	case err != nil:
+		return nil, j.unavailable("stream "+cfg.Stream, err)
+	default:
+		have := s.CachedInfo().Config
+		if have.Replicas != want.Replicas || !slices.Equal(have.Subjects, want.Subjects) || !have.AllowAtomicPublish {
+			return nil, fmt.Errorf("%w: stream %s has subjects %v, %d replicas and atomic publish %v, not %v, %d and true; nothing was changed",
+				ErrMismatch, cfg.Stream, have.Subjects, have.Replicas, have.AllowAtomicPublish, want.Subjects, want.Replicas)
+		}
+	}
+	j.stream = s
+	kv, err := js.KeyValue(sctx, cfg.Bucket)
+	switch {
+	case errors.Is(err, jetstream.ErrBucketNotFound):
+		kv, err = js.CreateKeyValue(sctx, jetstream.KeyValueConfig{Bucket: cfg.Bucket, Replicas: cfg.Replicas,
+			Storage: jetstream.FileStorage, Description: "soplug oplog cursors"})
+		if err != nil {
+			return nil, j.unavailable("creating bucket "+cfg.Bucket, err)
+		}
+	case err != nil:
+		return nil, j.unavailable("bucket "+cfg.Bucket, err)
+	default:
+		st, err := kv.Status(sctx)
+		if err != nil {
+			return nil, j.unavailable("bucket "+cfg.Bucket, err)
+		}
+		if r := st.(*jetstream.KeyValueBucketStatus).StreamInfo().Config.Replicas; r != cfg.Replicas {
+			return nil, fmt.Errorf("%w: bucket %s has %d replicas, not %d; nothing was changed", ErrMismatch, cfg.Bucket, r, cfg.Replicas)
+		}
+	}
+	j.kv = kv
+	return j, nil
+}
+
+// unavailable wraps a failed request to the cluster in
+// oplog.ErrUnavailable: the caller may retry.
+func (j *Journal) unavailable(what string, err error) error {
+	return fmt.Errorf("%w: natsjournal: %s: %w", oplog.ErrUnavailable, what, err)
+}
+
+func (j *Journal) subject(worker string) string { return j.cfg.Prefix + "." + Token(worker) }
+
+func (j *Journal) ctx(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(ctx, j.cfg.Timeout)
+}
+
+// lock returns worker's append lock in this process.
+func (j *Journal) lock(worker string) *sync.Mutex {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	l := j.locks[worker]
+	if l == nil {
+		l = &sync.Mutex{}
+		j.locks[worker] = l
+	}
+	return l
+}
+
+// end returns worker's journal end, from this process's last append when
+// it knows it and fresh is false, else from the stream.
+func (j *Journal) end(ctx context.Context, worker string, fresh bool) (tail, error) {
+	j.mu.Lock()
+	t, ok := j.tails[worker]
+	j.mu.Unlock()
+	if ok && !fresh {
+		return t, nil
+	}
+	cctx, cancel := j.ctx(ctx)
+	defer cancel()
+	m, err := j.stream.GetLastMsgForSubject(cctx, j.subject(worker))
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return tail{}, nil
+	}
+	if err != nil {
+		return tail{}, j.unavailable("reading the end of "+worker, err)
+	}
+	first, count, err := span(m.Header, worker, m.Sequence)
+	if err != nil {
+		return tail{}, err
+	}
+	t = tail{lastSeq: m.Sequence, next: first + count}
+	head, err := j.Head(ctx, worker)
+	if err != nil {
+		return tail{}, err
+	}
+	t.first = head.Next
+	j.remember(worker, t)
+	return t, nil
+}
+
+// known reports whether this process has seen worker's journal.
+func (j *Journal) known(worker string) bool {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	_, ok := j.seen[worker]
+	return ok
+}
+
+func (j *Journal) remember(worker string, t tail) {
+	j.mu.Lock()
+	j.tails[worker] = t
+	j.seen[worker] = struct{}{}
+	j.mu.Unlock()
+}
+
+// span reads a message's first index and entry count.
+func span(h nats.Header, worker string, seq uint64) (first, count uint64, err error) {
+	first, ferr := strconv.ParseUint(h.Get(hdrFirst), 10, 64)
+	count, cerr := strconv.ParseUint(h.Get(hdrCount), 10, 64)
+	if ferr != nil || cerr != nil || first == 0 || count == 0 {
+		return 0, 0, fmt.Errorf("%w: %s: message %d has no valid %s and %s headers", oplog.ErrCorrupt, worker, seq, hdrFirst, hdrCount)
+	}
+	return first, count, nil
+}
+
+// Append appends entries to worker's journal with oplog.Writer.Put's
+// rules (oplog.Overlap, oplog.Same), in one message published only if
+// the subject's last message is the one they were checked against; when
+// another writer got there first, the append is checked again against
+// what it wrote. A request the cluster does not answer is an error
+// wrapping oplog.ErrUnavailable: nothing, or the whole append, was
+// stored, and a resend tells which.
+func (j *Journal) Append(ctx context.Context, worker string, start uint64, entries []contract.Entry) (int, error) {
+	if err := oplog.CheckWorkerID(worker); err != nil {
+		return 0, err
+	}
+	if len(entries) == 0 {
+		return 0, nil
+	}
+	l := j.lock(worker)
+	l.Lock()
+	defer l.Unlock()
+	fresh := false
+	for attempt := 0; ; attempt++ {
+		t, err := j.end(ctx, worker, fresh)
+		if err != nil {
+			return 0, err
+		}
+		n, err := j.append(ctx, worker, start, entries, t)
+		if !isWrongLast(err) || attempt == 8 {
+			return n, err
+		}
+		fresh = true // another writer appended: check against what it wrote
+	}
+}
+
+func (j *Journal) append(ctx context.Context, worker string, start uint64, entries []contract.Entry, t tail) (int, error) {
+	first, next := t.first, t.next
+	if t.lastSeq == 0 {
+		begin := max(start, 1)
+		if entries[0].Index != begin {
+			return 0, &oplog.OrderError{Path: worker, Expected: begin, Got: entries[0].Index}
+		}
+		first, next = begin, begin
+	} else if start != 0 && start != first {
+		return 0, fmt.Errorf("%w: %s starts at index %d, not at the first_index %d", oplog.ErrConflict, worker, first, start)
+	}
+	overlap, err := oplog.Overlap(worker, first, next, entries)
+	if err != nil {
+		return 0, err
+	}
+	if overlap > 0 {
+		held, err := j.entries(ctx, worker, entries[0].Index, overlap)
+		if err != nil {
+			return 0, err
+		}
+		for i := range overlap {
+			if err := oplog.Same(worker, held[i], entries[i]); err != nil {
+				return 0, err
+			}
+		}
+	}
+	now := time.Now().UTC()
+	tailEntries := slices.Clone(entries[overlap:])
+	if len(tailEntries) == 0 {
+		return 0, nil
+	}
+	for i := range tailEntries {
+		if tailEntries[i].Timestamp.IsZero() {
+			tailEntries[i].Timestamp = now
+		}
+		if err := oplog.CheckEntry(worker, &tailEntries[i]); err != nil {
+			return 0, err
+		}
+	}
+	msgs, err := j.messages(worker, tailEntries)
+	if err != nil {
+		return 0, err
+	}
+	cctx, cancel := j.ctx(ctx)
+	defer cancel()
+	var seq uint64
+	if len(msgs) == 1 {
+		ack, err := j.js.PublishMsg(cctx, msgs[0], jetstream.WithExpectLastSequencePerSubject(t.lastSeq))
+		if err != nil {
+			if isWrongLast(err) {
+				return 0, err
+			}
+			return 0, j.unavailable("appending to "+worker, err)
+		}
+		seq = ack.Sequence
+	} else if seq, err = j.publishBatch(cctx, msgs, t.lastSeq); err != nil {
+		if isWrongLast(err) {
+			return 0, err
+		}
+		return 0, j.unavailable("appending to "+worker, err)
+	}
+	j.remember(worker, tail{lastSeq: seq, first: first, next: next + uint64(len(tailEntries))})
+	return len(tailEntries), nil
+}
+
+// entries returns n entries of worker from index from, which the journal
+// holds.
+func (j *Journal) entries(ctx context.Context, worker string, from uint64, n int) ([]contract.Entry, error) {
+	head, err := j.Head(ctx, worker)
+	if err != nil {
+		return nil, err
+	}
+	at := head
+	var out []contract.Entry
+	for len(out) < n {
+		got, nextAt, err := j.Read(ctx, worker, at, 1<<16, 64<<20)
+		if err != nil {
+			return nil, err
+		}
+		if len(got) == 0 {
+			return nil, fmt.Errorf("%w: %s ends before entry %d", oplog.ErrCorrupt, worker, from+uint64(len(out)))
+		}
+		for _, e := range got {
+			if e.Index >= from && len(out) < n {
+				out = append(out, e)
+			}
+		}
+		at = nextAt
+	}
+	return out, nil
+}
+
+// Head returns where worker's journal starts: its first index, and the
+// stream sequence of its first message. oplog.ErrNoJournal when it has
+// none.
+func (j *Journal) Head(ctx context.Context, worker string) (oplog.Position, error) {
+	cctx, cancel := j.ctx(ctx)
+	defer cancel()
+	m, err := j.stream.GetMsg(cctx, 1, jetstream.WithGetMsgSubject(j.subject(worker)))
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return oplog.Position{}, fmt.Errorf("%w: %s", oplog.ErrNoJournal, worker)
+	}
+	if err != nil {
+		return oplog.Position{}, j.unavailable("reading the start of "+worker, err)
+	}
+	first, _, err := span(m.Header, worker, m.Sequence)
+	if err != nil {
+		return oplog.Position{}, err
+	}
+	j.mu.Lock()
+	j.seen[worker] = struct{}{}
+	j.mu.Unlock()
+	return oplog.Position{Next: first, At: int64(m.Sequence)}, nil
+}
+
+// Read returns up to limit entries (and about maxBytes of payload, at
+// least one entry) of worker from at, and the position after them. at.At
+// is the stream sequence from which the message holding at.Next is looked
+// for.
+func (j *Journal) Read(ctx context.Context, worker string, at oplog.Position, limit, maxBytes int) ([]contract.Entry, oplog.Position, error) {
+	var out []contract.Entry
+	size := 0
+	seq := uint64(max(at.At, 1))
+	for len(out) < limit && (size < maxBytes || len(out) == 0) {
+		cctx, cancel := j.ctx(ctx)
+		m, err := j.stream.GetMsg(cctx, seq, jetstream.WithGetMsgSubject(j.subject(worker)))
+		cancel()
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			if len(out) == 0 && !j.known(worker) {
+				if _, herr := j.Head(ctx, worker); herr != nil {
+					return nil, at, herr // ErrNoJournal: not an empty read
+				}
+			}
+			break
+		}
+		if err != nil {
+			return out, at, j.unavailable("reading "+worker, err)
+		}
+		es, err := oplog.DecodeRecords(m.Data, worker, fmt.Sprintf("%s message %d", worker, m.Sequence))
+		if err != nil {
+			return out, at, err
+		}
+		taken := 0
+		for _, e := range es {
+			if e.Index < at.Next {
+				taken++
+				continue
+			}
+			if e.Index != at.Next {
+				return out, at, fmt.Errorf("%w: %s message %d: entry %d where %d was next", oplog.ErrCorrupt, worker, m.Sequence, e.Index, at.Next)
+			}
+			if len(out) == limit || (size >= maxBytes && len(out) > 0) {
+				break
+			}
+			out = append(out, e)
+			size += len(e.Payload)
+			at.Next++
+			taken++
+		}
+		if taken < len(es) {
+			at.At = int64(m.Sequence) // more of this message next time
+			break
+		}
+		seq = m.Sequence + 1
+		at.At = int64(seq)
+	}
+	return out, at, nil
+}
+
+// Workers lists the workers with a journal.
+func (j *Journal) Workers(ctx context.Context) ([]string, error) {
+	cctx, cancel := j.ctx(ctx)
+	defer cancel()
+	info, err := j.stream.Info(cctx, jetstream.WithSubjectFilter(j.cfg.Prefix+".>"))
+	if err != nil {
+		return nil, j.unavailable("listing workers", err)
+	}
+	out := make([]string, 0, len(info.State.Subjects))
+	for subj := range info.State.Subjects {
+		w, err := Worker(strings.TrimPrefix(subj, j.cfg.Prefix+"."))
+		if err != nil {
+			j.cfg.Logger.Warn("a subject that names no worker", "subject", subj, "err", err)
+			continue
+		}
+		out = append(out, w)
+	}
+	slices.Sort(out)
+	return out, nil
+}
+
+// Watch tells notify of every worker at its start (Listed), then of each
+// stored append (Changed), from an ordered consumer of the stream's
+// headers: a message is announced once the stream holds it. It returns
+// when ctx ends.
+func (j *Journal) Watch(ctx context.Context, notify func(worker string, n oplog.Notice)) error {
+	// The consumer first, then the list: an append between the two is
+	// announced twice, never missed.
+	cctx, cancel := j.ctx(ctx)
+	cons, err := j.js.OrderedConsumer(cctx, j.cfg.Stream, jetstream.OrderedConsumerConfig{
+		FilterSubjects: []string{j.cfg.Prefix + ".>"}, DeliverPolicy: jetstream.DeliverNewPolicy, HeadersOnly: true,
+	})
+	cancel()
+	if err != nil {
+		return j.unavailable("watching the stream", err)
+	}
+	cc, err := cons.Consume(func(m jetstream.Msg) {
+		w, err := Worker(strings.TrimPrefix(m.Subject(), j.cfg.Prefix+"."))
+		if err == nil {
+			notify(w, oplog.Changed)
+		}
+	})
+	if err != nil {
+		return j.unavailable("watching the stream", err)
+	}
+	defer cc.Stop()
+	workers, err := j.Workers(ctx)
+	if err != nil {
+		return err
+	}
+	for _, w := range workers {
+		notify(w, oplog.Listed)
+	}
+	<-ctx.Done()
+	return nil
+}
+
+// Config returns the journal's configuration, defaults filled in.
+func (j *Journal) Config() Config { return j.cfg }

@@ -1,0 +1,254 @@
+package natsjournal_test
+
+import (
+	"bytes"
+	"context"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/soplug/soplug/contract"
+	"github.com/soplug/soplug/internal/oplog"
+	"github.com/soplug/soplug/internal/oplog/journaltest"
+	"github.com/soplug/soplug/internal/oplog/natsjournal"
+	"github.com/soplug/soplug/internal/oplog/natsjournal/natstest"
+)
+
+// TestConformance runs the journal conformance suite against a real
+// nats-server; Reopen is a new Journal (a restarted runner) on the same
+// stream.
+func TestConformance(t *testing.T) {
+	srv := natstest.Start(t)
+	n := 0
+	open := func(t *testing.T, cfg natsjournal.Config) *natsjournal.Journal {
+		j, err := natsjournal.New(context.Background(), srv.Connect(t), cfg)
+		require.NoError(t, err)
+		return j
+	}
+	journaltest.Run(t, journaltest.Backend{
+		New: func(t *testing.T) oplog.Journal {
+			n++ // a stream per case: each starts empty
+			return open(t, natsjournal.Config{Stream: "T" + string(rune('A'+n%26)) + itoa(n), Prefix: "t" + itoa(n), Bucket: "c" + itoa(n)})
+		},
+		Reopen: func(t *testing.T, j oplog.Journal) oplog.Journal {
+			return open(t, j.(*natsjournal.Journal).Config())
+		},
+	})
+}
+
+func itoa(n int) string {
+	return string(rune('0'+n/100%10)) + string(rune('0'+n/10%10)) + string(rune('0'+n%10))
+}
+
+// TestTokens: the worker-ID encoding is one-to-one and reversible, and no
+// token holds a subject separator or wildcard.
+func TestTokens(t *testing.T) {
+	ids := []string{"a", "a.b", "a_b", "a_db", "a__b", "a.", ".a", "_", "__", "._", "_.", "a-b.c_d", "x.y.z"}
+	seen := map[string]string{}
+	for _, id := range ids {
+		tok := natsjournal.Token(id)
+		assert.NotContains(t, tok, ".", id)
+		if other, ok := seen[tok]; ok {
+			t.Errorf("%q and %q share the token %q", id, other, tok)
+		}
+		seen[tok] = id
+		back, err := natsjournal.Worker(tok)
+		require.NoError(t, err, id)
+		assert.Equal(t, id, back)
+	}
+	for _, bad := range []string{"a_", "a_x", "_q"} {
+		_, err := natsjournal.Worker(bad)
+		assert.Error(t, err, bad)
+	}
+}
+
+// payloadEntries returns n entries of worker from 1 whose payloads, of
+// size bytes, are tag repeated.
+func payloadEntries(worker string, n, size int, tag byte) []contract.Entry {
+	ts := time.Date(2026, 12, 3, 0, 0, 0, 0, time.UTC)
+	out := make([]contract.Entry, n)
+	for i := range out {
+		out[i] = contract.Entry{WorkerID: worker, Index: uint64(i + 1), Timestamp: ts, Kind: "k", Payload: bytes.Repeat([]byte{tag}, size)}
+	}
+	return out
+}
+
+// TestAtomicBatches: an append larger than the server's max_payload is
+// stored as one atomic batch of messages and reads back whole; an entry
+// larger than a message is refused, naming it; two runners racing to
+// append to one worker never interleave: identical appends are stored
+// once, differing ones leave one runner's entries and a conflict for the
+// other.
+func TestAtomicBatches(t *testing.T) {
+	srv := natstest.StartWith(t, natstest.Options{MaxPayload: 64 << 10})
+	ctx := context.Background()
+	a, err := natsjournal.New(ctx, srv.Connect(t), natsjournal.Config{})
+	require.NoError(t, err)
+	b, err := natsjournal.New(ctx, srv.Connect(t), natsjournal.Config{}) // a second runner
+	require.NoError(t, err)
+
+	es := payloadEntries("big", 100, 2000, 'x') // ~200 KiB of records: four messages
+	n, err := a.Append(ctx, "big", 0, es)
+	require.NoError(t, err)
+	assert.Equal(t, 100, n)
+	head, err := b.Head(ctx, "big")
+	require.NoError(t, err)
+	got, _, err := b.Read(ctx, "big", head, 1000, 1<<30)
+	require.NoError(t, err)
+	require.Len(t, got, 100)
+	for i, e := range got {
+		assert.Equal(t, uint64(i+1), e.Index)
+		assert.Equal(t, es[i].Payload, e.Payload)
+	}
+	n, err = b.Append(ctx, "big", 0, es)
+	require.NoError(t, err, "an identical resend through the other runner")
+	assert.Zero(t, n)
+
+	_, err = a.Append(ctx, "huge", 0, payloadEntries("huge", 1, 70<<10, 'h'))
+	require.ErrorIs(t, err, oplog.ErrEntry)
+	assert.Contains(t, err.Error(), "entry 1: its record is")
+
+	for round := range 20 {
+		w := "race." + strconv.Itoa(round)
+		same := round%2 == 0
+		var wg sync.WaitGroup
+		errs := make([]error, 2)
+		for i, j := range []*natsjournal.Journal{a, b} {
+			tag := byte('a' + i)
+			if same {
+				tag = 's'
+			}
+			wg.Go(func() { _, errs[i] = j.Append(ctx, w, 0, payloadEntries(w, 60, 2000, tag)) })
+		}
+		wg.Wait()
+		head, err := a.Head(ctx, w)
+		require.NoError(t, err)
+		got, _, err := a.Read(ctx, w, head, 1000, 1<<30)
+		require.NoError(t, err)
+		require.Len(t, got, 60, "one append's entries, once")
+		for _, e := range got {
+			assert.Equal(t, got[0].Payload, e.Payload, "entries of one append only")
+		}
+		if same {
+			assert.NoError(t, errs[0])
+			assert.NoError(t, errs[1])
+			continue
+		}
+		var ce *oplog.ConflictError
+		loser := 0
+		if errs[0] == nil {
+			loser = 1
+		}
+		require.NoError(t, errs[1-loser])
+		require.ErrorAs(t, errs[loser], &ce)
+		assert.Equal(t, uint64(1), ce.Index)
+		assert.Equal(t, byte('a'+1-loser), got[0].Payload[0], "the winner's entries")
+	}
+}
+
+// TestExistingStreamChecked: a stream that exists with another replica
+// count is an error at start, and is left as it was.
+func TestExistingStreamChecked(t *testing.T) {
+	srv := natstest.Start(t)
+	ctx := context.Background()
+	nc := srv.Connect(t)
+	_, err := natsjournal.New(ctx, nc, natsjournal.Config{Replicas: 1})
+	require.NoError(t, err)
+	_, err = natsjournal.New(ctx, nc, natsjournal.Config{Replicas: 3})
+	require.ErrorIs(t, err, natsjournal.ErrMismatch)
+	assert.Contains(t, err.Error(), "1 replicas")
+	assert.Contains(t, err.Error(), "nothing was changed")
+	_, err = natsjournal.New(ctx, nc, natsjournal.Config{Replicas: 1})
+	assert.NoError(t, err, "still as it was")
+}
+
+// recorder writes down each entry a processor is handed, by worker.
+type recorder struct {
+	mu    sync.Mutex
+	seen  map[string][]uint64
+	redel int
+}
+
+func (*recorder) Version() string                             { return "1.0.0" }
+func (*recorder) IsAcceptable() bool                          { return true }
+func (*recorder) Init(context.Context, contract.Config) error { return nil }
+func (*recorder) Close(context.Context) error                 { return nil }
+func (r *recorder) Process(_ context.Context, b contract.Batch) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, e := range b.Entries {
+		r.seen[b.WorkerID] = append(r.seen[b.WorkerID], e.Index)
+	}
+	if b.Redelivery {
+		r.redel++
+	}
+	return nil
+}
+
+func (r *recorder) count(w string) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.seen[w])
+}
+
+// TestDelivery: the Deliverer, unchanged, delivers from the stream every
+// entry of workers whose IDs differ only where the subject encoding
+// matters, each once and to its own worker, including those appended
+// before it started, while it runs, and by another runner.
+func TestDelivery(t *testing.T) {
+	srv := natstest.Start(t)
+	ctx := context.Background()
+	j, err := natsjournal.New(ctx, srv.Connect(t), natsjournal.Config{})
+	require.NoError(t, err)
+	other, err := natsjournal.New(ctx, srv.Connect(t), natsjournal.Config{})
+	require.NoError(t, err)
+	put := func(j *natsjournal.Journal, w string, n int) {
+		for i := 0; i < n; i += 25 {
+			es := make([]contract.Entry, 0, 25)
+			for k := i; k < min(i+25, n); k++ {
+				es = append(es, contract.Entry{Index: uint64(k + 1), Kind: "k", Payload: []byte(w)})
+			}
+			_, err := j.Append(ctx, w, 0, es)
+			require.NoError(t, err)
+		}
+	}
+	workers := []string{"a.b", "a_b", "a_db", "a", "b"}
+	for _, w := range workers[:3] {
+		put(j, w, 100)
+	}
+	rec := &recorder{seen: map[string][]uint64{}}
+	d, err := oplog.NewDeliverer(oplog.Config{Journal: j, BatchSize: 16, Parallel: 2}, "rec", "1.0.0", rec)
+	require.NoError(t, err)
+	stop, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- d.Run(stop, ctx) }()
+	put(j, "a", 50)
+	put(other, "b", 70)
+	put(other, "a.b", 100) // a resend through the other runner: nothing new
+	want := map[string]int{"a.b": 100, "a_b": 100, "a_db": 100, "a": 50, "b": 70}
+	deadline := time.Now().Add(30 * time.Second)
+	for w, n := range want {
+		for rec.count(w) < n {
+			require.True(t, time.Now().Before(deadline), "%s: %d of %d delivered", w, rec.count(w), n)
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	time.Sleep(100 * time.Millisecond) // nothing more arrives
+	cancel()
+	require.NoError(t, <-done)
+	for w, n := range want {
+		want := make([]uint64, n)
+		for i := range want {
+			want[i] = uint64(i + 1)
+		}
+		assert.Equal(t, want, rec.seen[w], w)
+	}
+	assert.Zero(t, rec.redel)
+	listed, err := j.Workers(ctx)
+	require.NoError(t, err)
+	assert.ElementsMatch(t, workers, listed)
+}
