@@ -1,0 +1,137 @@
+package natsjournal_test
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/soplug/soplug/contract"
+	"github.com/soplug/soplug/internal/oplog/natsjournal"
+	"github.com/soplug/soplug/internal/oplog/natsjournal/natstest"
+)
+
+// TestLeaderKilled: on a three-node cluster with three replicas, the
+// stream leader is killed with SIGKILL while four clients append (each
+// resending a failed append until it is answered): afterwards every
+// worker's journal holds every acknowledged entry once, in order, and
+// nothing else but appends whose answer was lost. The time from the kill
+// to the first append that succeeds is logged beside a bare nats.go
+// publisher's to the same stream.
+func TestLeaderKilled(t *testing.T) {
+	if testing.Short() {
+		t.Skip("a three-node cluster and a leader election")
+	}
+	cl := natstest.StartCluster(t, 3)
+	ctx := context.Background()
+	cfg := natsjournal.Config{Replicas: 3, Timeout: 2 * time.Second}
+	j, err := natsjournal.New(ctx, cl.Connect(t), cfg)
+	require.NoError(t, err)
+	cfg = j.Config()
+
+	const workers = 4
+	acked := make([]atomic.Uint64, workers) // the last index each client was told is stored
+	var killedAt atomic.Int64               // UnixNano of the kill; 0 before
+	var firstOK, bareOK atomic.Int64        // UnixNano of the first success after the kill
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Go(func() {
+			worker := fmt.Sprintf("w.%d", w)
+			next := uint64(1)
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				es := make([]contract.Entry, 10)
+				for i := range es {
+					es[i] = contract.Entry{Index: next + uint64(i), Kind: "k", Payload: []byte(worker)}
+				}
+				sent := time.Now()
+				if _, err := j.Append(ctx, worker, 0, es); err != nil {
+					time.Sleep(20 * time.Millisecond)
+					continue // resend the same entries
+				}
+				if k := killedAt.Load(); k != 0 && sent.UnixNano() > k {
+					firstOK.CompareAndSwap(0, time.Now().UnixNano())
+				}
+				next += 10
+				acked[w].Store(next - 1)
+			}
+		})
+	}
+	// A bare publisher: the same stream, its own subject, no checks.
+	js, err := jetstream.New(cl.Connect(t))
+	require.NoError(t, err)
+	wg.Go(func() {
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			sent := time.Now()
+			pctx, cancel := context.WithTimeout(ctx, cfg.Timeout)
+			_, err := js.Publish(pctx, cfg.Prefix+".bare", []byte("x"))
+			cancel()
+			if err != nil {
+				time.Sleep(20 * time.Millisecond)
+				continue
+			}
+			if k := killedAt.Load(); k != 0 && sent.UnixNano() > k {
+				bareOK.CompareAndSwap(0, time.Now().UnixNano())
+			}
+		}
+	})
+
+	time.Sleep(time.Second)
+	s, err := js.Stream(ctx, cfg.Stream)
+	require.NoError(t, err)
+	info, err := s.Info(ctx)
+	require.NoError(t, err)
+	require.NotNil(t, info.Cluster)
+	leader := info.Cluster.Leader
+	require.NotEmpty(t, leader)
+	before := make([]uint64, workers)
+	for w := range before {
+		before[w] = acked[w].Load()
+	}
+	cl.Kill(cl.Node(leader))
+	killedAt.Store(time.Now().UnixNano())
+	deadline := time.Now().Add(60 * time.Second)
+	for firstOK.Load() == 0 || bareOK.Load() == 0 {
+		require.True(t, time.Now().Before(deadline), "no append succeeded within 60 s of the kill")
+		time.Sleep(10 * time.Millisecond)
+	}
+	time.Sleep(500 * time.Millisecond) // appends go on on the new leader
+	close(stop)
+	wg.Wait()
+	k := killedAt.Load()
+	t.Logf("stream leader %s killed; first append after it: %v; bare publisher: %v",
+		leader, time.Duration(firstOK.Load()-k), time.Duration(bareOK.Load()-k))
+
+	for w := range workers {
+		worker := fmt.Sprintf("w.%d", w)
+		head, err := j.Head(ctx, worker)
+		require.NoError(t, err)
+		got, _, err := j.Read(ctx, worker, head, 1<<20, 1<<30)
+		require.NoError(t, err)
+		last := acked[w].Load()
+		assert.Greater(t, last, before[w], "%s: appends went on after the kill", worker)
+		require.GreaterOrEqual(t, uint64(len(got)), last, "%s: acknowledged entries lost", worker)
+		for i, e := range got {
+			require.Equal(t, uint64(i+1), e.Index, "%s: once each, in order", worker)
+		}
+		// An append stored whose answer the kill lost is resent, and
+		// found there: at most one append (10 entries) past the last ack.
+		assert.LessOrEqual(t, uint64(len(got)), last+10, worker)
+	}
+}
