@@ -21,6 +21,7 @@ import (
 	"github.com/soplug/soplug/contract"
 	"github.com/soplug/soplug/internal/exitcode"
 	"github.com/soplug/soplug/internal/oplog"
+	"github.com/soplug/soplug/internal/oplog/natsjournal/natstest"
 )
 
 // writeOplogs writes n entries for each of workers worker-000... into dir.
@@ -327,4 +328,49 @@ func eventually(t *testing.T, cond func() bool) {
 		require.True(t, time.Now().Before(deadline), "timed out")
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// TestOplogOnNATS: with --oplog-nats the daemon appends to and delivers
+// from JetStream (a real nats-server): entries appended over HTTP to
+// workers whose IDs differ only by '.' and '_' reach the processor, each
+// once; a resend is answered as before; a second daemon on the same
+// stream sees the same journals.
+func TestOplogOnNATS(t *testing.T) {
+	t.Parallel()
+	srv := natstest.Start(t)
+	work := t.TempDir()
+	state, seen := filepath.Join(work, "state"), filepath.Join(work, "seen.log")
+	dir := copyPlugins(t, "oplogrecorder=recorder_v1.0.0.so")
+	conf := filepath.Join(work, "plugins.toml")
+	require.NoError(t, os.WriteFile(conf, []byte(fmt.Sprintf("[plugins.recorder.config]\nfile = %q\n", seen)), 0o644))
+	d := start(t, dir, "--config", conf, "--oplog-nats", srv.URL, "--oplog-nats-replicas", "1", "--state-dir", state)
+	addr := <-d.addr
+	d.waitLog(t, `msg=ready`)
+	d.waitLog(t, `msg="oplog on NATS JetStream"`)
+
+	post := func(worker string, first, n int) int {
+		var req oplog.AppendRequest
+		for i := range n {
+			req.Entries = append(req.Entries, oplog.AppendEntry{Index: uint64(first + i), Kind: "invoke", Payload: []byte(worker)})
+		}
+		body, _ := json.Marshal(req)
+		resp, err := http.Post("http://"+addr+"/v1/workers/"+worker+"/oplog", "application/json", bytes.NewReader(body))
+		require.NoError(t, err)
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	require.Equal(t, http.StatusOK, post("w.1", 1, 10))
+	require.Equal(t, http.StatusOK, post("w_1", 1, 5))
+	require.Equal(t, http.StatusOK, post("w.1", 1, 12), "a resend that extends")
+	require.Equal(t, http.StatusConflict, post("w_1", 9, 1), "a gap")
+	acked := func(worker string) uint64 {
+		for _, w := range oplogStatus(t, addr).Processors[0].Workers {
+			if w.Worker == worker {
+				return w.Acked
+			}
+		}
+		return 0
+	}
+	eventually(t, func() bool { return acked("w.1") == 12 && acked("w_1") == 5 })
+	assert.Equal(t, 17, countLines(t, seen))
 }

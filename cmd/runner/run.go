@@ -40,6 +40,8 @@ func runCmd(ctx context.Context, args []string, stderr io.Writer) int {
 	var tf transformFlags
 	tf.register(fs)
 	var of oplog.ServiceConfig
+	var nf natsFlags
+	registerNATS(fs, &nf)
 	registerOplog(fs, &of)
 	var metricsPorts flagvalue.PortRange
 	fs.Var(&metricsPorts, "plugin-metrics-ports", "FIRST-LAST: ports on 127.0.0.1 for the plugin processes' own /metrics, one each (empty: none)")
@@ -53,6 +55,10 @@ func runCmd(ctx context.Context, args []string, stderr io.Writer) int {
 	var level slog.Level
 	fs.TextVar(&level, "log-level", slog.LevelInfo, "the lowest level logged: DEBUG, INFO, WARN or ERROR")
 	if !parse(fs, args, stderr) {
+		return exitcode.Usage
+	}
+	if err := nf.check(of.Dir); err != nil {
+		fmt.Fprintf(stderr, "runner run: %v\n", err)
 		return exitcode.Usage
 	}
 	budget, err := bodyBudget(maxInflight, tf.maxBody, of.MaxAppend)
@@ -112,8 +118,12 @@ func runCmd(ctx context.Context, args []string, stderr io.Writer) int {
 		cfg.BeforeRestart = func() error { _, err := loadConfig(lf.confFile, lf.dir); return err }
 	}
 	cfg.Services = []daemon.Service{&transform.DaemonService{Conf: conf, Config: tf.config(cfg.Logger)}}
-	if of.Dir != "" {
-		cfg.Services = append(cfg.Services, &oplog.DaemonService{Config: of, StateDir: lf.stateDir, Conf: conf, Log: cfg.Logger, Budget: budget})
+	if of.Dir != "" || nf.urls != "" {
+		svc := &oplog.DaemonService{Config: of, StateDir: lf.stateDir, Conf: conf, Log: cfg.Logger, Budget: budget}
+		if nf.urls != "" {
+			svc.Journal = nf.journal(cfg.Logger)
+		}
+		cfg.Services = append(cfg.Services, svc)
 	}
 
 	err = daemon.Run(ctx, cfg)

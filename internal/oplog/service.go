@@ -68,14 +68,20 @@ type DaemonService struct {
 	Log *slog.Logger
 	// Budget bounds the append bodies in flight, with the other services'.
 	Budget *inflight.Budget
+	// Journal, when set, opens the journal the service appends to and
+	// delivers from, in place of a FileJournal on Config.Dir, with what
+	// closes it at Stop; the processors' cursors are then the journal's
+	// own (Journal.Cursors). Nil means the FileJournal.
+	Journal func(ctx context.Context) (Journal, func() error, error)
 
-	journal *FileJournal
-	control *Control
-	procs   []contract.OplogProcessor
-	ctlSrv  *http.Server
-	stop    context.CancelFunc // ends delivery: no new batches
-	endProc context.CancelFunc // ends the batches in flight
-	running sync.WaitGroup
+	journal      Journal
+	closeJournal func() error
+	control      *Control
+	procs        []contract.OplogProcessor
+	ctlSrv       *http.Server
+	stop         context.CancelFunc // ends delivery: no new batches
+	endProc      context.CancelFunc // ends the batches in flight
+	running      sync.WaitGroup
 }
 
 // cursorRoot is where the processors' cursors and the pause set live.
@@ -99,6 +105,9 @@ func (o *DaemonService) Start(ctx context.Context, sel *loader.Selection, mux *h
 	if err != nil {
 		return err
 	}
+	if o.Journal != nil && o.StateDir == "" && o.Config.Dir == "" {
+		return errors.New("oplog: a journal elsewhere needs a state directory (--state-dir) for the pause set")
+	}
 	pauses, err := OpenPauseSet(filepath.Join(o.cursorRoot(), "paused.json"))
 	if err != nil {
 		return err
@@ -106,8 +115,15 @@ func (o *DaemonService) Start(ctx context.Context, sel *loader.Selection, mux *h
 	o.control = &Control{Dir: o.Config.Dir, Paused: pauses}
 	// One journal for the appender and the deliveries: its commits bound
 	// their reads.
-	o.journal = NewFileJournal(FileJournalConfig{Dir: o.Config.Dir, CursorDir: o.cursorRoot(),
-		MaxOpen: o.Config.MaxOpen, Sync: o.Config.Sync, Parallel: o.Config.Parallel, Logger: o.Log})
+	if o.Journal != nil {
+		if o.journal, o.closeJournal, err = o.Journal(ctx); err != nil {
+			return err
+		}
+	} else {
+		fj := NewFileJournal(FileJournalConfig{Dir: o.Config.Dir, CursorDir: o.cursorRoot(),
+			MaxOpen: o.Config.MaxOpen, Sync: o.Config.Sync, Parallel: o.Config.Parallel, Logger: o.Log})
+		o.journal, o.closeJournal = fj, fj.Close
+	}
 	stop, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	procCtx, endProc := context.WithCancel(context.WithoutCancel(ctx))
 	o.stop, o.endProc = cancel, endProc
@@ -192,8 +208,8 @@ func (o *DaemonService) Stop(ctx context.Context) error {
 	for _, p := range o.procs {
 		errs = append(errs, p.Close(context.WithoutCancel(ctx)))
 	}
-	if o.journal != nil {
-		errs = append(errs, o.journal.Close())
+	if o.closeJournal != nil {
+		errs = append(errs, o.closeJournal())
 	}
 	if o.ctlSrv != nil {
 		errs = append(errs, o.ctlSrv.Close())
