@@ -57,7 +57,7 @@ const usage = `usage:
   runner run [--plugins DIR] [--config FILE] [--listen ADDR] [--state-dir DIR] [--probe-timeout D]
              [--max-body BYTES] [--transform-timeout D]
              [--oplog-dir DIR | --oplog-nats URLS [--oplog-nats-replicas N] [--oplog-nats-creds FILE]
-             [--oplog-nats-ca FILE] [--oplog-nats-cert FILE --oplog-nats-key FILE]]
+             [--oplog-nats-ca FILE] [--oplog-nats-cert FILE --oplog-nats-key FILE] [--oplog-nats-lease D]]
              [--oplog-batch N] [--oplog-commit-every N] [--oplog-parallel N]
              [--oplog-park-after N] [--control-socket PATH]
              [--debounce D] [--drain-timeout D] [--min-uptime D] [--restart-sec D] [--quarantine-after N] [--log-level L]

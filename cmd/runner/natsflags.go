@@ -19,6 +19,7 @@ import (
 type natsFlags struct {
 	urls, creds, ca, cert, key string
 	replicas                   int
+	lease                      time.Duration
 }
 
 func registerNATS(fs *flag.FlagSet, f *natsFlags) {
@@ -27,6 +28,7 @@ func registerNATS(fs *flag.FlagSet, f *natsFlags) {
 	fs.StringVar(&f.ca, "oplog-nats-ca", "", "the CA certificates (PEM) that sign the NATS servers' TLS certificates")
 	fs.StringVar(&f.cert, "oplog-nats-cert", "", "a client TLS certificate (PEM) for NATS; with --oplog-nats-key")
 	fs.StringVar(&f.key, "oplog-nats-key", "", "the client TLS certificate's key (PEM)")
+	fs.DurationVar(&f.lease, "oplog-nats-lease", natsjournal.DefaultLeaseTTL, "how long a runner's lease on a worker lasts past its last cursor write: a runner that dies is replaced that long after")
 	fs.IntVar(&f.replicas, "oplog-nats-replicas", 3, "replicas of the oplog stream and cursor bucket (1 for a single server); one that exists with another count is an error")
 }
 
@@ -45,6 +47,8 @@ func (f *natsFlags) check(oplogDir string) error {
 		return fmt.Errorf("--oplog-nats-cert and --oplog-nats-key go together")
 	case f.replicas < 1:
 		return fmt.Errorf("--oplog-nats-replicas %d: at least 1", f.replicas)
+	case f.lease < 100*time.Millisecond:
+		return fmt.Errorf("--oplog-nats-lease %v: at least 100ms", f.lease)
 	}
 	for name, path := range map[string]string{"--oplog-nats-creds": f.creds, "--oplog-nats-ca": f.ca, "--oplog-nats-cert": f.cert, "--oplog-nats-key": f.key} {
 		if path == "" {
@@ -80,12 +84,12 @@ func (f *natsFlags) journal(log *slog.Logger) func(ctx context.Context) (oplog.J
 		if err != nil {
 			return nil, nil, fmt.Errorf("oplog: connecting to NATS at %s: %w", f.urls, err)
 		}
-		j, err := natsjournal.New(ctx, nc, natsjournal.Config{Replicas: f.replicas, Logger: log})
+		j, err := natsjournal.New(ctx, nc, natsjournal.Config{Replicas: f.replicas, LeaseTTL: f.lease, Logger: log})
 		if err != nil {
 			nc.Close()
 			return nil, nil, err
 		}
-		log.Info("oplog on NATS JetStream", "servers", f.urls, "stream", j.Config().Stream, "replicas", f.replicas)
+		log.Info("oplog on NATS JetStream", "servers", f.urls, "stream", j.Config().Stream, "replicas", f.replicas, "owner", j.Config().Owner, "lease", f.lease)
 		return j, func() error { return nc.Drain() }, nil
 	}
 }

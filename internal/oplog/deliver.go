@@ -138,6 +138,8 @@ type Deliverer struct {
 	// goroutines of workers that wait out a backoff or a park).
 	queue  []*worker
 	active int
+	// leased are the workers other runners hold, with their leases' ends.
+	leased map[*worker]time.Time
 }
 
 // poolPerSlot is how many pool goroutines there are per delivery slot
@@ -237,6 +239,7 @@ func (d *Deliverer) Run(stop, procCtx context.Context) error {
 		d.stopped = true
 		d.mu.Unlock()
 	}()
+	wg.Go(func() { d.checkLeases(stop) })
 	if err := d.journal.Watch(stop, d.notice); err != nil {
 		return fmt.Errorf("oplog: %w", err)
 	}

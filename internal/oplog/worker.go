@@ -24,6 +24,7 @@ const (
 	StateTorn       State = "waiting-for-writer" // the oplog ends inside a record
 	StateCorrupt    State = "corrupt"            // a corrupt record or header: nothing after it is delivered; `runner oplog repair` cuts it
 	StateBlocked    State = "blocked"            // an oplog or cursor that cannot be read; nothing is delivered
+	StateLeased     State = "leased"             // another runner delivers it (a journal shared by several runners)
 )
 
 // WorkerStatus is one worker's delivery state.
@@ -37,6 +38,10 @@ type WorkerStatus struct {
 	Failures int       `json:"failures,omitempty"`
 	Error    string    `json:"error,omitempty"`
 	Since    time.Time `json:"since"`
+	// Owner and LeaseUntil, in state leased, name the runner that
+	// delivers the worker and when its lease ends unless renewed.
+	Owner      string    `json:"owner,omitempty"`
+	LeaseUntil time.Time `json:"lease_until,omitzero"`
 }
 
 // worker delivers one worker's oplog. It has a goroutine only while it
@@ -136,6 +141,9 @@ func (w *worker) set(s State, err error) {
 	}
 	w.st.State = s
 	w.st.Error = ""
+	if s != StateLeased {
+		w.st.Owner, w.st.LeaseUntil = "", time.Time{}
+	}
 	if err != nil {
 		w.st.Error = err.Error()
 	}
@@ -174,6 +182,8 @@ func (w *worker) open(stop context.Context) *position {
 		}
 	case errors.Is(err, ErrTorn):
 		w.set(StateTorn, err)
+	case errors.Is(err, ErrLeased):
+		w.leasedTo(err)
 	default:
 		w.noteBlocked(err)
 	}
@@ -263,12 +273,18 @@ func (w *worker) deliver(stop, procCtx context.Context) bool {
 	// acknowledged ones: the next batch, or CommitEvery entries' worth.
 	window := uint64(max(d.cfg.BatchSize, d.cfg.CommitEvery))
 	pending := false // a batch went to the processor and was not acknowledged
+	lost := false    // another runner took the worker: nothing more is written
 	defer func() {
+		if lost {
+			return
+		}
 		mark := p.acked // nothing is with the processor: a clean stop flags nothing
 		if pending {
 			mark = p.inflight
 		}
-		if err := commit(mark); err != nil {
+		if err := commit(mark); errors.Is(err, ErrLeased) {
+			w.leasedTo(err)
+		} else if err != nil {
 			d.log.Error("recording the cursor", "worker", w.id, "err", err)
 		}
 	}()
@@ -305,6 +321,11 @@ func (w *worker) deliver(stop, procCtx context.Context) bool {
 		if last > p.inflight {
 			if err := commit(max(last, p.acked+window)); err != nil {
 				w.release()
+				if errors.Is(err, ErrLeased) { // the batch goes to nobody here
+					lost = true
+					w.leasedTo(err)
+					return true
+				}
 				w.set(StateRetrying, err)
 				d.log.Error("recording the in-flight mark; the batch waits", "worker", w.id, "err", err)
 				w.sleep(stop, d.cfg.MinBackoff)
@@ -326,7 +347,14 @@ func (w *worker) deliver(stop, procCtx context.Context) bool {
 		if p.acked+uint64(d.cfg.BatchSize) > p.inflight {
 			// Record the acknowledgement, and a mark that covers the next
 			// batch, so that it needs no write of its own.
-			if err := commit(p.acked + window); err != nil {
+			if err := commit(p.acked + window); errors.Is(err, ErrLeased) {
+				// Taken while the batch was with the processor: the
+				// acknowledgement is not recorded, and the new owner
+				// delivers the batch again, flagged.
+				lost = true
+				w.leasedTo(err)
+				return true
+			} else if err != nil {
 				d.log.Error("recording the cursor", "worker", w.id, "err", err)
 			}
 		}

@@ -9,9 +9,12 @@ package natsjournal
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -49,6 +52,13 @@ type Config struct {
 	Replicas int
 	// Timeout bounds each JetStream request. Zero means 5 s.
 	Timeout time.Duration
+	// Owner names this runner in the workers' leases. Empty means
+	// <host>/<pid>/<random>: a name no other process has.
+	Owner string
+	// LeaseTTL is how long a worker's lease lasts unless its owner
+	// writes its cursor again: a runner that dies is replaced that long
+	// after its last write. Zero means DefaultLeaseTTL.
+	LeaseTTL time.Duration
 	// Logger receives what a caller is not told. Nil means none.
 	Logger *slog.Logger
 }
@@ -69,10 +79,22 @@ func (c *Config) defaults() {
 	if c.Timeout <= 0 {
 		c.Timeout = 5 * time.Second
 	}
+	if c.Owner == "" {
+		host, _ := os.Hostname()
+		var b [4]byte
+		_, _ = rand.Read(b[:])
+		c.Owner = fmt.Sprintf("%s/%d/%s", host, os.Getpid(), hex.EncodeToString(b[:]))
+	}
+	if c.LeaseTTL <= 0 {
+		c.LeaseTTL = DefaultLeaseTTL
+	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
 }
+
+// DefaultLeaseTTL is Config.LeaseTTL's default.
+const DefaultLeaseTTL = 10 * time.Second
 
 // ErrMismatch is a stream or bucket that exists with another
 // configuration than the one asked for.
