@@ -373,4 +373,20 @@ func TestOplogOnNATS(t *testing.T) {
 	}
 	eventually(t, func() bool { return acked("w.1") == 12 && acked("w_1") == 5 })
 	assert.Equal(t, 17, countLines(t, seen))
+	assert.Equal(t, "ok", oplogStatus(t, addr).Journal)
+
+	// The server gone: an append is refused with 503 and Retry-After,
+	// in bounded time, and the status says the journal is degraded.
+	srv.Kill()
+	var req oplog.AppendRequest
+	req.Entries = []oplog.AppendEntry{{Index: 13, Kind: "invoke", Payload: []byte("p")}}
+	body, _ := json.Marshal(req)
+	started := time.Now()
+	resp, err := http.Post("http://"+addr+"/v1/workers/w.1/oplog", "application/json", bytes.NewReader(body))
+	require.NoError(t, err)
+	resp.Body.Close()
+	assert.Equal(t, http.StatusServiceUnavailable, resp.StatusCode)
+	assert.Equal(t, "1", resp.Header.Get("Retry-After"))
+	assert.Less(t, time.Since(started), 30*time.Second)
+	assert.Contains(t, oplogStatus(t, addr).Journal, "degraded: ")
 }

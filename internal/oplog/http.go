@@ -16,6 +16,10 @@ func writeError(w http.ResponseWriter, code int, body ErrorResponse) {
 type Status struct {
 	// Dir is the oplog folder.
 	Dir string `json:"dir"`
+	// Journal is "ok", or "degraded: " and why the journal cannot take
+	// appends now (a journal elsewhere: its cluster unreachable, or
+	// without a quorum).
+	Journal string `json:"journal"`
 	// Paused are the deactivated workers.
 	Paused []string `json:"paused"`
 	// Processors are the deliveries, one per selected OplogProcessor.
@@ -35,11 +39,25 @@ type Control struct {
 	Dir        string
 	Paused     *PauseSet
 	Deliverers []*Deliverer
+	// Journal, when it reports its health (HealthReporter), says so in
+	// the status.
+	Journal Journal
+}
+
+// HealthReporter is a Journal that can say whether it takes appends now:
+// nil when it does.
+type HealthReporter interface {
+	Health() error
 }
 
 // Status returns the state of every delivery.
 func (c *Control) Status() Status {
-	st := Status{Dir: c.Dir, Paused: c.Paused.List(), Processors: []ProcessorStatus{}}
+	st := Status{Dir: c.Dir, Journal: "ok", Paused: c.Paused.List(), Processors: []ProcessorStatus{}}
+	if hr, ok := c.Journal.(HealthReporter); ok {
+		if err := hr.Health(); err != nil {
+			st.Journal = "degraded: " + err.Error()
+		}
+	}
 	if st.Paused == nil {
 		st.Paused = []string{}
 	}

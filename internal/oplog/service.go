@@ -124,6 +124,7 @@ func (o *DaemonService) Start(ctx context.Context, sel *loader.Selection, mux *h
 			MaxOpen: o.Config.MaxOpen, Sync: o.Config.Sync, Parallel: o.Config.Parallel, Logger: o.Log})
 		o.journal, o.closeJournal = fj, fj.Close
 	}
+	o.control.Journal = o.journal
 	stop, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	procCtx, endProc := context.WithCancel(context.WithoutCancel(ctx))
 	o.stop, o.endProc = cancel, endProc

@@ -19,6 +19,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -109,6 +110,8 @@ type Journal struct {
 	stream jetstream.Stream
 	kv     jetstream.KeyValue
 
+	lastErr atomic.Pointer[error] // the last request the cluster did not answer, until one it does
+
 	mu    sync.Mutex
 	tails map[string]tail        // what this process last saw of a worker's end
 	seen  map[string]struct{}    // the workers whose journal this process has seen
@@ -179,9 +182,28 @@ func New(ctx context.Context, nc *nats.Conn, cfg Config) (*Journal, error) {
 }
 
 // unavailable wraps a failed request to the cluster in
-// oplog.ErrUnavailable: the caller may retry.
+// oplog.ErrUnavailable: the caller may retry. Health reports it until a
+// request succeeds.
 func (j *Journal) unavailable(what string, err error) error {
-	return fmt.Errorf("%w: natsjournal: %s: %w", oplog.ErrUnavailable, what, err)
+	err = fmt.Errorf("%w: natsjournal: %s: %w", oplog.ErrUnavailable, what, err)
+	j.lastErr.Store(&err)
+	return err
+}
+
+// ok records a request the cluster answered.
+func (j *Journal) ok() { j.lastErr.Store(nil) }
+
+// Health returns nil while the cluster answers: an error while the
+// connection is down, or since the last request the cluster did not
+// answer (no JetStream quorum, a timeout) until one it does.
+func (j *Journal) Health() error {
+	if !j.nc.IsConnected() {
+		return fmt.Errorf("natsjournal: not connected to NATS (%s)", j.nc.Status())
+	}
+	if p := j.lastErr.Load(); p != nil {
+		return *p
+	}
+	return nil
 }
 
 func (j *Journal) subject(worker string) string { return j.cfg.Prefix + "." + Token(worker) }
@@ -351,6 +373,7 @@ func (j *Journal) append(ctx context.Context, worker string, start uint64, entri
 		}
 		return 0, j.unavailable("appending to "+worker, err)
 	}
+	j.ok()
 	j.remember(worker, tail{lastSeq: seq, first: first, next: next + uint64(len(tailEntries))})
 	return len(tailEntries), nil
 }
@@ -399,6 +422,7 @@ func (j *Journal) Head(ctx context.Context, worker string) (oplog.Position, erro
 	if err != nil {
 		return oplog.Position{}, err
 	}
+	j.ok()
 	j.mu.Lock()
 	j.seen[worker] = struct{}{}
 	j.mu.Unlock()

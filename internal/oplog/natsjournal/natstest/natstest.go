@@ -125,7 +125,7 @@ func StartWith(t testing.TB, opts Options) *Server {
 		t.Fatalf("natstest: starting nats-server: %v", err)
 	}
 	s := &Server{cmd: cmd}
-	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	t.Cleanup(s.Kill)
 	ports := filepath.Join(dir, fmt.Sprintf("%s_%d.ports", filepath.Base(bin), cmd.Process.Pid))
 	deadline := time.Now().Add(30 * time.Second)
 	for {
@@ -165,4 +165,10 @@ func (s *Server) Connect(t testing.TB) *nats.Conn {
 	}
 	t.Cleanup(nc.Close)
 	return nc
+}
+
+// Kill kills the server with SIGKILL and waits for it.
+func (s *Server) Kill() {
+	_ = s.cmd.Process.Kill()
+	_ = s.cmd.Wait()
 }
