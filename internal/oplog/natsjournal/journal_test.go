@@ -3,6 +3,8 @@ package natsjournal_test
 import (
 	"bytes"
 	"context"
+	"os/exec"
+	"path/filepath"
 	"strconv"
 	"sync"
 	"testing"
@@ -251,4 +253,15 @@ func TestDelivery(t *testing.T) {
 	listed, err := j.Workers(ctx)
 	require.NoError(t, err)
 	assert.ElementsMatch(t, workers, listed)
+}
+
+// TestExampleConfigs: the README's cluster configurations are ones
+// nats-server accepts.
+func TestExampleConfigs(t *testing.T) {
+	bin := natstest.Binary(t)
+	for _, n := range []string{"n1", "n2", "n3"} {
+		out, err := exec.Command(bin, "-t", "-c", filepath.Join("..", "..", "..", "examples", "nats", n+".conf")).CombinedOutput()
+		assert.NoError(t, err, "%s: %s", n, out)
+		assert.Contains(t, string(out), "is valid", n)
+	}
 }
