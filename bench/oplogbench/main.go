@@ -10,6 +10,8 @@
 //	oplogbench append [-clients N] [-workers N] [-requests N] DIR
 //	                                                         durable appends of 100 entries of 256 B: in-process Writer,
 //	                                                         HTTP with each sync mode (a server process)
+//	oplogbench nats [-replicas 1|3] [-clients N] [-requests N] DIR
+//	                                                         HTTP appends to the JetStream journal, beside bare async publishes
 //	oplogbench memory [-budget BYTES] [-clients N] [-rounds N] DIR
 //	                                                         N clients at once send bodies of the largest size:
 //	                                                         the server's peak RSS against budget + headroom
@@ -121,6 +123,7 @@ func main() {
 	requests := fs.Int("requests", 2560, "requests in all (append; at least one per worker)")
 	budget := fs.Int64("budget", 256<<20, "the server's budget of bodies in flight, in bytes (memory)")
 	rounds := fs.Int("rounds", 3, "bodies each client sends (memory)")
+	replicasFlag := fs.Int("replicas", 1, "1: one nats-server; 3: a three-node cluster (nats)")
 	if os.Args[1] == "serve" {
 		if err := serve(os.Args[2:]); err != nil {
 			fmt.Fprintln(os.Stderr, "oplogbench serve:", err)
@@ -129,6 +132,17 @@ func main() {
 		return
 	}
 	_ = fs.Parse(os.Args[2:])
+	if os.Args[1] == "nats" {
+		if fs.Arg(0) == "" {
+			fmt.Fprintln(os.Stderr, "usage: oplogbench nats [-replicas 1|3] [-clients N] [-requests N] DIR")
+			os.Exit(64)
+		}
+		if err := natsBench(fs.Arg(0), *replicasFlag, *clients, *requests); err != nil {
+			fmt.Fprintln(os.Stderr, "oplogbench:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	if os.Args[1] == "memory" {
 		if fs.Arg(0) == "" {
 			fmt.Fprintln(os.Stderr, "usage: oplogbench memory [-budget BYTES] [-clients N] [-rounds N] DIR")

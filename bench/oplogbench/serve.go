@@ -16,14 +16,19 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/nats-io/nats.go"
+
 	"github.com/soplug/soplug/internal/inflight"
 	"github.com/soplug/soplug/internal/oplog"
+	"github.com/soplug/soplug/internal/oplog/natsjournal"
 )
 
 // serverFlags configure a server process.
 type serverFlags struct {
-	sync   oplog.SyncMode
-	budget int64 // bytes; 0: none
+	sync     oplog.SyncMode
+	budget   int64  // bytes; 0: none
+	nats     string // servers of a JetStream journal in place of the folder
+	replicas int
 }
 
 // server is a child process serving appends (serve).
@@ -40,6 +45,9 @@ func startServer(dir string, f serverFlags) (*server, error) {
 		return nil, err
 	}
 	args := []string{"serve", "-budget", strconv.FormatInt(f.budget, 10), "-sync", f.sync.String()}
+	if f.nats != "" {
+		args = append(args, "-nats", f.nats, "-replicas", strconv.Itoa(f.replicas))
+	}
 	cmd := exec.Command(self, append(args, dir)...)
 	cmd.Stderr = os.Stderr
 	out, err := cmd.StdoutPipe()
@@ -76,6 +84,8 @@ func serve(args []string) error {
 	var mode oplog.SyncMode
 	fs.TextVar(&mode, "sync", oplog.SyncAuto, "the journal's sync mode")
 	budget := fs.Int64("budget", 0, "the budget of append bodies in flight, in bytes (0: none)")
+	natsURLs := fs.String("nats", "", "append to a JetStream journal at these servers instead of DIR")
+	replicas := fs.Int("replicas", 1, "the JetStream journal's replicas")
 	_ = fs.Parse(args)
 	if fs.Arg(0) == "" {
 		return errors.New("usage: oplogbench serve [-sync MODE] [-budget BYTES] DIR")
@@ -94,8 +104,21 @@ func serve(args []string) error {
 		b = inflight.New(*budget)
 		inflight.SetMemoryLimit(b)
 	}
-	j := oplog.NewFileJournal(oplog.FileJournalConfig{Dir: fs.Arg(0), Sync: mode})
-	defer j.Close()
+	var j oplog.Journal
+	if *natsURLs != "" {
+		nc, err := nats.Connect(*natsURLs, nats.MaxReconnects(-1))
+		if err != nil {
+			return err
+		}
+		defer nc.Close()
+		if j, err = natsjournal.New(context.Background(), nc, natsjournal.Config{Replicas: *replicas}); err != nil {
+			return err
+		}
+	} else {
+		fj := oplog.NewFileJournal(oplog.FileJournalConfig{Dir: fs.Arg(0), Sync: mode})
+		defer fj.Close()
+		j = fj
+	}
 	mux := http.NewServeMux()
 	mux.Handle("POST /v1/workers/{id}/oplog", oplog.NewAppender(oplog.AppenderConfig{Journal: j, Budget: b}))
 	ln, err := net.Listen("tcp", "127.0.0.1:0")

@@ -9,7 +9,6 @@ import (
 	"path/filepath"
 	"strings"
 	"syscall"
-	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -30,15 +29,15 @@ type Node struct {
 type Cluster struct {
 	Nodes []*Node
 	bin   string
-	t     testing.TB
+	t     T
 }
 
 // freePort returns a loopback port nothing listens on now.
-func freePort(t testing.TB) int {
+func freePort(t T) int {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("natstest: %v", err)
 	}
 	defer l.Close()
 	return l.Addr().(*net.TCPAddr).Port
@@ -47,7 +46,7 @@ func freePort(t testing.TB) int {
 // StartCluster starts n nats-servers with JetStream, routed to each
 // other, and waits until JetStream answers through each; they are
 // killed at the test's end.
-func StartCluster(t testing.TB, n int) *Cluster {
+func StartCluster(t T, n int) *Cluster {
 	t.Helper()
 	c := &Cluster{bin: Binary(t), t: t}
 	dir := t.TempDir()
@@ -73,7 +72,7 @@ cluster {
 }
 `, name, clientPorts[i], MaxPayload, filepath.Join(dir, name), routePorts[i], strings.Join(routes, ", "))
 		if err := os.WriteFile(conf, []byte(body), 0o644); err != nil {
-			t.Fatal(err)
+			t.Fatalf("natstest: %v", err)
 		}
 		node := &Node{Name: name, URL: fmt.Sprintf("nats://127.0.0.1:%d", clientPorts[i]), conf: conf}
 		c.Nodes = append(c.Nodes, node)
@@ -167,7 +166,7 @@ func (n *Node) kill() {
 
 // Connect returns a connection to every node of c (reconnecting without
 // end), closed at the test's end.
-func (c *Cluster) Connect(t testing.TB) *nats.Conn {
+func (c *Cluster) Connect(t T) *nats.Conn {
 	t.Helper()
 	nc, err := nats.Connect(c.URLs(), nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
 	if err != nil {

@@ -12,11 +12,19 @@ import (
 	"strings"
 	"sync"
 	"syscall"
-	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go"
 )
+
+// T is what natstest needs of a test (a *testing.T, or a benchmark
+// program's stand-in).
+type T interface {
+	Helper()
+	Fatalf(format string, args ...any)
+	TempDir() string
+	Cleanup(func())
+}
 
 // Version is the nats-server the tests run.
 const Version = "v2.15.3"
@@ -32,7 +40,7 @@ var (
 
 // Binary returns the path of a nats-server of Version, building it when
 // none is found; the test fails when it cannot.
-func Binary(t testing.TB) string {
+func Binary(t T) string {
 	t.Helper()
 	binOnce.Do(func() { binPath, binErr = find() })
 	if binErr != nil {
@@ -93,7 +101,7 @@ type Server struct {
 // Start starts a single nats-server with JetStream on a free loopback
 // port, its store in a temporary folder, and stops it (kill -9) at the
 // test's end.
-func Start(t testing.TB) *Server {
+func Start(t T) *Server {
 	t.Helper()
 	return StartWith(t, Options{})
 }
@@ -105,7 +113,7 @@ type Options struct {
 }
 
 // StartWith is Start with opts.
-func StartWith(t testing.TB, opts Options) *Server {
+func StartWith(t T, opts Options) *Server {
 	t.Helper()
 	if opts.MaxPayload == 0 {
 		opts.MaxPayload = MaxPayload
@@ -117,7 +125,7 @@ func StartWith(t testing.TB, opts Options) *Server {
 	conf := filepath.Join(dir, "nats.conf")
 	if err := os.WriteFile(conf, fmt.Appendf(nil, "listen: \"127.0.0.1:-1\"\nmax_payload: %d\njetstream { store_dir: %q }\n",
 		opts.MaxPayload, filepath.Join(dir, "store")), 0o644); err != nil {
-		t.Fatal(err)
+		t.Fatalf("natstest: %v", err)
 	}
 	cmd := exec.Command(bin, "-c", conf, "--ports_file_dir", dir)
 	cmd.Stdout, cmd.Stderr = nil, nil
@@ -157,7 +165,7 @@ func StartWith(t testing.TB, opts Options) *Server {
 }
 
 // Connect returns a connection to s, closed at the test's end.
-func (s *Server) Connect(t testing.TB) *nats.Conn {
+func (s *Server) Connect(t T) *nats.Conn {
 	t.Helper()
 	nc, err := nats.Connect(s.URL, nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
 	if err != nil {
