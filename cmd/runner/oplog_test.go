@@ -375,6 +375,15 @@ func TestOplogOnNATS(t *testing.T) {
 	assert.Equal(t, 17, countLines(t, seen))
 	assert.Equal(t, "ok", oplogStatus(t, addr).Journal)
 
+	// A pause is kept in the journal's bucket, for every runner on it.
+	rc, out, errOut := runner(t, "oplog", "deactivate", "--state-dir", state, "w.1")
+	require.Equal(t, exitcode.OK, rc, errOut)
+	assert.Contains(t, out, "w.1: delivery paused")
+	assert.Equal(t, []string{"w.1"}, oplogStatus(t, addr).Paused)
+	rc, _, errOut = runner(t, "oplog", "activate", "--state-dir", state, "w.1")
+	require.Equal(t, exitcode.OK, rc, errOut)
+	assert.Empty(t, oplogStatus(t, addr).Paused)
+
 	// The server gone: an append is refused with 503 and Retry-After,
 	// in bounded time, and the status says the journal is degraded.
 	srv.Kill()

@@ -1,9 +1,11 @@
 package oplog
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"slices"
 	"sync"
@@ -14,6 +16,7 @@ import (
 // in memory only.
 type PauseSet struct {
 	path    string
+	store   PauseStore // when set, the set is kept there, shared with other runners
 	mu      sync.Mutex
 	set     map[string]bool
 	resumed []func(worker string) // told of each resume (Deliverers)
@@ -91,7 +94,11 @@ func (p *PauseSet) change(worker string, paused bool) error {
 	} else {
 		delete(next, worker)
 	}
-	if p.path != "" {
+	if p.store != nil {
+		if err := p.store.SetPaused(context.Background(), worker, paused); err != nil {
+			return err
+		}
+	} else if p.path != "" {
 		var list []string
 		for w := range next {
 			list = append(list, w)
@@ -116,4 +123,43 @@ func (p *PauseSet) List() []string {
 	}
 	slices.Sort(out)
 	return out
+}
+
+// PauseStore keeps a pause set that several runners share (a journal
+// elsewhere that all of them use).
+type PauseStore interface {
+	// SetPaused records worker as paused or not, durably.
+	SetPaused(ctx context.Context, worker string, paused bool) error
+	// WatchPaused calls fn with each worker paused now, returns, and then
+	// calls it with each change, from any runner, until ctx ends.
+	WatchPaused(ctx context.Context, fn func(worker string, paused bool)) error
+}
+
+// SharedPauseSet returns the PauseSet kept in store: Set writes there,
+// and the set follows the store's changes from every runner (a resume
+// made by another runner wakes this one's deliveries), until ctx ends.
+func SharedPauseSet(ctx context.Context, store PauseStore) (*PauseSet, error) {
+	p := &PauseSet{store: store, set: map[string]bool{}}
+	err := store.WatchPaused(ctx, func(worker string, paused bool) {
+		p.mu.Lock()
+		was := p.set[worker]
+		next := maps.Clone(p.set)
+		if paused {
+			next[worker] = true
+		} else {
+			delete(next, worker)
+		}
+		p.set = next
+		tell := slices.Clone(p.resumed)
+		p.mu.Unlock()
+		if was && !paused {
+			for _, fn := range tell {
+				fn(worker)
+			}
+		}
+	})
+	if err != nil {
+		return nil, err
+	}
+	return p, nil
 }

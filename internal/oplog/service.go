@@ -76,6 +76,7 @@ type DaemonService struct {
 
 	journal      Journal
 	closeJournal func() error
+	endPauses    context.CancelFunc // ends a shared pause set's watch
 	control      *Control
 	procs        []contract.OplogProcessor
 	ctlSrv       *http.Server
@@ -105,21 +106,26 @@ func (o *DaemonService) Start(ctx context.Context, sel *loader.Selection, mux *h
 	if err != nil {
 		return err
 	}
-	if o.Journal != nil && o.StateDir == "" && o.Config.Dir == "" {
-		return errors.New("oplog: a journal elsewhere needs a state directory (--state-dir) for the pause set")
-	}
-	pauses, err := OpenPauseSet(filepath.Join(o.cursorRoot(), "paused.json"))
-	if err != nil {
-		return err
-	}
-	o.control = &Control{Dir: o.Config.Dir, Paused: pauses}
 	// One journal for the appender and the deliveries: its commits bound
 	// their reads.
 	if o.Journal != nil {
 		if o.journal, o.closeJournal, err = o.Journal(ctx); err != nil {
 			return err
 		}
+	}
+	var pauses *PauseSet
+	if store, ok := o.journal.(PauseStore); ok { // shared by every runner on the journal
+		watch, cancel := context.WithCancel(context.WithoutCancel(ctx))
+		o.endPauses = cancel
+		pauses, err = SharedPauseSet(watch, store)
 	} else {
+		pauses, err = OpenPauseSet(filepath.Join(o.cursorRoot(), "paused.json"))
+	}
+	if err != nil {
+		return err
+	}
+	o.control = &Control{Dir: o.Config.Dir, Paused: pauses}
+	if o.Journal == nil {
 		fj := NewFileJournal(FileJournalConfig{Dir: o.Config.Dir, CursorDir: o.cursorRoot(),
 			MaxOpen: o.Config.MaxOpen, Sync: o.Config.Sync, Parallel: o.Config.Parallel, Logger: o.Log})
 		o.journal, o.closeJournal = fj, fj.Close
@@ -208,6 +214,9 @@ func (o *DaemonService) Stop(ctx context.Context) error {
 	var errs []error
 	for _, p := range o.procs {
 		errs = append(errs, p.Close(context.WithoutCancel(ctx)))
+	}
+	if o.endPauses != nil {
+		o.endPauses()
 	}
 	if o.closeJournal != nil {
 		errs = append(errs, o.closeJournal())

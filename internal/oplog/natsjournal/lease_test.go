@@ -214,3 +214,38 @@ func TestRunnerLostMidBatch(t *testing.T) {
 	waitFor(t, "the new entries", func() bool { return f.count("x") == 30 })
 	f.check(t, "x", 30)
 }
+
+// TestPauseIsFleetWide: a pause made through one runner holds on every
+// runner on the stream, and a resume made through another wakes them.
+func TestPauseIsFleetWide(t *testing.T) {
+	srv := natstest.Start(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	f := &fleet{seen: map[string][]delivery{}}
+	var pauses []*oplog.PauseSet
+	var journals []*natsjournal.Journal
+	for _, owner := range []string{"a", "b"} {
+		j, err := natsjournal.New(ctx, srv.Connect(t), natsjournal.Config{Owner: owner, LeaseTTL: 300 * time.Millisecond})
+		require.NoError(t, err)
+		ps, err := oplog.SharedPauseSet(ctx, j)
+		require.NoError(t, err)
+		d, err := oplog.NewDeliverer(oplog.Config{Journal: j, BatchSize: 10, Paused: ps}, "fleet", "1.0.0", &proc{f: f, runner: owner})
+		require.NoError(t, err)
+		done := make(chan error, 1)
+		go func() { done <- d.Run(ctx, context.Background()) }()
+		t.Cleanup(func() { cancel(); <-done })
+		pauses, journals = append(pauses, ps), append(journals, j)
+	}
+	require.NoError(t, pauses[0].Set("p.1", true))
+	waitFor(t, "b sees the pause", func() bool { return pauses[1].Paused("p.1") })
+	assert.Equal(t, []string{"p.1"}, pauses[1].List())
+	appendN(t, journals[1], "p.1", 1, 20)
+	appendN(t, journals[1], "q", 1, 5)
+	waitFor(t, "the other worker", func() bool { return f.count("q") == 5 })
+	time.Sleep(700 * time.Millisecond) // past a lease: neither runner delivers the paused worker
+	assert.Zero(t, f.count("p.1"), "paused on both runners")
+	require.NoError(t, pauses[1].Set("p.1", false)) // resumed through the other runner
+	waitFor(t, "delivered once resumed", func() bool { return f.count("p.1") == 20 })
+	f.check(t, "p.1", 20)
+	assert.False(t, pauses[0].Paused("p.1"))
+}
