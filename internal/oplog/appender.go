@@ -151,6 +151,9 @@ func (a *Appender) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case errors.Is(err, ErrLocked):
 		writeError(w, http.StatusLocked, ErrorResponse{Error: msg})
 	case errors.Is(err, ErrUnavailable):
+		if a.cfg.Metrics != nil {
+			a.cfg.Metrics.unavailable.Inc()
+		}
 		a.cfg.Logger.Error("oplog append failed", "worker", worker, "err", err)
 		w.Header().Set("Retry-After", "1")
 		writeError(w, http.StatusServiceUnavailable, ErrorResponse{Error: msg + "; nothing was appended"})

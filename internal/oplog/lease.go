@@ -39,6 +39,13 @@ const leaseCheck = 250 * time.Millisecond
 // until when), and drops its position: when w is delivered here again,
 // its cursor is read afresh, in-flight mark and all.
 func (w *worker) leasedTo(err error) {
+	if m := w.d.cfg.Metrics; m != nil {
+		if w.pos != nil {
+			m.lease(w.d.name, "lost")
+		} else {
+			m.lease(w.d.name, "refused")
+		}
+	}
 	w.pos = nil
 	var le *LeaseError
 	until := time.Now().Add(leaseCheck)

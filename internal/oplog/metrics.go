@@ -17,6 +17,8 @@ type Metrics struct {
 	states      *prometheus.GaugeVec     // processor, state
 	parked      *prometheus.GaugeVec     // processor, worker
 	appended    prometheus.Counter
+	leases      *prometheus.CounterVec // processor, event
+	unavailable prometheus.Counter
 }
 
 // NewMetrics registers the oplog metrics with reg (nil: kept unexported).
@@ -40,9 +42,14 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 			Help: "1 for each worker parked after repeated failures, until it is activated."}, []string{"processor", "worker"}),
 		appended: prometheus.NewCounter(prometheus.CounterOpts{Name: "soplug_oplog_appended_entries_total",
 			Help: "Entries appended through POST /v1/workers/{id}/oplog."}),
+		leases: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "soplug_oplog_lease_events_total",
+			Help: "Workers' leases in a journal shared by runners: taken (from another runner), lost (taken by another), refused (held by another)."},
+			[]string{"processor", "event"}),
+		unavailable: prometheus.NewCounter(prometheus.CounterOpts{Name: "soplug_oplog_journal_unavailable_total",
+			Help: "Appends answered 503 because the journal (its cluster) did not answer."}),
 	}
 	if reg != nil {
-		for _, c := range []prometheus.Collector{m.entries, m.redelivered, m.batches, m.failures, m.commits, m.states, m.parked, m.appended} {
+		for _, c := range []prometheus.Collector{m.entries, m.redelivered, m.batches, m.failures, m.commits, m.states, m.parked, m.appended, m.leases, m.unavailable} {
 			if err := reg.Register(c); err != nil {
 				return nil, err
 			}
@@ -83,3 +90,5 @@ func (m *Metrics) state(name, worker string, from, to State) {
 		m.parked.DeleteLabelValues(name, worker)
 	}
 }
+
+func (m *Metrics) lease(name, event string) { m.leases.WithLabelValues(name, event).Inc() }

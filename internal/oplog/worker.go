@@ -175,6 +175,9 @@ func (w *worker) open(stop context.Context) *position {
 	w.release()
 	switch {
 	case err == nil:
+		if m := w.d.cfg.Metrics; m != nil && w.status().State == StateLeased {
+			m.lease(w.d.name, "taken")
+		}
 		return &position{acked: acked, next: next, inflight: stored.InFlight, redeliverTo: stored.InFlight, stored: stored}
 	case errors.Is(err, ErrNoJournal):
 		if !w.d.forget(w) { // forget marks it gone

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
@@ -97,7 +98,10 @@ func runnerD(t *testing.T, srv *natstest.Server, owner string, ttl time.Duration
 	t.Helper()
 	j, err := natsjournal.New(context.Background(), srv.Connect(t), natsjournal.Config{Owner: owner, LeaseTTL: ttl})
 	require.NoError(t, err)
-	d, err := oplog.NewDeliverer(oplog.Config{Journal: j, BatchSize: 10, Parallel: 2}, "fleet", "1.0.0", p)
+	reg := prometheus.NewRegistry()
+	m, err := oplog.NewMetrics(reg)
+	require.NoError(t, err)
+	d, err := oplog.NewDeliverer(oplog.Config{Journal: j, BatchSize: 10, Parallel: 2, Metrics: m}, "fleet", "1.0.0", p)
 	require.NoError(t, err)
 	stop, cancel := context.WithCancel(context.Background())
 	procCtx, endProc := context.WithCancel(context.Background())
@@ -112,7 +116,31 @@ func runnerD(t *testing.T, srv *natstest.Server, owner string, ttl time.Duration
 		})
 	}
 	t.Cleanup(end)
+	regs[owner] = reg
 	return j, end, d
+}
+
+// regs are the runners' metrics, by owner.
+var regs = map[string]*prometheus.Registry{}
+
+// leaseEvents returns the count of a runner's lease events.
+func leaseEvents(t *testing.T, owner, event string) float64 {
+	t.Helper()
+	mfs, err := regs[owner].Gather()
+	require.NoError(t, err)
+	for _, mf := range mfs {
+		if mf.GetName() != "soplug_oplog_lease_events_total" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "event" && l.GetValue() == event {
+					return m.GetCounter().GetValue()
+				}
+			}
+		}
+	}
+	return 0
 }
 
 func appendN(t *testing.T, j *natsjournal.Journal, worker string, from, n int) {
@@ -210,6 +238,8 @@ func TestRunnerLostMidBatch(t *testing.T) {
 		}
 	}
 	assert.True(t, flagged, "b redelivers a's batch flagged")
+	assert.Equal(t, 1.0, leaseEvents(t, "a", "lost"), "a lost x")
+	assert.GreaterOrEqual(t, leaseEvents(t, "b", "taken"), 1.0, "b took x")
 	appendN(t, ja, "x", 26, 5) // new entries: b holds the worker, a sees it leased
 	waitFor(t, "the new entries", func() bool { return f.count("x") == 30 })
 	f.check(t, "x", 30)
