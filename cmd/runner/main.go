@@ -74,6 +74,7 @@ const usage = `usage:
   runner oplog activate|deactivate [--control-socket PATH | --state-dir DIR | --oplog-dir DIR] WORKER
   runner oplog status [--control-socket PATH | --state-dir DIR | --oplog-dir DIR]
   runner oplog repair --oplog-dir DIR [--json] WORKER
+  runner oplog migrate --from DIR [--state-dir DIR] --to URL[,URL...] [--oplog-nats-replicas N] [--oplog-nats-creds FILE] [--json]
   runner keygen KEYFILE
   runner version
 

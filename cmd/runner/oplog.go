@@ -40,12 +40,15 @@ func registerControl(fs *flag.FlagSet, p *string) {
 // "runner oplog repair WORKER", which cuts a corrupt oplog itself.
 func oplogCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if len(args) == 0 {
-		fmt.Fprint(stderr, "usage: runner oplog activate|deactivate WORKER | runner oplog status  [--control-socket PATH] [--state-dir DIR] [--oplog-dir DIR] | runner oplog repair --oplog-dir DIR [--json] WORKER\n")
+		fmt.Fprint(stderr, "usage: runner oplog activate|deactivate WORKER | runner oplog status  [--control-socket PATH] [--state-dir DIR] [--oplog-dir DIR] | runner oplog repair --oplog-dir DIR [--json] WORKER | runner oplog migrate --from DIR [--state-dir DIR] --to URLS [--json]\n")
 		return exitcode.Usage
 	}
 	verb := args[0]
 	if verb == "repair" {
 		return repairCmd(args[1:], stdout, stderr)
+	}
+	if verb == "migrate" {
+		return migrateCmd(ctx, args[1:], stdout, stderr)
 	}
 	fs := flag.NewFlagSet("oplog "+verb, flag.ContinueOnError)
 	var control, oplogDir string

@@ -399,3 +399,39 @@ func TestOplogOnNATS(t *testing.T) {
 	assert.Less(t, time.Since(started), 30*time.Second)
 	assert.Contains(t, oplogStatus(t, addr).Journal, "degraded: ")
 }
+
+// TestOplogMigrate: "runner oplog migrate" copies a folder's journals and
+// cursors to JetStream, says how many entries it verified per worker, and
+// run again copies nothing; usage errors name what is missing.
+func TestOplogMigrate(t *testing.T) {
+	t.Parallel()
+	srv := natstest.Start(t)
+	dir := filepath.Join(t.TempDir(), "oplog")
+	for _, w := range []string{"a.b", "a_b"} {
+		wr, err := oplog.OpenWriter(dir, w)
+		require.NoError(t, err)
+		es := make([]contract.Entry, 30)
+		for i := range es {
+			es[i] = contract.Entry{Index: uint64(i + 1), Timestamp: time.Now(), Kind: "k", Payload: []byte(w)}
+		}
+		require.NoError(t, wr.Append(es...))
+		require.NoError(t, wr.Close())
+	}
+	require.NoError(t, os.MkdirAll(filepath.Join(dir, ".cursors", "kindcount"), 0o755))
+	for i, want := range []string{"(30 copied now)", "(0 copied now)"} {
+		rc, out, errOut := runner(t, "oplog", "migrate", "--from", dir, "--to", srv.URL, "--oplog-nats-replicas", "1")
+		require.Equal(t, exitcode.OK, rc, errOut)
+		assert.Contains(t, out, "a.b: 30 entries verified "+want, "run %d", i)
+		assert.Contains(t, out, "a_b: 30 entries verified "+want, "run %d", i)
+		assert.Contains(t, out, "2 workers, 60 entries verified")
+	}
+	rc, out, _ := runner(t, "oplog", "migrate", "--from", dir, "--to", srv.URL, "--oplog-nats-replicas", "1", "--json")
+	require.Equal(t, exitcode.OK, rc)
+	assert.Contains(t, out, `"verified": 60`)
+	rc, _, errOut := runner(t, "oplog", "migrate", "--from", dir)
+	assert.Equal(t, exitcode.Usage, rc)
+	assert.Contains(t, errOut, "usage: runner oplog migrate")
+	rc, _, errOut = runner(t, "oplog", "migrate", "--from", filepath.Join(dir, "nope"), "--to", srv.URL)
+	assert.Equal(t, exitcode.NoInput, rc)
+	assert.Contains(t, errOut, "nope")
+}
