@@ -305,6 +305,12 @@ func (j *Journal) Append(ctx context.Context, worker string, start uint64, entri
 			return 0, err
 		}
 		n, err := j.append(ctx, worker, start, entries, t)
+		if !fresh && (errors.Is(err, oplog.ErrOutOfOrder) || errors.Is(err, oplog.ErrConflict)) {
+			// Judged on what this process last saw: another runner may
+			// have appended since. Judge again on the stream's end.
+			fresh = true
+			continue
+		}
 		if !isWrongLast(err) || attempt == 8 {
 			return n, err
 		}

@@ -265,3 +265,30 @@ func TestExampleConfigs(t *testing.T) {
 		assert.Contains(t, string(out), "is valid", n)
 	}
 }
+
+// TestAppendAfterAnotherRunner: a runner whose last look at a worker is
+// stale (another runner appended since) judges an append on the stream's
+// end, not on what it saw: the next entries are taken, a resend of the
+// other runner's is identical, a gap is still a gap.
+func TestAppendAfterAnotherRunner(t *testing.T) {
+	srv := natstest.Start(t)
+	ctx := context.Background()
+	a, b := mustJournal(t, srv, "a"), mustJournal(t, srv, "b")
+	es := payloadEntries("s", 40, 10, 'e')
+	n, err := a.Append(ctx, "s", 0, es[0:10])
+	require.NoError(t, err)
+	require.Equal(t, 10, n)
+	n, err = b.Append(ctx, "s", 0, es[10:20])
+	require.NoError(t, err)
+	require.Equal(t, 10, n)
+	n, err = a.Append(ctx, "s", 0, es[20:30])
+	require.NoError(t, err, "a's view was stale")
+	assert.Equal(t, 10, n)
+	n, err = b.Append(ctx, "s", 0, es[10:30])
+	require.NoError(t, err, "an identical resend through b")
+	assert.Zero(t, n)
+	var oe *oplog.OrderError
+	_, err = a.Append(ctx, "s", 0, es[35:40])
+	require.ErrorAs(t, err, &oe)
+	assert.Equal(t, uint64(31), oe.Expected)
+}
