@@ -169,6 +169,13 @@ func appendHTTP(dir string, s appendShape, payload []byte, mode oplog.SyncMode) 
 		return appendResult{}, err
 	}
 	defer srv.stop()
+	return s.postAll(srv, payload)
+}
+
+// postAll sends the shape's requests to srv's appender from its clients,
+// each entry's payload payload, and returns what they appended and how
+// long it took.
+func (s appendShape) postAll(srv *server, payload []byte) (appendResult, error) {
 	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: s.clients}, Timeout: time.Minute}
 	b64 := []byte(base64.StdEncoding.EncodeToString(payload))
 	n, took, err := s.run(func(c int) (int, error) {

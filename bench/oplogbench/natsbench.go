@@ -2,9 +2,7 @@ package main
 
 import (
 	"bytes"
-	"encoding/base64"
 	"fmt"
-	"net/http"
 	"os"
 	"strconv"
 	"time"
@@ -66,29 +64,12 @@ func natsBench(dir string, replicas, clients, requests int) error {
 	defer srv.stop()
 	s := appendShape{clients: clients, workers: clients, requests: requests, perRequest: 100}
 	payload := bytes.Repeat([]byte{'p'}, appendPayload)
-	b64 := []byte(base64.StdEncoding.EncodeToString(payload))
-	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: clients}, Timeout: time.Minute}
-	n, took, err := s.run(func(c int) (int, error) {
-		sent := 0
-		var body []byte
-		err := s.plan(c, func(worker, k int) error {
-			body = appendRequest(body[:0], uint64(k*s.perRequest)+1, s.perRequest, b64)
-			code, msg, err := post(client, srv.url+workerName(worker)+"/oplog", body)
-			if err != nil {
-				return err
-			}
-			if code != http.StatusOK {
-				return fmt.Errorf("append to %s: %d: %s", workerName(worker), code, msg)
-			}
-			sent += s.perRequest
-			return nil
-		})
-		return sent, err
-	})
+	r, err := s.postAll(srv, payload)
 	if err != nil {
 		return err
 	}
-	httpRate := float64(n) / took.Seconds()
+	n := r.entries
+	httpRate := r.rate()
 
 	// Bare: the same records, one message per request, published async.
 	nc, err := nats.Connect(urls)
