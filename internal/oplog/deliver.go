@@ -138,8 +138,10 @@ type Deliverer struct {
 	// goroutines of workers that wait out a backoff or a park).
 	queue  []*worker
 	active int
-	// leased are the workers other runners hold, with their leases' ends.
-	leased map[*worker]time.Time
+	// leased are the workers other runners hold, with their leases' ends;
+	// checkLeases watches them, from the first on.
+	leased   map[*worker]time.Time
+	checking bool
 }
 
 // poolPerSlot is how many pool goroutines there are per delivery slot
@@ -239,7 +241,6 @@ func (d *Deliverer) Run(stop, procCtx context.Context) error {
 		d.stopped = true
 		d.mu.Unlock()
 	}()
-	wg.Go(func() { d.checkLeases(stop) })
 	if err := d.journal.Watch(stop, d.notice); err != nil {
 		return fmt.Errorf("oplog: %w", err)
 	}

@@ -58,12 +58,20 @@ func (w *worker) leasedTo(err error) {
 		w.st.Owner, w.st.LeaseUntil = le.Owner, le.Until.UTC()
 		w.mu.Unlock()
 	}
-	w.d.mu.Lock()
-	if w.d.leased == nil {
-		w.d.leased = map[*worker]time.Time{}
+	d := w.d
+	d.mu.Lock()
+	if d.leased == nil {
+		d.leased = map[*worker]time.Time{}
 	}
-	w.d.leased[w] = until
-	w.d.mu.Unlock()
+	d.leased[w] = until
+	if !d.checking && !d.stopped {
+		// Started by the first leased worker (a journal that no runner
+		// shares never has one). This goroutine is one of Run's, so the
+		// WaitGroup is not at zero.
+		d.checking = true
+		d.wg.Go(func() { d.checkLeases(d.stop) })
+	}
+	d.mu.Unlock()
 }
 
 // checkLeases pokes, every leaseCheck until stop, the workers leased to
