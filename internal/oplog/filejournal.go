@@ -155,9 +155,9 @@ func (j *FileJournal) acquire(worker string, first, start uint64) (*openWriter, 
 		return ow, nil
 	}
 	path := Path(j.cfg.Dir, worker)
-	if begin := max(start, 1); first != begin {
-		if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) {
-			return nil, &OrderError{Path: path, Expected: begin, Got: first}
+	if _, err := Begin(path, false, 0, start, first); err != nil {
+		if _, serr := os.Stat(path); errors.Is(serr, os.ErrNotExist) {
+			return nil, err // a first append that does not begin the journal creates nothing
 		}
 	}
 	j.evict(j.cfg.MaxOpen - 1)
@@ -210,10 +210,8 @@ func (j *FileJournal) SyncMode() SyncMode {
 
 // checkStart refuses a start that is not w's oplog's.
 func checkStart(w *Writer, start uint64) error {
-	if start != 0 && start != w.First() {
-		return fmt.Errorf("%w: %s starts at index %d, not at the first_index %d", ErrConflict, w.Path(), w.First(), start)
-	}
-	return nil
+	_, err := Begin(w.Path(), true, w.First(), start, 0)
+	return err
 }
 
 // evict closes the least recently used writers nobody holds until at most

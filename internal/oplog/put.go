@@ -68,14 +68,8 @@ func (w *Writer) Put(entries []contract.Entry) (int, error) {
 		}
 	}
 	tail := entries[overlap:]
-	now := time.Now().UTC()
-	for i := range tail {
-		if tail[i].Timestamp.IsZero() {
-			tail[i].Timestamp = now
-		}
-		if err := CheckEntry(w.worker, &tail[i]); err != nil {
-			return 0, err
-		}
+	if err := Stamp(w.worker, tail, time.Now().UTC()); err != nil {
+		return 0, err
 	}
 	if err := w.stage(tail); err != nil {
 		return 0, err
@@ -111,6 +105,41 @@ func Overlap(name string, first, next uint64, entries []contract.Entry) (int, er
 		return 0, fmt.Errorf("%w: %s: entry %d is before the oplog's first index %d", ErrConflict, name, start, first)
 	}
 	return int(min(uint64(len(entries)), next-start)), nil
+}
+
+// Begin applies the start rules of an append whose first entry has index
+// got and whose first_index is start (0: none given) to the journal named
+// name: held says whether it holds entries, from first. It returns the
+// journal's first index: its own, when start is 0 or the same (else an
+// error wrapping ErrConflict); for a new journal, start or 1, which the
+// append must begin at (else an *OrderError). Every Journal follows these
+// rules.
+func Begin(name string, held bool, first, start, got uint64) (uint64, error) {
+	if held {
+		if start != 0 && start != first {
+			return 0, fmt.Errorf("%w: %s starts at index %d, not at the first_index %d", ErrConflict, name, first, start)
+		}
+		return first, nil
+	}
+	begin := max(start, 1)
+	if got != begin {
+		return 0, &OrderError{Path: name, Expected: begin, Got: got}
+	}
+	return begin, nil
+}
+
+// Stamp gives the new entries of an append that have no timestamp the
+// time now, and checks each (CheckEntry) for worker.
+func Stamp(worker string, entries []contract.Entry, now time.Time) error {
+	for i := range entries {
+		if entries[i].Timestamp.IsZero() {
+			entries[i].Timestamp = now
+		}
+		if err := CheckEntry(worker, &entries[i]); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // Same returns the *ConflictError of sent, a resent entry, unless it is

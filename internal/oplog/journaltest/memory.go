@@ -43,16 +43,14 @@ func (m *Memory) Append(_ context.Context, worker string, start uint64, entries 
 	}
 	m.mu.Lock()
 	j := m.journals[worker]
-	first := max(start, 1)
+	var held uint64
 	if j != nil {
-		if start != 0 && start != j.first {
-			m.mu.Unlock()
-			return 0, fmt.Errorf("%w: %s starts at index %d, not at the first_index %d", oplog.ErrConflict, worker, j.first, start)
-		}
-		first = j.first
-	} else if entries[0].Index != first {
+		held = j.first
+	}
+	first, err := oplog.Begin(worker, j != nil, held, start, entries[0].Index)
+	if err != nil {
 		m.mu.Unlock()
-		return 0, &oplog.OrderError{Path: worker, Expected: first, Got: entries[0].Index}
+		return 0, err
 	}
 	next := first
 	if j != nil {
@@ -62,13 +60,9 @@ func (m *Memory) Append(_ context.Context, worker string, start uint64, entries 
 	for i := 0; err == nil && i < overlap; i++ {
 		err = oplog.Same(worker, j.entries[entries[i].Index-first], entries[i])
 	}
-	now := time.Now().UTC()
 	tail := slices.Clone(entries[overlap:])
-	for i := 0; err == nil && i < len(tail); i++ {
-		if tail[i].Timestamp.IsZero() {
-			tail[i].Timestamp = now
-		}
-		err = oplog.CheckEntry(worker, &tail[i])
+	if err == nil {
+		err = oplog.Stamp(worker, tail, time.Now().UTC())
 	}
 	if err != nil || len(tail) == 0 {
 		m.mu.Unlock()

@@ -319,15 +319,13 @@ func (j *Journal) Append(ctx context.Context, worker string, start uint64, entri
 }
 
 func (j *Journal) append(ctx context.Context, worker string, start uint64, entries []contract.Entry, t tail) (int, error) {
-	first, next := t.first, t.next
+	first, err := oplog.Begin(worker, t.lastSeq != 0, t.first, start, entries[0].Index)
+	if err != nil {
+		return 0, err
+	}
+	next := t.next
 	if t.lastSeq == 0 {
-		begin := max(start, 1)
-		if entries[0].Index != begin {
-			return 0, &oplog.OrderError{Path: worker, Expected: begin, Got: entries[0].Index}
-		}
-		first, next = begin, begin
-	} else if start != 0 && start != first {
-		return 0, fmt.Errorf("%w: %s starts at index %d, not at the first_index %d", oplog.ErrConflict, worker, first, start)
+		next = first
 	}
 	overlap, err := oplog.Overlap(worker, first, next, entries)
 	if err != nil {
@@ -344,18 +342,12 @@ func (j *Journal) append(ctx context.Context, worker string, start uint64, entri
 			}
 		}
 	}
-	now := time.Now().UTC()
 	tailEntries := slices.Clone(entries[overlap:])
 	if len(tailEntries) == 0 {
 		return 0, nil
 	}
-	for i := range tailEntries {
-		if tailEntries[i].Timestamp.IsZero() {
-			tailEntries[i].Timestamp = now
-		}
-		if err := oplog.CheckEntry(worker, &tailEntries[i]); err != nil {
-			return 0, err
-		}
+	if err := oplog.Stamp(worker, tailEntries, time.Now().UTC()); err != nil {
+		return 0, err
 	}
 	msgs, err := j.messages(worker, tailEntries)
 	if err != nil {
