@@ -123,6 +123,7 @@ type Journal struct {
 type tail struct {
 	lastSeq     uint64
 	first, next uint64
+	lastFirst   uint64 // the index of the last message's first entry
 }
 
 // New returns the Journal of cfg on nc, creating the stream and the bucket
@@ -246,7 +247,7 @@ func (j *Journal) end(ctx context.Context, worker string, fresh bool) (tail, err
 	if err != nil {
 		return tail{}, err
 	}
-	t = tail{lastSeq: m.Sequence, next: first + count}
+	t = tail{lastSeq: m.Sequence, next: first + count, lastFirst: first}
 	head, err := j.Head(ctx, worker)
 	if err != nil {
 		return tail{}, err
@@ -332,7 +333,7 @@ func (j *Journal) append(ctx context.Context, worker string, start uint64, entri
 		return 0, err
 	}
 	if overlap > 0 {
-		held, err := j.entries(ctx, worker, entries[0].Index, overlap)
+		held, err := j.entries(ctx, worker, entries[0].Index, overlap, t)
 		if err != nil {
 			return 0, err
 		}
@@ -372,18 +373,23 @@ func (j *Journal) append(ctx context.Context, worker string, start uint64, entri
 		return 0, j.unavailable("appending to "+worker, err)
 	}
 	j.ok()
-	j.remember(worker, tail{lastSeq: seq, first: first, next: next + uint64(len(tailEntries))})
+	lastFirst, _ := strconv.ParseUint(msgs[len(msgs)-1].Header.Get(hdrFirst), 10, 64)
+	j.remember(worker, tail{lastSeq: seq, first: first, next: next + uint64(len(tailEntries)), lastFirst: lastFirst})
 	return len(tailEntries), nil
 }
 
 // entries returns n entries of worker from index from, which the journal
-// holds.
-func (j *Journal) entries(ctx context.Context, worker string, from uint64, n int) ([]contract.Entry, error) {
-	head, err := j.Head(ctx, worker)
-	if err != nil {
-		return nil, err
+// holds: read from the last message when they start in it (a resend of
+// the last append), else from the head.
+func (j *Journal) entries(ctx context.Context, worker string, from uint64, n int, t tail) ([]contract.Entry, error) {
+	at := oplog.Position{Next: from, At: int64(t.lastSeq)}
+	if t.lastFirst == 0 || from < t.lastFirst {
+		head, err := j.Head(ctx, worker)
+		if err != nil {
+			return nil, err
+		}
+		at.At = head.At
 	}
-	at := head
 	var out []contract.Entry
 	for len(out) < n {
 		got, nextAt, err := j.Read(ctx, worker, at, 1<<16, 64<<20)
