@@ -112,6 +112,10 @@ func (o *DaemonService) Start(ctx context.Context, sel *loader.Selection, mux *h
 		if o.journal, o.closeJournal, err = o.Journal(ctx); err != nil {
 			return err
 		}
+	} else {
+		fj := NewFileJournal(FileJournalConfig{Dir: o.Config.Dir, CursorDir: o.cursorRoot(),
+			MaxOpen: o.Config.MaxOpen, Sync: o.Config.Sync, Parallel: o.Config.Parallel, Logger: o.Log})
+		o.journal, o.closeJournal = fj, fj.Close
 	}
 	var pauses *PauseSet
 	if store, ok := o.journal.(PauseStore); ok { // shared by every runner on the journal
@@ -124,13 +128,7 @@ func (o *DaemonService) Start(ctx context.Context, sel *loader.Selection, mux *h
 	if err != nil {
 		return err
 	}
-	o.control = &Control{Dir: o.Config.Dir, Paused: pauses}
-	if o.Journal == nil {
-		fj := NewFileJournal(FileJournalConfig{Dir: o.Config.Dir, CursorDir: o.cursorRoot(),
-			MaxOpen: o.Config.MaxOpen, Sync: o.Config.Sync, Parallel: o.Config.Parallel, Logger: o.Log})
-		o.journal, o.closeJournal = fj, fj.Close
-	}
-	o.control.Journal = o.journal
+	o.control = &Control{Dir: o.Config.Dir, Paused: pauses, Journal: o.journal}
 	stop, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	procCtx, endProc := context.WithCancel(context.WithoutCancel(ctx))
 	o.stop, o.endProc = cancel, endProc
