@@ -30,6 +30,11 @@ func migrateCmd(ctx context.Context, args []string, stdout, stderr io.Writer) in
 	stateDir := fs.String("state-dir", os.Getenv("STATE_DIRECTORY"), "the runner's state directory, where its cursors are (empty: in --from's .cursors)")
 	var nf natsFlags
 	registerNATS(fs, &nf)
+	// The migration's leases on the workers it carries cursors for are
+	// short by default: the runners take the workers a second after it
+	// ends.
+	nf.lease = time.Second
+	fs.Lookup("oplog-nats-lease").DefValue = "1s"
 	fs.StringVar(&nf.urls, "to", "", "the NATS servers to copy to (URL[,URL...])")
 	asJSON := fs.Bool("json", false, "print the result as JSON")
 	pos, ok := parseArgs(fs, args, stderr)
@@ -65,9 +70,6 @@ func migrateCmd(ctx context.Context, args []string, stdout, stderr io.Writer) in
 	}
 	src := oplog.NewFileJournal(oplog.FileJournalConfig{Dir: *from, CursorDir: cursorRoot})
 	defer src.Close()
-	// The migration's leases on the workers it carries cursors for are
-	// short: the runners take the workers a second after it ends.
-	nf.lease = time.Second
 	dst, closeDst, err := nf.journal(slog.New(slog.DiscardHandler))(ctx)
 	if err != nil {
 		fmt.Fprintf(stderr, "runner oplog migrate: %v\n", err)

@@ -34,11 +34,14 @@ func registerNATS(fs *flag.FlagSet, f *natsFlags) {
 
 // check reports a combination of flags that cannot work, naming them.
 func (f *natsFlags) check(oplogDir string) error {
+	files := []struct{ name, path string }{
+		{"--oplog-nats-creds", f.creds}, {"--oplog-nats-ca", f.ca}, {"--oplog-nats-cert", f.cert}, {"--oplog-nats-key", f.key},
+	}
 	switch {
 	case f.urls == "":
-		for name, v := range map[string]string{"--oplog-nats-creds": f.creds, "--oplog-nats-ca": f.ca, "--oplog-nats-cert": f.cert, "--oplog-nats-key": f.key} {
-			if v != "" {
-				return fmt.Errorf("%s needs --oplog-nats", name)
+		for _, file := range files {
+			if file.path != "" {
+				return fmt.Errorf("%s needs --oplog-nats", file.name)
 			}
 		}
 	case oplogDir != "":
@@ -50,12 +53,12 @@ func (f *natsFlags) check(oplogDir string) error {
 	case f.lease < 100*time.Millisecond:
 		return fmt.Errorf("--oplog-nats-lease %v: at least 100ms", f.lease)
 	}
-	for name, path := range map[string]string{"--oplog-nats-creds": f.creds, "--oplog-nats-ca": f.ca, "--oplog-nats-cert": f.cert, "--oplog-nats-key": f.key} {
-		if path == "" {
+	for _, file := range files {
+		if file.path == "" {
 			continue
 		}
-		if _, err := os.Stat(path); err != nil {
-			return fmt.Errorf("%s: %w", name, err)
+		if _, err := os.Stat(file.path); err != nil {
+			return fmt.Errorf("%s: %w", file.name, err)
 		}
 	}
 	return nil
