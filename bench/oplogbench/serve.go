@@ -20,6 +20,7 @@ import (
 
 	"github.com/soplug/soplug/internal/inflight"
 	"github.com/soplug/soplug/internal/oplog"
+	"github.com/soplug/soplug/internal/oplog/journaltest"
 	"github.com/soplug/soplug/internal/oplog/natsjournal"
 )
 
@@ -29,6 +30,7 @@ type serverFlags struct {
 	budget   int64  // bytes; 0: none
 	nats     string // servers of a JetStream journal in place of the folder
 	replicas int
+	memory   bool // an in-memory journal in place of the folder: the HTTP front end's ceiling
 }
 
 // server is a child process serving appends (serve).
@@ -47,6 +49,9 @@ func startServer(dir string, f serverFlags) (*server, error) {
 	args := []string{"serve", "-budget", strconv.FormatInt(f.budget, 10), "-sync", f.sync.String()}
 	if f.nats != "" {
 		args = append(args, "-nats", f.nats, "-replicas", strconv.Itoa(f.replicas))
+	}
+	if f.memory {
+		args = append(args, "-memory")
 	}
 	cmd := exec.Command(self, append(args, dir)...)
 	cmd.Stderr = os.Stderr
@@ -76,9 +81,9 @@ func (s *server) stop() error {
 }
 
 // serve is the server process: the daemon's HTTP appender on a
-// FileJournal in dir, with the daemon's memory limit for its budget. It
-// prints its address, then serves until SIGTERM. OPLOGBENCH_CPU names a
-// CPU profile to write.
+// FileJournal in dir (or a JetStream journal, or one in memory), with
+// the daemon's memory limit for its budget. It prints its address, then
+// serves until SIGTERM. OPLOGBENCH_CPU names a CPU profile to write.
 func serve(args []string) error {
 	fs := flag.NewFlagSet("serve", flag.ExitOnError)
 	var mode oplog.SyncMode
@@ -86,6 +91,7 @@ func serve(args []string) error {
 	budget := fs.Int64("budget", 0, "the budget of append bodies in flight, in bytes (0: none)")
 	natsURLs := fs.String("nats", "", "append to a JetStream journal at these servers instead of DIR")
 	replicas := fs.Int("replicas", 1, "the JetStream journal's replicas")
+	memory := fs.Bool("memory", false, "append to a journal in memory instead of DIR (nothing durable: the ceiling of the HTTP front end)")
 	_ = fs.Parse(args)
 	if fs.Arg(0) == "" {
 		return errors.New("usage: oplogbench serve [-sync MODE] [-budget BYTES] DIR")
@@ -105,7 +111,9 @@ func serve(args []string) error {
 		inflight.SetMemoryLimit(b)
 	}
 	var j oplog.Journal
-	if *natsURLs != "" {
+	if *memory {
+		j = journaltest.NewMemory()
+	} else if *natsURLs != "" {
 		nc, err := nats.Connect(*natsURLs, nats.MaxReconnects(-1))
 		if err != nil {
 			return err

@@ -135,3 +135,79 @@ func TestLeaderKilled(t *testing.T) {
 		assert.LessOrEqual(t, uint64(len(got)), last+10, worker)
 	}
 }
+
+// TestReadsSeeWhatWasAcknowledged: on a three-node cluster, what one
+// runner appended or wrote as a cursor is what another reads next, even
+// through a replica that fell behind (paused while the others stored
+// appends and cursor writes, continued just before the reads): reads go
+// to the stream's leader, not to whichever replica is nearest.
+func TestReadsSeeWhatWasAcknowledged(t *testing.T) {
+	if testing.Short() {
+		t.Skip("a three-node cluster")
+	}
+	cl := natstest.StartCluster(t, 3)
+	ctx := context.Background()
+	cfg := natsjournal.Config{Replicas: 3, Owner: "writer", Timeout: 10 * time.Second}
+	w, err := natsjournal.New(ctx, cl.Connect(t), cfg)
+	require.NoError(t, err)
+	cfg = w.Config()
+	js, err := jetstream.New(cl.Connect(t))
+	require.NoError(t, err)
+	leaderOf := func(stream string) string {
+		s, err := js.Stream(ctx, stream)
+		require.NoError(t, err)
+		info, err := s.Info(ctx)
+		require.NoError(t, err)
+		require.NotNil(t, info.Cluster)
+		return info.Cluster.Leader
+	}
+	var behind *natstest.Node // a node that leads neither the journals nor the cursors
+	for _, n := range cl.Nodes {
+		if n.Name != leaderOf(cfg.Stream) && n.Name != leaderOf("KV_"+cfg.Bucket) {
+			behind = n
+		}
+	}
+	if behind == nil {
+		t.Skip("one node leads the journals, another the cursors: no third to pause")
+	}
+	// The reader is another runner; the writer's cursors are also
+	// written through the node behind, as after a reconnection to it.
+	cfg.Owner = "reader"
+	r, err := natsjournal.New(ctx, cl.ConnectTo(t, behind), cfg)
+	require.NoError(t, err)
+	cfg.Owner = "writer"
+	wb, err := natsjournal.New(ctx, cl.ConnectTo(t, behind), cfg)
+	require.NoError(t, err)
+	wc, err := w.Cursors("p")
+	require.NoError(t, err)
+	bc, err := wb.Cursors("p")
+	require.NoError(t, err)
+	_, err = w.Append(ctx, "w", 0, []contract.Entry{{Index: 1, Kind: "k", Payload: []byte("x")}})
+	require.NoError(t, err)
+	cur, err := wc.Get(ctx, "w")
+	require.NoError(t, err)
+
+	last := uint64(1)
+	for round := range 3 {
+		cl.Pause(behind)
+		for range 50 {
+			last++
+			_, err := w.Append(ctx, "w", 0, []contract.Entry{{Index: last, Kind: "k", Payload: []byte("x")}})
+			require.NoError(t, err, "the other two are a quorum")
+			c := cur
+			c.Acked = last - 1
+			require.NoError(t, wc.Put(ctx, cur, c))
+			cur = c
+		}
+		cl.Resume(behind)
+		head, err := r.Head(ctx, "w")
+		require.NoError(t, err)
+		got, _, err := r.Read(ctx, "w", head, 1<<20, 1<<30)
+		require.NoError(t, err)
+		assert.Len(t, got, int(last), "round %d: every acknowledged append, read through the replica that was behind", round)
+		c := cur
+		c.Acked = last
+		require.NoError(t, bc.Put(ctx, cur, c), "round %d: the cursor last written is the one read through the replica that was behind", round)
+		cur = c
+	}
+}

@@ -40,7 +40,7 @@ type record struct {
 func (c *cursors) load(ctx context.Context, worker string) (record, uint64, error) {
 	cctx, cancel := c.j.ctx(ctx)
 	defer cancel()
-	e, err := c.j.kv.Get(cctx, c.prefix+Token(worker))
+	value, rev, err := c.j.kvGet(cctx, c.prefix+Token(worker))
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
 		return record{Cursor: oplog.Cursor{Worker: worker}}, 0, nil
 	}
@@ -48,11 +48,11 @@ func (c *cursors) load(ctx context.Context, worker string) (record, uint64, erro
 		return record{}, 0, c.j.unavailable("reading the cursor of "+worker, err)
 	}
 	var r record
-	if err := json.Unmarshal(e.Value(), &r); err != nil || r.Worker != worker {
+	if err := json.Unmarshal(value, &r); err != nil || r.Worker != worker {
 		return record{}, 0, fmt.Errorf("%w: the cursor of %s in bucket %s (revision %d) is not one: %v",
-			oplog.ErrCorrupt, worker, c.j.cfg.Bucket, e.Revision(), err)
+			oplog.ErrCorrupt, worker, c.j.cfg.Bucket, rev, err)
 	}
-	return r, e.Revision(), nil
+	return r, rev, nil
 }
 
 // store writes r in place of revision rev (0: a new key); false when

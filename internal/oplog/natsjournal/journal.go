@@ -140,7 +140,7 @@ func New(ctx context.Context, nc *nats.Conn, cfg Config) (*Journal, error) {
 	want := jetstream.StreamConfig{
 		Name: cfg.Stream, Subjects: []string{cfg.Prefix + ".>"}, Storage: jetstream.FileStorage,
 		Replicas: cfg.Replicas, Retention: jetstream.LimitsPolicy, Discard: jetstream.DiscardNew,
-		AllowDirect: true, AllowAtomicPublish: true, Description: "soplug oplog journals, one subject per worker",
+		AllowAtomicPublish: true, Description: "soplug oplog journals, one subject per worker",
 	}
 	s, err := js.Stream(sctx, cfg.Stream)
 	switch {
@@ -236,7 +236,7 @@ func (j *Journal) end(ctx context.Context, worker string, fresh bool) (tail, err
 	}
 	cctx, cancel := j.ctx(ctx)
 	defer cancel()
-	m, err := j.stream.GetLastMsgForSubject(cctx, j.subject(worker))
+	m, err := j.get(cctx, j.cfg.Stream, msgGet{LastFor: j.subject(worker)})
 	if errors.Is(err, jetstream.ErrMsgNotFound) {
 		return tail{}, nil
 	}
@@ -277,7 +277,7 @@ func span(h nats.Header, worker string, seq uint64) (first, count uint64, err er
 	first, ferr := strconv.ParseUint(h.Get(hdrFirst), 10, 64)
 	count, cerr := strconv.ParseUint(h.Get(hdrCount), 10, 64)
 	if ferr != nil || cerr != nil || first == 0 || count == 0 {
-		return 0, 0, fmt.Errorf("%w: %s: message %d has no valid %s and %s headers", oplog.ErrCorrupt, worker, seq, hdrFirst, hdrCount)
+		return 0, 0, fmt.Errorf("%w: %s message %d: no valid %s and %s headers", oplog.ErrCorrupt, worker, seq, hdrFirst, hdrCount)
 	}
 	return first, count, nil
 }
@@ -415,7 +415,7 @@ func (j *Journal) entries(ctx context.Context, worker string, from uint64, n int
 func (j *Journal) Head(ctx context.Context, worker string) (oplog.Position, error) {
 	cctx, cancel := j.ctx(ctx)
 	defer cancel()
-	m, err := j.stream.GetMsg(cctx, 1, jetstream.WithGetMsgSubject(j.subject(worker)))
+	m, err := j.get(cctx, j.cfg.Stream, msgGet{Seq: 1, NextFor: j.subject(worker)})
 	if errors.Is(err, jetstream.ErrMsgNotFound) {
 		return oplog.Position{}, fmt.Errorf("%w: %s", oplog.ErrNoJournal, worker)
 	}
@@ -443,7 +443,7 @@ func (j *Journal) Read(ctx context.Context, worker string, at oplog.Position, li
 	seq := uint64(max(at.At, 1))
 	for len(out) < limit && (size < maxBytes || len(out) == 0) {
 		cctx, cancel := j.ctx(ctx)
-		m, err := j.stream.GetMsg(cctx, seq, jetstream.WithGetMsgSubject(j.subject(worker)))
+		m, err := j.get(cctx, j.cfg.Stream, msgGet{Seq: seq, NextFor: j.subject(worker)})
 		cancel()
 		if errors.Is(err, jetstream.ErrMsgNotFound) {
 			if len(out) == 0 && !j.known(worker) {
@@ -456,7 +456,7 @@ func (j *Journal) Read(ctx context.Context, worker string, at oplog.Position, li
 		if err != nil {
 			return out, at, j.unavailable("reading "+worker, err)
 		}
-		es, err := oplog.DecodeRecords(m.Data, worker, fmt.Sprintf("%s message %d", worker, m.Sequence))
+		es, err := j.decode(m, worker)
 		if err != nil {
 			return out, at, err
 		}
@@ -485,6 +485,30 @@ func (j *Journal) Read(ctx context.Context, worker string, at oplog.Position, li
 		at.At = int64(seq)
 	}
 	return out, at, nil
+}
+
+// decode returns the entries of a journal message of worker, which must
+// be what its headers say: count entries from first. (A message that
+// says otherwise, published by something other than a Journal, would be
+// skipped or delivered out of place.)
+func (j *Journal) decode(m *jetstream.RawStreamMsg, worker string) ([]contract.Entry, error) {
+	first, count, err := span(m.Header, worker, m.Sequence)
+	if err != nil {
+		return nil, err
+	}
+	es, err := oplog.DecodeRecords(m.Data, worker, fmt.Sprintf("%s message %d", worker, m.Sequence))
+	if err != nil {
+		return nil, err
+	}
+	if uint64(len(es)) != count || es[0].Index != first || es[len(es)-1].Index != first+count-1 {
+		got := "none"
+		if len(es) > 0 {
+			got = fmt.Sprintf("%d entries from %d to %d", len(es), es[0].Index, es[len(es)-1].Index)
+		}
+		return nil, fmt.Errorf("%w: %s message %d: its headers say %d entries from %d, its records hold %s",
+			oplog.ErrCorrupt, worker, m.Sequence, count, first, got)
+	}
+	return es, nil
 }
 
 // Workers lists the workers with a journal.

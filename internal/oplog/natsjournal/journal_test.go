@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
@@ -291,4 +293,52 @@ func TestAppendAfterAnotherRunner(t *testing.T) {
 	_, err = a.Append(ctx, "s", 0, es[35:40])
 	require.ErrorAs(t, err, &oe)
 	assert.Equal(t, uint64(31), oe.Expected)
+}
+
+// TestForeignMessages: a message on a worker's subject that no Journal
+// wrote (published by hand, by another tool) and that is not what a
+// journal message must be is a corrupt journal, named with the message,
+// never skipped or delivered out of place.
+func TestForeignMessages(t *testing.T) {
+	srv := natstest.Start(t)
+	ctx := context.Background()
+	j := mustJournal(t, srv, "a")
+	js, err := jetstream.New(srv.Connect(t))
+	require.NoError(t, err)
+	records := func(from, n int) []byte {
+		es := make([]contract.Entry, n)
+		for i := range es {
+			es[i] = contract.Entry{Index: uint64(from + i), Timestamp: time.Unix(1, 0), Kind: "k", Payload: []byte("p")}
+		}
+		return oplog.AppendRecords(nil, es)
+	}
+	for i, tc := range []struct {
+		name         string
+		first, count string
+		data         []byte
+		want         string
+	}{
+		{"no headers", "", "", records(1, 3), "no valid Soplug-First and Soplug-Count headers"},
+		{"a first index of 0", "0", "3", records(1, 3), "no valid"},
+		{"records other than the headers say", "1", "3", records(4, 3), "its headers say 3 entries from 1, its records hold 3 entries from 4 to 6"},
+		{"fewer records", "1", "3", records(1, 2), "its records hold 2 entries from 1 to 2"},
+		{"no records", "1", "1", nil, "its records hold none"},
+		{"not records", "1", "1", []byte("{\"hello\": 1}\n"), "corrupt"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			worker := "foreign" + strconv.Itoa(i)
+			m := nats.NewMsg("soplug.oplog." + worker)
+			m.Data = tc.data
+			if tc.first != "" {
+				m.Header.Set("Soplug-First", tc.first)
+				m.Header.Set("Soplug-Count", tc.count)
+			}
+			_, err := js.PublishMsg(ctx, m)
+			require.NoError(t, err)
+			_, _, err = j.Read(ctx, worker, oplog.Position{Next: 1, At: 1}, 100, 1<<20)
+			require.ErrorIs(t, err, oplog.ErrCorrupt)
+			assert.ErrorContains(t, err, tc.want)
+			assert.ErrorContains(t, err, worker+" message ")
+		})
+	}
 }

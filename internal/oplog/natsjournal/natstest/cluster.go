@@ -155,6 +155,31 @@ func (c *Cluster) Restart(node *Node) {
 	c.waitJetStream(node.URL)
 }
 
+// Pause stops node with SIGSTOP: it holds its connections and answers
+// nothing, a replica falling behind, until Resume.
+func (c *Cluster) Pause(node *Node) { node.signal(syscall.SIGSTOP) }
+
+// Resume continues a paused node with SIGCONT.
+func (c *Cluster) Resume(node *Node) { node.signal(syscall.SIGCONT) }
+
+func (n *Node) signal(sig syscall.Signal) {
+	if n.cmd != nil && n.cmd.Process != nil {
+		_ = n.cmd.Process.Signal(sig)
+	}
+}
+
+// ConnectTo returns a connection to node alone (reconnecting without
+// end), closed at the test's end.
+func (c *Cluster) ConnectTo(t T, node *Node) *nats.Conn {
+	t.Helper()
+	nc, err := nats.Connect(node.URL, nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond), nats.DontRandomize(), nats.IgnoreDiscoveredServers())
+	if err != nil {
+		t.Fatalf("natstest: connecting to %s: %v", node.Name, err)
+	}
+	t.Cleanup(nc.Close)
+	return nc
+}
+
 func (n *Node) kill() {
 	if n.cmd == nil || n.cmd.Process == nil {
 		return
