@@ -148,9 +148,9 @@ func TestReadsSeeWhatWasAcknowledged(t *testing.T) {
 	cl := natstest.StartCluster(t, 3)
 	ctx := context.Background()
 	cfg := natsjournal.Config{Replicas: 3, Owner: "writer", Timeout: 10 * time.Second}
-	w, err := natsjournal.New(ctx, cl.Connect(t), cfg)
+	setup, err := natsjournal.New(ctx, cl.Connect(t), cfg) // creates the stream and bucket
 	require.NoError(t, err)
-	cfg = w.Config()
+	cfg = setup.Config()
 	js, err := jetstream.New(cl.Connect(t))
 	require.NoError(t, err)
 	leaderOf := func(stream string) string {
@@ -161,15 +161,21 @@ func TestReadsSeeWhatWasAcknowledged(t *testing.T) {
 		require.NotNil(t, info.Cluster)
 		return info.Cluster.Leader
 	}
-	var behind *natstest.Node // a node that leads neither the journals nor the cursors
+	var behind, ahead *natstest.Node // a node that leads neither the journals nor the cursors, and one that does
 	for _, n := range cl.Nodes {
 		if n.Name != leaderOf(cfg.Stream) && n.Name != leaderOf("KV_"+cfg.Bucket) {
 			behind = n
+		} else {
+			ahead = n
 		}
 	}
 	if behind == nil {
 		t.Skip("one node leads the journals, another the cursors: no third to pause")
 	}
+	// The writer appends through a node that stays up: a connection to
+	// the paused one would wait with it.
+	w, err := natsjournal.New(ctx, cl.ConnectTo(t, ahead), cfg)
+	require.NoError(t, err)
 	// The reader is another runner; the writer's cursors are also
 	// written through the node behind, as after a reconnection to it.
 	cfg.Owner = "reader"

@@ -169,15 +169,10 @@ func (n *Node) signal(sig syscall.Signal) {
 }
 
 // ConnectTo returns a connection to node alone (reconnecting without
-// end), closed at the test's end.
+// end, never to another node), closed at the test's end.
 func (c *Cluster) ConnectTo(t T, node *Node) *nats.Conn {
 	t.Helper()
-	nc, err := nats.Connect(node.URL, nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond), nats.DontRandomize(), nats.IgnoreDiscoveredServers())
-	if err != nil {
-		t.Fatalf("natstest: connecting to %s: %v", node.Name, err)
-	}
-	t.Cleanup(nc.Close)
-	return nc
+	return c.connect(t, node.URL, nats.DontRandomize(), nats.IgnoreDiscoveredServers())
 }
 
 func (n *Node) kill() {
@@ -193,9 +188,15 @@ func (n *Node) kill() {
 // end), closed at the test's end.
 func (c *Cluster) Connect(t T) *nats.Conn {
 	t.Helper()
-	nc, err := nats.Connect(c.URLs(), nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
+	return c.connect(t, c.URLs())
+}
+
+func (c *Cluster) connect(t T, urls string, opts ...nats.Option) *nats.Conn {
+	t.Helper()
+	opts = append([]nats.Option{nats.MaxReconnects(-1), nats.ReconnectWait(50 * time.Millisecond)}, opts...)
+	nc, err := nats.Connect(urls, opts...)
 	if err != nil {
-		t.Fatalf("natstest: connecting to the cluster: %v", err)
+		t.Fatalf("natstest: connecting to %s: %v", urls, err)
 	}
 	t.Cleanup(nc.Close)
 	return nc
