@@ -182,6 +182,10 @@ type Conflict struct {
 	// toolchain's and the settings'. Empty when nothing in the build info
 	// explains it (e.g. the same version built from edited sources).
 	Causes []Difference `json:"causes,omitempty"`
+	// Through are, when no cause of its own shows, the module differences
+	// of the two builds: a package's hash covers those of the packages it
+	// imports, so one of these modules, linked beneath it, changes it too.
+	Through []Difference `json:"through,omitempty"`
 	// Untrimmed is set when no cause shows and neither build used
 	// -trimpath: their hashes then hold the folder each was built in, so
 	// the same sources in two checkouts differ.
@@ -212,6 +216,12 @@ func (c Conflict) String() string {
 func (c Conflict) reason() string {
 	s := "package " + c.Package + " differs"
 	switch {
+	case len(c.Causes) == 0 && len(c.Through) > 0:
+		var ds []string
+		for _, d := range c.Through {
+			ds = append(ds, d.String())
+		}
+		return s + " (its own module matches; through a package it imports from a module that differs: " + strings.Join(ds, "; ") + ")"
 	case len(c.Causes) == 0 && c.Untrimmed:
 		return s + " (the build info shows no other cause, and neither was built with -trimpath: the package hashes then hold the path of the checkout each was built in, so two checkouts of the same sources differ; build the runner and the plugins with -trimpath, or from the same checkout path)"
 	case len(c.Causes) == 0:
@@ -261,6 +271,7 @@ func Compare(plugin, runner *Build) Report {
 			r.Differences = append(r.Differences, d)
 		}
 	}
+	moduleDiffs := r.Differences[len(toolchain):]
 	for _, pkg := range slices.Sorted(mapKeys(plugin.PkgHashes)) {
 		rh, ok := runner.PkgHashes[pkg]
 		if !ok {
@@ -271,7 +282,10 @@ func Compare(plugin, runner *Build) Report {
 			continue
 		}
 		c := Conflict{Package: pkg, Causes: Explain(plugin, runner, pkg)}
-		c.Untrimmed = len(c.Causes) == 0 && settingsOf(plugin.Info)["-trimpath"] == "false" && settingsOf(runner.Info)["-trimpath"] == "false"
+		if len(c.Causes) == 0 {
+			c.Through = moduleDiffs
+		}
+		c.Untrimmed = len(c.Causes) == 0 && len(c.Through) == 0 && settingsOf(plugin.Info)["-trimpath"] == "false" && settingsOf(runner.Info)["-trimpath"] == "false"
 		if pkg == contractModule || strings.HasPrefix(pkg, contractModule+"/") {
 			c.Hint = contractHint
 		}
@@ -412,7 +426,16 @@ func (r Report) Summary() string {
 		return fmt.Sprintf("built with another Go toolchain or other flags (%s): %d of %d shared packages differ, among them %s",
 			strings.Join(ds, "; "), len(r.Conflicts), r.Checked, r.Conflicts[0].Package)
 	}
-	s := r.Conflicts[0].String()
+	// The conflict shown is the first with a cause of its own (a module
+	// that differs explains the packages above it, which sort earlier).
+	lead := r.Conflicts[0]
+	for _, c := range r.Conflicts {
+		if len(c.Causes) > 0 {
+			lead = c
+			break
+		}
+	}
+	s := lead.String()
 	if n := len(r.Conflicts) - 1; n > 0 {
 		s += fmt.Sprintf(", and %d more package(s)", n)
 	}

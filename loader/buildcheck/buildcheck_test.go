@@ -139,3 +139,25 @@ func TestComparePathDifference(t *testing.T) {
 		}
 	}
 }
+
+// TestCompareThroughADependency: a module's new version changes its own
+// packages and every package above them. The summary leads with the
+// package whose module differs, and a package whose module matches names
+// the modules that differ beneath it, not "other sources".
+func TestCompareThroughADependency(t *testing.T) {
+	info := func(sys string) *debug.BuildInfo {
+		return &debug.BuildInfo{GoVersion: "go1.26.8", Path: "github.com/soplug/soplug/cmd/runner",
+			Main:     debug.Module{Path: "github.com/soplug/soplug", Version: "(devel)"},
+			Deps:     []*debug.Module{{Path: "github.com/fsnotify/fsnotify", Version: "v1.10.1"}, {Path: "golang.org/x/sys", Version: sys}},
+			Settings: []debug.BuildSetting{{Key: "-trimpath", Value: "true"}}}
+	}
+	plugin := &buildcheck.Build{Info: info("v0.49.0"), PkgHashes: map[string]string{
+		"github.com/fsnotify/fsnotify/internal": "a1", "golang.org/x/sys/unix": "a2", "strings": "s"}}
+	runner := &buildcheck.Build{Info: info("v0.48.0"), PkgHashes: map[string]string{
+		"github.com/fsnotify/fsnotify/internal": "b1", "golang.org/x/sys/unix": "b2", "strings": "s"}}
+	rep := buildcheck.Compare(plugin, runner)
+	require.Len(t, rep.Conflicts, 2)
+	assert.Equal(t, "package golang.org/x/sys/unix differs (golang.org/x/sys: plugin v0.49.0, runner v0.48.0), and 1 more package(s)", rep.Summary())
+	assert.Equal(t, "package github.com/fsnotify/fsnotify/internal differs (its own module matches; through a package it imports from a module that differs: golang.org/x/sys: plugin v0.49.0, runner v0.48.0)",
+		rep.Conflicts[0].String())
+}
