@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"os"
 	"slices"
@@ -112,12 +113,12 @@ func natsBench(dir string, replicas, clients, requests int) error {
 		return err
 	}
 
-	j, err := natsjournal.New(context.Background(), nc, natsjournal.Config{Replicas: replicas})
+	j, err := natsjournal.New(context.Background(), nc, natsjournal.Config{Replicas: replicas, Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))})
 	if err != nil {
 		return err
 	}
 	p := &natsProc{arrived: make(chan time.Time, 1)}
-	d, err := oplog.NewDeliverer(oplog.Config{Journal: j}, "bench", "1.0.0", p)
+	d, err := oplog.NewDeliverer(oplog.Config{Journal: j, Logger: j.Config().Logger}, "bench", "1.0.0", p)
 	if err != nil {
 		return err
 	}
@@ -136,6 +137,16 @@ func natsBench(dir string, replicas, clients, requests int) error {
 	}
 	deliverRate := float64(backlog) / time.Since(start).Seconds()
 	p50, p99, err := natsLatency(srv, p.arrived, 500)
+	if err != nil { // what the deliverer knows of the worker, and what the journal holds
+		for _, st := range d.Status() {
+			if st.Worker == "latency" {
+				err = fmt.Errorf("%w; the deliverer: %+v", err, st)
+			}
+		}
+		if h, herr := j.Head(context.Background(), "latency"); herr == nil {
+			err = fmt.Errorf("%w; the journal: %+v", err, h)
+		}
+	}
 	cancel()
 	if derr := <-done; err == nil {
 		err = derr
@@ -256,30 +267,25 @@ func failover(cl *natstest.Cluster, nc *nats.Conn, srv *server, cfg natsjournal.
 	if err != nil {
 		return 0, 0, err
 	}
-	var killedAt, httpOK, bareOK atomic.Int64 // UnixNano
-	stop := make(chan struct{})
+	var fo natstest.Failover
+	httpOK, bareOK := fo.Loop(), fo.Loop()
+	ctx, stop := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
-	errs := make(chan error, 5)
+	errs := make(chan error, 4)
 	client := &http.Client{Timeout: 30 * time.Second}
 	for c := range 4 {
 		wg.Go(func() {
 			b64 := []byte("aGk=")
-			for next := uint64(1); ; {
-				select {
-				case <-stop:
-					return
-				default:
-				}
+			for next := uint64(1); ctx.Err() == nil; {
 				sent := time.Now()
 				code, msg, err := post(client, srv.url+"failover-"+strconv.Itoa(c)+"/oplog", appendRequest(nil, next, 10, b64))
 				switch {
 				case err == nil && code == http.StatusOK:
-					if k := killedAt.Load(); k != 0 && sent.UnixNano() > k {
-						httpOK.CompareAndSwap(0, time.Now().UnixNano())
-					}
+					httpOK.Succeeded(sent)
 					next += 10
 				case err == nil && code != http.StatusServiceUnavailable:
 					errs <- fmt.Errorf("failover append: %d: %s", code, msg)
+					stop()
 					return
 				default:
 					time.Sleep(20 * time.Millisecond) // 503 or a transport error: the same again
@@ -287,53 +293,23 @@ func failover(cl *natstest.Cluster, nc *nats.Conn, srv *server, cfg natsjournal.
 			}
 		})
 	}
-	wg.Go(func() {
-		for {
-			select {
-			case <-stop:
-				return
-			default:
-			}
-			sent := time.Now()
-			pctx, cancel := context.WithTimeout(context.Background(), cfg.Timeout)
-			_, err := js.Publish(pctx, cfg.Prefix+".bare", []byte("x"))
-			cancel()
-			if err != nil {
-				time.Sleep(20 * time.Millisecond)
-				continue
-			}
-			if k := killedAt.Load(); k != 0 && sent.UnixNano() > k {
-				bareOK.CompareAndSwap(0, time.Now().UnixNano())
-			}
-		}
-	})
-	defer func() { close(stop); wg.Wait() }()
+	wg.Go(func() { natstest.PublishLoop(ctx, js, cfg.Prefix+".bare", cfg.Timeout, bareOK) })
+	defer func() { stop(); wg.Wait() }()
 	time.Sleep(time.Second)
-	st, err := js.Stream(context.Background(), cfg.Stream)
-	if err != nil {
+	if _, err := cl.KillStreamLeader(ctx, js, cfg.Stream, &fo); err != nil {
 		return 0, 0, err
 	}
-	info, err := st.Info(context.Background())
-	if err != nil {
-		return 0, 0, err
-	}
-	if info.Cluster == nil || cl.Node(info.Cluster.Leader) == nil {
-		return 0, 0, fmt.Errorf("the stream has no leader among the nodes: %+v", info.Cluster)
-	}
-	cl.Kill(cl.Node(info.Cluster.Leader))
-	killedAt.Store(time.Now().UnixNano())
-	deadline := time.Now().Add(time.Minute)
-	for httpOK.Load() == 0 || bareOK.Load() == 0 {
+	wctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	if err := fo.Wait(wctx, httpOK, bareOK); err != nil {
 		select {
 		case err := <-errs:
 			return 0, 0, err
 		default:
+			return 0, 0, err
 		}
-		if time.Now().After(deadline) {
-			return 0, 0, fmt.Errorf("no success within a minute of killing the stream leader")
-		}
-		time.Sleep(10 * time.Millisecond)
 	}
-	k := killedAt.Load()
-	return float64(httpOK.Load()-k) / 1e6, float64(bareOK.Load()-k) / 1e6, nil
+	h, _ := httpOK.After()
+	b, _ := bareOK.After()
+	return float64(h) / 1e6, float64(b) / 1e6, nil
 }

@@ -19,7 +19,7 @@ const (
 	StateIdle       State = "idle"               // every entry so far is acknowledged
 	StateDelivering State = "delivering"         // a batch is with the processor
 	StatePaused     State = "paused"             // deactivated: the cursor holds, entries accumulate
-	StateRetrying   State = "retrying"           // the processor failed the batch; it is tried again after a backoff
+	StateRetrying   State = "retrying"           // the processor failed the batch, or the journal or cursors are unavailable; tried again after a backoff
 	StateParked     State = "parked"             // failed ParkAfter times in a row; waits to be activated
 	StateTorn       State = "waiting-for-writer" // the oplog ends inside a record
 	StateCorrupt    State = "corrupt"            // a corrupt record or header: nothing after it is delivered; `runner oplog repair` cuts it
@@ -168,29 +168,58 @@ func (w *worker) wait(stop context.Context) bool {
 // not ready (gone, torn, corrupt) it records why and returns nil: the
 // event that changes the file wakes the worker again.
 func (w *worker) open(stop context.Context) *position {
-	if !w.acquire(stop) {
+	var unavailable retry
+	for {
+		if !w.acquire(stop) {
+			return nil
+		}
+		stored, acked, next, err := w.openOnce(stop)
+		w.release()
+		switch {
+		case err == nil:
+			if m := w.d.cfg.Metrics; m != nil && w.status().State == StateLeased {
+				m.lease(w.d.name, "taken")
+			}
+			return &position{acked: acked, next: next, inflight: stored.InFlight, redeliverTo: stored.InFlight, stored: stored}
+		case errors.Is(err, ErrNoJournal):
+			if !w.d.forget(w) { // forget marks it gone
+				w.set(StateStarting, nil)
+			}
+		case errors.Is(err, ErrTorn):
+			w.set(StateTorn, err)
+		case errors.Is(err, ErrLeased):
+			w.leasedTo(err)
+		case errors.Is(err, ErrUnavailable):
+			if unavailable.wait(stop, w, err) {
+				continue
+			}
+		default:
+			w.noteBlocked(err)
+		}
 		return nil
 	}
-	stored, acked, next, err := w.openOnce(stop)
-	w.release()
-	switch {
-	case err == nil:
-		if m := w.d.cfg.Metrics; m != nil && w.status().State == StateLeased {
-			m.lease(w.d.name, "taken")
-		}
-		return &position{acked: acked, next: next, inflight: stored.InFlight, redeliverTo: stored.InFlight, stored: stored}
-	case errors.Is(err, ErrNoJournal):
-		if !w.d.forget(w) { // forget marks it gone
-			w.set(StateStarting, nil)
-		}
-	case errors.Is(err, ErrTorn):
-		w.set(StateTorn, err)
-	case errors.Is(err, ErrLeased):
-		w.leasedTo(err)
-	default:
-		w.noteBlocked(err)
+}
+
+// retry is the backoff of a worker whose journal or cursors are
+// unavailable (a cluster electing a leader, a request timed out): no event
+// will come for what was already appended, so the worker tries again by
+// itself, after MinBackoff doubling up to MaxBackoff.
+type retry struct{ backoff time.Duration }
+
+// wait records err, waits out the backoff and reports whether to try
+// again (false at stop: a read that failed because of the stop is no news).
+func (r *retry) wait(stop context.Context, w *worker, err error) bool {
+	if stop.Err() != nil {
+		return false
 	}
-	return nil
+	if r.backoff == 0 {
+		r.backoff = w.d.cfg.MinBackoff
+		w.d.log.Warn("the oplog journal is unavailable; trying again", "worker", w.id, "err", err)
+	}
+	w.set(StateRetrying, err)
+	ok := w.sleep(stop, r.backoff)
+	r.backoff = min(2*r.backoff, w.d.cfg.MaxBackoff)
+	return ok
 }
 
 // openOnce reads where the journal starts and the cursor, and returns the
@@ -277,6 +306,7 @@ func (w *worker) deliver(stop, procCtx context.Context) bool {
 	window := uint64(max(d.cfg.BatchSize, d.cfg.CommitEvery))
 	pending := false // a batch went to the processor and was not acknowledged
 	lost := false    // another runner took the worker: nothing more is written
+	var unavailable retry
 	defer func() {
 		if lost {
 			return
@@ -306,6 +336,12 @@ func (w *worker) deliver(stop, procCtx context.Context) bool {
 		entries, after, rerr := w.read(stop, p.next, limit)
 		if len(entries) == 0 {
 			w.release()
+			if errors.Is(rerr, ErrUnavailable) {
+				if !unavailable.wait(stop, w, rerr) {
+					return false // stopped
+				}
+				continue
+			}
 			switch {
 			case errors.Is(rerr, ErrNoJournal):
 				if !d.forget(w) { // gone: forgotten (a new file gets a new worker)
@@ -320,6 +356,7 @@ func (w *worker) deliver(stop, procCtx context.Context) bool {
 			}
 			return true
 		}
+		unavailable = retry{} // a new outage starts from MinBackoff, and is logged
 		last := entries[len(entries)-1].Index
 		if last > p.inflight {
 			if err := commit(max(last, p.acked+window)); err != nil {

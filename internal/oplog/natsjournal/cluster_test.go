@@ -37,20 +37,14 @@ func TestLeaderKilled(t *testing.T) {
 
 	const workers = 4
 	acked := make([]atomic.Uint64, workers) // the last index each client was told is stored
-	var killedAt atomic.Int64               // UnixNano of the kill; 0 before
-	var firstOK, bareOK atomic.Int64        // UnixNano of the first success after the kill
-	stop := make(chan struct{})
+	var fo natstest.Failover
+	appends, bare := fo.Loop(), fo.Loop() // the first append and the first bare publish after the kill
+	lctx, stop := context.WithCancel(ctx)
 	var wg sync.WaitGroup
 	for w := range workers {
 		wg.Go(func() {
 			worker := fmt.Sprintf("w.%d", w)
-			next := uint64(1)
-			for {
-				select {
-				case <-stop:
-					return
-				default:
-				}
+			for next := uint64(1); lctx.Err() == nil; {
 				es := make([]contract.Entry, 10)
 				for i := range es {
 					es[i] = contract.Entry{Index: next + uint64(i), Kind: "k", Payload: []byte(worker)}
@@ -60,9 +54,7 @@ func TestLeaderKilled(t *testing.T) {
 					time.Sleep(20 * time.Millisecond)
 					continue // resend the same entries
 				}
-				if k := killedAt.Load(); k != 0 && sent.UnixNano() > k {
-					firstOK.CompareAndSwap(0, time.Now().UnixNano())
-				}
+				appends.Succeeded(sent)
 				next += 10
 				acked[w].Store(next - 1)
 			}
@@ -71,52 +63,24 @@ func TestLeaderKilled(t *testing.T) {
 	// A bare publisher: the same stream, its own subject, no checks.
 	js, err := jetstream.New(cl.Connect(t))
 	require.NoError(t, err)
-	wg.Go(func() {
-		for {
-			select {
-			case <-stop:
-				return
-			default:
-			}
-			sent := time.Now()
-			pctx, cancel := context.WithTimeout(ctx, cfg.Timeout)
-			_, err := js.Publish(pctx, cfg.Prefix+".bare", []byte("x"))
-			cancel()
-			if err != nil {
-				time.Sleep(20 * time.Millisecond)
-				continue
-			}
-			if k := killedAt.Load(); k != 0 && sent.UnixNano() > k {
-				bareOK.CompareAndSwap(0, time.Now().UnixNano())
-			}
-		}
-	})
+	wg.Go(func() { natstest.PublishLoop(lctx, js, cfg.Prefix+".bare", cfg.Timeout, bare) })
 
 	time.Sleep(time.Second)
-	s, err := js.Stream(ctx, cfg.Stream)
-	require.NoError(t, err)
-	info, err := s.Info(ctx)
-	require.NoError(t, err)
-	require.NotNil(t, info.Cluster)
-	leader := info.Cluster.Leader
-	require.NotEmpty(t, leader)
 	before := make([]uint64, workers)
 	for w := range before {
 		before[w] = acked[w].Load()
 	}
-	cl.Kill(cl.Node(leader))
-	killedAt.Store(time.Now().UnixNano())
-	deadline := time.Now().Add(60 * time.Second)
-	for firstOK.Load() == 0 || bareOK.Load() == 0 {
-		require.True(t, time.Now().Before(deadline), "no append succeeded within 60 s of the kill")
-		time.Sleep(10 * time.Millisecond)
-	}
+	leader, err := cl.KillStreamLeader(ctx, js, cfg.Stream, &fo)
+	require.NoError(t, err)
+	wctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	require.NoError(t, fo.Wait(wctx, appends, bare))
 	time.Sleep(500 * time.Millisecond) // appends go on on the new leader
-	close(stop)
+	stop()
 	wg.Wait()
-	k := killedAt.Load()
-	t.Logf("stream leader %s killed; first append after it: %v; bare publisher: %v",
-		leader, time.Duration(firstOK.Load()-k), time.Duration(bareOK.Load()-k))
+	a, _ := appends.After()
+	b, _ := bare.After()
+	t.Logf("stream leader %s killed; first append after it: %v; bare publisher: %v", leader, a, b)
 
 	for w := range workers {
 		worker := fmt.Sprintf("w.%d", w)

@@ -552,7 +552,11 @@ func (j *Journal) Watch(ctx context.Context, notify func(worker string, n oplog.
 		if err == nil {
 			notify(w, oplog.Changed)
 		}
-	})
+	}, jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
+		// The ordered consumer resets itself from the last message it
+		// saw; what it met on the way is worth a line.
+		j.cfg.Logger.Warn("natsjournal: watching the stream", "stream", j.cfg.Stream, "err", err)
+	}))
 	if err != nil {
 		return j.unavailable("watching the stream", err)
 	}
