@@ -1,6 +1,7 @@
 package loader
 
 import (
+	"context"
 	"crypto/sha256"
 	"debug/elf"
 	"encoding/hex"
@@ -190,24 +191,36 @@ func (id fileID) String() string {
 	return fmt.Sprintf("%d:%d:%d:%d.%09d:%d.%09d", id.dev, id.ino, id.size, id.mtime.Sec, id.mtime.Nsec, id.ctime.Sec, id.ctime.Nsec)
 }
 
-// hashFile is the content hash a verdict is kept under.
-func hashFile(path string) (string, error) {
+// hashFile is the content hash a verdict is kept under. It reads in 1 MiB
+// chunks and stops with ctx's error between them, so that a stop (SIGTERM)
+// during a start ends the read of a large file at once.
+func hashFile(ctx context.Context, path string) (string, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return "", err
 	}
 	defer f.Close()
 	h := xxhash.New()
-	if _, err := io.Copy(h, f); err != nil {
-		return "", err
+	buf := make([]byte, 1<<20)
+	for {
+		if err := ctx.Err(); err != nil {
+			return "", err
+		}
+		n, err := f.Read(buf)
+		h.Write(buf[:n])
+		if err == io.EOF {
+			return strconv.FormatUint(h.Sum64(), 16), nil
+		}
+		if err != nil {
+			return "", err
+		}
 	}
-	return strconv.FormatUint(h.Sum64(), 16), nil
 }
 
 // lookup returns the verdict cached for candidate c, whose identity
 // (c.checked) was taken when its checks began, and the hash of its content
 // (for record, after a miss).
-func (c *Cache) lookup(cand *Candidate) (verdict, string, bool) {
+func (c *Cache) lookup(ctx context.Context, cand *Candidate) (verdict, string, bool) {
 	if c == nil {
 		return verdict{}, "", false
 	}
@@ -219,7 +232,7 @@ func (c *Cache) lookup(cand *Candidate) (verdict, string, bool) {
 		c.misses.Add(1)
 		return verdict{}, "", false
 	}
-	hash, err := hashFile(cand.Path)
+	hash, err := hashFile(ctx, cand.Path)
 	if err != nil || hash != v.Hash {
 		c.misses.Add(1)
 		return verdict{}, hash, false
@@ -230,13 +243,13 @@ func (c *Cache) lookup(cand *Candidate) (verdict, string, bool) {
 
 // record keeps the verdict err (nil: passed) of candidate c when it is one
 // a Cache keeps, and drops any other.
-func (c *Cache) record(cand *Candidate, hash string, err error) {
+func (c *Cache) record(ctx context.Context, cand *Candidate, hash string, err error) {
 	if c == nil {
 		return
 	}
 	if hash == "" {
 		var herr error
-		if hash, herr = hashFile(cand.Path); herr != nil {
+		if hash, herr = hashFile(ctx, cand.Path); herr != nil {
 			return
 		}
 	}

@@ -23,6 +23,9 @@ var (
 	// ErrNotAdmitted: Config.Admit refused the candidate; its error is
 	// wrapped too.
 	ErrNotAdmitted = errors.New("loader: not admitted")
+	// ErrTooLarge: the file is over Config.MaxFileSize; nothing of it was
+	// read.
+	ErrTooLarge = errors.New("loader: plugin file over the size limit")
 	// ErrEmpty: the file has no bytes.
 	ErrEmpty = errors.New("loader: empty file")
 	// ErrNotELF: the file is not an ELF object.
@@ -137,3 +140,15 @@ func Errors(err error) []error {
 // Plain returns a reason without this package's "loader: " prefix, for
 // tables and logs that already say where it comes from.
 func Plain(reason string) string { return strings.TrimPrefix(reason, "loader: ") }
+
+// byteSize renders n bytes for a reason: "10.0 GiB", "512.0 MiB", "300 B".
+func byteSize(n int64) string {
+	const k = 1024
+	switch {
+	case n >= k*k*k:
+		return fmt.Sprintf("%.1f GiB (%d bytes)", float64(n)/(k*k*k), n)
+	case n >= k*k:
+		return fmt.Sprintf("%.1f MiB (%d bytes)", float64(n)/(k*k), n)
+	}
+	return fmt.Sprintf("%d bytes", n)
+}

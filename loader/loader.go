@@ -37,6 +37,11 @@ const DefaultDir = "plugins"
 // Config.LoadTimeout is zero.
 const DefaultLoadTimeout = 10 * time.Second
 
+// DefaultMaxFileSize is the largest plugin file a Loader checks when
+// Config.MaxFileSize is zero: far above any real plugin (tens of MiB), and
+// low enough that a stray huge file in the folder costs one stat.
+const DefaultMaxFileSize int64 = 1 << 30
+
 // Config configures a Loader. The zero value reads ./plugins, probes each
 // candidate by re-executing this program with probe.Arg, and logs nothing.
 type Config struct {
@@ -72,6 +77,10 @@ type Config struct {
 	// means this executable's. A build without package hashes (or an
 	// unreadable executable) skips the check, and the probe finds the same.
 	Runner *buildcheck.Build
+	// MaxFileSize is the size in bytes over which a candidate is rejected
+	// at StageCheck (ErrTooLarge) before anything reads it: admission, the
+	// cache's hash, the checks. Zero means DefaultMaxFileSize.
+	MaxFileSize int64
 	// Logger receives progress at debug level: a record before each probe
 	// and one for every verdict, with how long it took. Nil means none.
 	Logger *slog.Logger
@@ -93,6 +102,9 @@ func New(cfg Config) *Loader {
 	}
 	if cfg.Parallel <= 0 {
 		cfg.Parallel = runtime.GOMAXPROCS(0)
+	}
+	if cfg.MaxFileSize <= 0 {
+		cfg.MaxFileSize = DefaultMaxFileSize
 	}
 	log := cfg.Logger
 	if log == nil {
@@ -251,12 +263,16 @@ func (l *Loader) selectOne(ctx context.Context, group []Candidate, load bool, ta
 // verdict they reach is recorded there.
 func (l *Loader) preflight(ctx context.Context, c *Candidate, taken map[string]*Candidate) error {
 	c.checked, _ = statID(c.Path) // a file that cannot be stat'ed fails its checks
+	if size := int64(c.checked.size); size > l.cfg.MaxFileSize {
+		return reject(c.Path, StageCheck, ErrTooLarge, "%s is %s, over the limit of %s (the runner's --max-plugin-size)",
+			c.File, byteSize(size), byteSize(l.cfg.MaxFileSize))
+	}
 	if l.cfg.Admit != nil {
 		if err := l.cfg.Admit(c); err != nil {
 			return &RejectError{Path: c.Path, Stage: StageAdmit, Err: fmt.Errorf("%w: %w", ErrNotAdmitted, err)}
 		}
 	}
-	v, hash, ok := l.cfg.Cache.lookup(c)
+	v, hash, ok := l.cfg.Cache.lookup(ctx, c)
 	if ok {
 		l.log.Debug("plugin verdict from the cache", "file", c.File, "plugin", c.Name, "version", c.Version.String(), "ok", v.OK)
 		if err := v.apply(c); err != nil {
@@ -267,7 +283,7 @@ func (l *Loader) preflight(ctx context.Context, c *Candidate, taken map[string]*
 	l.log.Debug("probing plugin candidate", "file", c.File, "plugin", c.Name, "version", c.Version.String())
 	err := l.checkAndProbe(ctx, c, taken)
 	if ctx.Err() == nil && !errors.Is(err, ErrSameBuild) {
-		l.cfg.Cache.record(c, hash, err)
+		l.cfg.Cache.record(ctx, c, hash, err)
 	}
 	return err
 }

@@ -21,6 +21,7 @@ import (
 type loaderFlags struct {
 	dir          string
 	probeTimeout time.Duration
+	maxSize      int64
 	stateDir     string
 	owners       flagvalue.UIDs
 	insecure     bool
@@ -48,6 +49,8 @@ func (f *transformFlags) config(log *slog.Logger) transform.Config {
 func (f *loaderFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.dir, "plugins", loader.DefaultDir, "the plugins folder")
 	fs.DurationVar(&f.probeTimeout, "probe-timeout", loader.DefaultProbeTimeout, "how long one plugin's probe child may take")
+	f.maxSize = loader.DefaultMaxFileSize
+	fs.Var(flagvalue.Size{N: &f.maxSize}, "max-plugin-size", "a plugin file larger than this (bytes, or with KiB, MiB, GiB) is rejected before anything reads it")
 	fs.StringVar(&f.stateDir, "state-dir", os.Getenv("STATE_DIRECTORY"),
 		"the folder of the quarantine records (default $STATE_DIRECTORY, which systemd's StateDirectory= sets; empty: no quarantine)")
 	fs.Var(&f.owners, "allowed-owner", "a user ID that may own the plugins folder and plugin files (repeatable; default: root and this user)")
@@ -80,7 +83,7 @@ func (f *loaderFlags) admit(p *trust.Policy) func(*loader.Candidate) error {
 func (f *loaderFlags) store() *quarantine.Store { return &quarantine.Store{Dir: f.stateDir} }
 
 func (f *loaderFlags) config() loader.Config {
-	return loader.Config{Dir: f.dir, Prober: loader.Prober{Timeout: f.probeTimeout}}
+	return loader.Config{Dir: f.dir, Prober: loader.Prober{Timeout: f.probeTimeout}, MaxFileSize: f.maxSize}
 }
 
 // parse parses args with fs, writing errors to stderr; it fails on

@@ -54,14 +54,14 @@ import (
 )
 
 const usage = `usage:
-  runner run [--plugins DIR] [--config FILE] [--listen ADDR] [--state-dir DIR] [--probe-timeout D]
+  runner run [--plugins DIR] [--config FILE] [--listen ADDR] [--state-dir DIR] [--probe-timeout D] [--max-plugin-size BYTES]
              [--max-body BYTES] [--transform-timeout D]
              [--oplog-dir DIR | --oplog-nats URLS [--oplog-nats-replicas N] [--oplog-nats-creds FILE]
              [--oplog-nats-ca FILE] [--oplog-nats-cert FILE --oplog-nats-key FILE] [--oplog-nats-lease D]]
              [--oplog-batch N] [--oplog-commit-every N] [--oplog-parallel N]
              [--oplog-park-after N] [--control-socket PATH]
              [--debounce D] [--drain-timeout D] [--min-uptime D] [--restart-sec D] [--quarantine-after N] [--log-level L]
-  runner plugins check [--plugins DIR] [--config FILE] [--state-dir DIR] [--probe-timeout D] [--json]
+  runner plugins check [--plugins DIR] [--config FILE] [--state-dir DIR] [--probe-timeout D] [--max-plugin-size BYTES] [--json]
   runner plugins install [--plugins DIR] [--name N] [--version V] [--force] [--json] FILE
   runner plugins remove [--plugins DIR] [--state-dir DIR] [--force] [--json] NAME VERSION
   runner plugins why [--plugins DIR] [--state-dir DIR] [--json] FILE | NAME VERSION

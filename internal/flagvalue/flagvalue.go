@@ -7,6 +7,7 @@ package flagvalue
 
 import (
 	"fmt"
+	"math"
 	"strconv"
 	"strings"
 	"time"
@@ -108,5 +109,45 @@ func (p PositiveDuration) Set(v string) error {
 		return fmt.Errorf("%q is not a positive duration", v)
 	}
 	*p.D = d
+	return nil
+}
+
+// Size is a size in bytes above zero, stored in *N: a number with an
+// optional suffix KiB, MiB, GiB or TiB ("1GiB", "512MiB", "1048576").
+type Size struct{ N *int64 }
+
+// sizeUnits are Size's suffixes, longest match first by their order.
+var sizeUnits = []struct {
+	suffix string
+	mult   int64
+}{{"TiB", 1 << 40}, {"GiB", 1 << 30}, {"MiB", 1 << 20}, {"KiB", 1 << 10}, {"B", 1}}
+
+// String returns the size in the largest unit that divides it.
+func (s Size) String() string {
+	if s.N == nil {
+		return ""
+	}
+	for _, u := range sizeUnits {
+		if *s.N != 0 && *s.N%u.mult == 0 {
+			return strconv.FormatInt(*s.N/u.mult, 10) + u.suffix
+		}
+	}
+	return strconv.FormatInt(*s.N, 10)
+}
+
+// Set parses a size above zero.
+func (s Size) Set(v string) error {
+	num, mult := strings.TrimSpace(v), int64(1)
+	for _, u := range sizeUnits {
+		if strings.HasSuffix(num, u.suffix) {
+			num, mult = strings.TrimSpace(strings.TrimSuffix(num, u.suffix)), u.mult
+			break
+		}
+	}
+	n, err := strconv.ParseInt(num, 10, 64)
+	if err != nil || n <= 0 || n > math.MaxInt64/mult {
+		return fmt.Errorf("%q is not a size above zero (bytes, or with KiB, MiB, GiB, TiB)", v)
+	}
+	*s.N = n * mult
 	return nil
 }

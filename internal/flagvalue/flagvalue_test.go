@@ -17,7 +17,9 @@ func TestValues(t *testing.T) {
 	var deaths flagvalue.DeathLimit
 	var uids flagvalue.UIDs
 	var keys flagvalue.Strings
-	values := map[string]flag.Value{"ports": &ports, "deaths": &deaths, "uids": &uids, "keys": &keys, "backoff": flagvalue.PositiveDuration{D: &backoff}}
+	var size int64
+	values := map[string]flag.Value{"ports": &ports, "deaths": &deaths, "uids": &uids, "keys": &keys, "backoff": flagvalue.PositiveDuration{D: &backoff},
+		"size": flagvalue.Size{N: &size}}
 	for _, tc := range []struct {
 		flag, value, err string
 	}{
@@ -38,6 +40,13 @@ func TestValues(t *testing.T) {
 		{"backoff", "100ms", ""},
 		{"backoff", "0s", `"0s" is not a positive duration`},
 		{"backoff", "-1s", `"-1s" is not a positive duration`},
+		{"size", "1048576", ""},
+		{"size", "1 GiB", ""},
+		{"size", "0", `"0" is not a size above zero`},
+		{"size", "-1GiB", `"-1GiB" is not a size above zero`},
+		{"size", "1GB", `"1GB" is not a size above zero`},
+		{"size", "9000000TiB", `"9000000TiB" is not a size above zero`},
+		{"size", "GiB", `"GiB" is not a size above zero`},
 	} {
 		t.Run(tc.flag+"="+tc.value, func(t *testing.T) {
 			err := values[tc.flag].Set(tc.value)
@@ -54,4 +63,8 @@ func TestValues(t *testing.T) {
 	assert.Equal(t, flagvalue.DeathLimit{Deaths: 5, Window: time.Minute}, deaths)
 	assert.Equal(t, flagvalue.UIDs{0, 1000}, uids)
 	assert.Equal(t, 100*time.Millisecond, backoff)
+	assert.Equal(t, int64(1<<30), size, "the last size set")
+	assert.Equal(t, "1GiB", flagvalue.Size{N: &size}.String())
+	size = 1000
+	assert.Equal(t, "1000B", flagvalue.Size{N: &size}.String())
 }

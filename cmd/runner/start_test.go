@@ -1,0 +1,87 @@
+package main
+
+import (
+	"os"
+	"path/filepath"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// sparse makes a sparse file of size bytes: no blocks on disk, every
+// byte of it a zero to whoever reads it.
+func sparse(t *testing.T, path string, size int64) {
+	t.Helper()
+	f, err := os.Create(path)
+	require.NoError(t, err)
+	require.NoError(t, f.Truncate(size))
+	require.NoError(t, f.Close())
+}
+
+const readyAll = `msg=ready status="serving golemmeta 1.0.0, kindcount 1.0.0, wasmdigest 1.0.0, wasmtag 1.1.0"`
+
+// readyAfter starts the runner on dir with flags and returns how long it
+// took to be ready; it stops it with SIGTERM.
+func readyAfter(t *testing.T, dir string, flags ...string) (time.Duration, string) {
+	t.Helper()
+	begin := time.Now()
+	d := start(t, dir, flags...)
+	d.waitLog(t, readyAll)
+	took := time.Since(begin)
+	require.NoError(t, d.cmd.Process.Signal(syscall.SIGTERM))
+	assert.Equal(t, 0, d.exitCode(t), d.text())
+	return took, d.text()
+}
+
+// TestHugePluginFile: a 10 GiB file named as the newest version of a
+// plugin is refused from its size (--max-plugin-size, 1 GiB) before
+// anything reads it, so the start is as quick as without it; measured as a
+// ratio in one run (the faster of two starts each, alternating). Before,
+// the verdict cache hashed it whole: 5.8 s to ready instead of 156 ms.
+func TestHugePluginFile(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts the runner four times")
+	}
+	plain := copyPlugins(t, "golemmeta_v1.0.0.so", "kindcount_v1.0.0.so", "wasmdigest_v1.0.0.so", "wasmtag_v1.1.0.so")
+	huge := copyPlugins(t, "golemmeta_v1.0.0.so", "kindcount_v1.0.0.so", "wasmdigest_v1.0.0.so", "wasmtag_v1.1.0.so")
+	sparse(t, filepath.Join(huge, "wasmtag_v9.0.0.so"), 10<<30)
+	best := func(a, b time.Duration) time.Duration { return min(a, b) }
+	var withHuge, without time.Duration = time.Hour, time.Hour
+	var log string
+	for range 2 {
+		d, _ := readyAfter(t, plain, "--state-dir", t.TempDir())
+		without = best(without, d)
+		state := t.TempDir()
+		d, log = readyAfter(t, huge, "--state-dir", state)
+		withHuge = best(withHuge, d)
+	}
+	assert.Regexp(t, `file=wasmtag_v9\.0\.0\.so verdict=rejected .*stage=check reason="plugin file over the size limit: wasmtag_v9\.0\.0\.so is 10\.0 GiB \(10737418240 bytes\), over the limit of 1\.0 GiB`, log)
+	t.Logf("ready in %v with the 10 GiB file, %v without", withHuge, without)
+	assert.Less(t, float64(withHuge)/float64(without), 2.0, "ready with the huge file in %v, without it in %v", withHuge, without)
+}
+
+// TestSIGTERMWhileHashing: with the size limit raised above a 10 GiB
+// file, its verdict is hashed for the cache after its checks reject it
+// (a read of 10 GiB of zeros, seconds); SIGTERM then ends the runner
+// within a second, the read stopped where it was.
+func TestSIGTERMWhileHashing(t *testing.T) {
+	if testing.Short() {
+		t.Skip("a read of a 10 GiB file")
+	}
+	dir := copyPlugins(t, "wasmtag_v1.1.0.so")
+	sparse(t, filepath.Join(dir, "wasmtag_v9.0.0.so"), 10<<30)
+	d := start(t, dir, "--state-dir", t.TempDir(), "--max-plugin-size", "20GiB", "--log-level", "DEBUG")
+	d.waitLog(t, `msg="probing plugin candidate" file=wasmtag_v9\.0\.0\.so`)
+	time.Sleep(300 * time.Millisecond) // into the hash
+	sent := time.Now()
+	require.NoError(t, d.cmd.Process.Signal(syscall.SIGTERM))
+	code := d.exitCode(t)
+	took := time.Since(sent)
+	assert.GreaterOrEqual(t, code, 0, "it exits, not killed by the signal: %s", d.text())
+	assert.Less(t, took, time.Second, "SIGTERM during the hash: exited after %v\n%s", took, d.text())
+	assert.NotContains(t, d.text(), readyAll)
+	t.Logf("exited %v after SIGTERM", took)
+}
