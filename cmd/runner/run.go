@@ -91,10 +91,14 @@ func runCmd(ctx context.Context, args []string, stderr io.Writer) int {
 			continue
 		}
 		lock, err := dirlock.Acquire(dir)
-		if err != nil {
+		if errors.Is(err, dirlock.ErrHeld) {
 			cfg.Logger.Error("another runner owns a folder of this one", "dir", dir, "err", err)
 			fmt.Fprintf(stderr, "runner run: %v\n", err)
 			return exitcode.InUse
+		} else if err != nil { // read-only, not permitted, not a folder: no runner is to blame
+			cfg.Logger.Error("a folder of this runner cannot be used", "dir", dir, "err", err)
+			fmt.Fprintf(stderr, "runner run: %v\n", err)
+			return exitcode.Failure
 		}
 		defer lock.Release()
 	}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"os"
+	"os/exec"
 	"path/filepath"
 	"syscall"
 	"testing"
@@ -9,6 +10,8 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/soplug/soplug/internal/exitcode"
 )
 
 // sparse makes a sparse file of size bytes: no blocks on disk, every
@@ -84,4 +87,42 @@ func TestSIGTERMWhileHashing(t *testing.T) {
 	assert.Less(t, took, time.Second, "SIGTERM during the hash: exited after %v\n%s", took, d.text())
 	assert.NotContains(t, d.text(), readyAll)
 	t.Logf("exited %v after SIGTERM", took)
+}
+
+// TestUnusableStateDir: a state folder the runner cannot write is exit 1
+// with the folder, the step and the errno, not 73 ("another runner owns
+// it"), which only a live owner gets. The read-only case is a read-only
+// bind mount in a user and mount namespace of the runner's own.
+func TestUnusableStateDir(t *testing.T) {
+	if _, err := exec.LookPath("unshare"); err != nil {
+		t.Skip("no unshare(1)")
+	}
+	if err := exec.Command("unshare", "-rm", "true").Run(); err != nil {
+		t.Skipf("unshare -rm: %v (no user namespaces here)", err)
+	}
+	file := filepath.Join(t.TempDir(), "state")
+	require.NoError(t, os.WriteFile(file, nil, 0o644))
+	ro := t.TempDir()
+	roParent := t.TempDir()
+	for _, tc := range []struct {
+		name, mount, dir, want string
+	}{
+		{"read-only folder", ro, ro, ro + ": opening its lock file: open " + ro + "/.runner.lock: read-only file system (EROFS)"},
+		{"missing folder on a read-only file system", roParent, roParent + "/state", roParent + "/state: creating it: mkdir " + roParent + "/state: read-only file system (EROFS)"},
+		{"a file in its place", "", file, file + ": creating it: mkdir " + file + ": not a directory (ENOTDIR)"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			args := []string{binary(t), "run", "--plugins", examples, "--listen", "127.0.0.1:0", "--state-dir", tc.dir}
+			cmd := exec.Command(args[0], args[1:]...)
+			if tc.mount != "" {
+				script := `mount --bind "$1" "$1" && mount -o remount,bind,ro "$1" && shift && exec "$@"`
+				cmd = exec.Command("unshare", append([]string{"-rm", "sh", "-c", script, "sh", tc.mount}, args...)...)
+			}
+			out, err := cmd.CombinedOutput()
+			var ee *exec.ExitError
+			require.ErrorAs(t, err, &ee, "%s", out)
+			assert.Equal(t, exitcode.Failure, ee.ExitCode(), "%s", out)
+			assert.Contains(t, string(out), "runner run: dirlock: the folder cannot be used: "+tc.want)
+		})
+	}
 }

@@ -12,6 +12,8 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+
+	"golang.org/x/sys/unix"
 )
 
 // Name is the lock file's name in the folder it guards.
@@ -45,22 +47,23 @@ type Lock struct {
 
 // Acquire makes this process the owner of dir, creating dir when it does
 // not exist. When another live process owns it, the error is a *HeldError
-// and nothing in dir is changed.
+// and nothing in dir is changed; when dir cannot be used at all, the error
+// is ErrUnusable with the errno.
 func Acquire(dir string) (*Lock, error) {
 	if err := os.MkdirAll(dir, 0o750); err != nil {
-		return nil, fmt.Errorf("dirlock: %w", err)
+		return nil, unusable(dir, "creating it", err)
 	}
 	path := filepath.Join(dir, Name)
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o640)
 	if err != nil {
-		return nil, fmt.Errorf("dirlock: %w", err)
+		return nil, unusable(dir, "opening its lock file", err)
 	}
 	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
 		defer f.Close()
 		if errors.Is(err, syscall.EWOULDBLOCK) {
 			return nil, &HeldError{Dir: dir, PID: readPID(f)}
 		}
-		return nil, fmt.Errorf("dirlock: locking %s: %w", path, err)
+		return nil, unusable(dir, "locking "+path, err)
 	}
 	pid := []byte(strconv.Itoa(os.Getpid()) + "\n")
 	if err := f.Truncate(0); err == nil {
@@ -68,9 +71,24 @@ func Acquire(dir string) (*Lock, error) {
 	}
 	if err != nil {
 		f.Close()
-		return nil, fmt.Errorf("dirlock: writing %s: %w", path, err)
+		return nil, unusable(dir, "writing "+path, err)
 	}
 	return &Lock{f: f}, nil
+}
+
+// ErrUnusable is a folder this process cannot own: it cannot be created,
+// or its lock file cannot be created, locked or written (a read-only file
+// system, a missing permission, a file in its place).
+var ErrUnusable = errors.New("dirlock: the folder cannot be used")
+
+// unusable wraps err, naming dir, the step and the errno (EROFS, EACCES):
+// the operator's answer is in the errno, not in a guess.
+func unusable(dir, step string, err error) error {
+	var errno syscall.Errno
+	if errors.As(err, &errno) {
+		return fmt.Errorf("%w: %s: %s: %w (%s)", ErrUnusable, dir, step, err, unix.ErrnoName(errno))
+	}
+	return fmt.Errorf("%w: %s: %s: %w", ErrUnusable, dir, step, err)
 }
 
 func readPID(f *os.File) int {
