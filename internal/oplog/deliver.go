@@ -215,6 +215,9 @@ func NewDeliverer(cfg Config, name, version string, proc contract.OplogProcessor
 		sem: make(chan struct{}, cfg.Parallel), workers: map[string]*worker{},
 		log: cfg.Logger.With("processor", name, "version", version)}
 	cfg.Paused.onResume(d.Resume)
+	if cfg.Metrics != nil {
+		cfg.Metrics.start(name, version)
+	}
 	return d, nil
 }
 

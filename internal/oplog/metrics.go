@@ -58,6 +58,28 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 	return m, nil
 }
 
+// states are every State, for start.
+var states = []State{StateStarting, StateIdle, StateDelivering, StatePaused, StateRetrying, StateParked,
+	StateTorn, StateCorrupt, StateBlocked, StateLeased}
+
+// start creates the series of processor name at version at zero, so that
+// they are on /metrics from the start: an alert on rate() or absent()
+// works before the first event. soplug_oplog_worker_parked has a series
+// per parked worker only (one per worker would be one per oplog, unbounded);
+// soplug_oplog_workers{state="parked"} is its count from the start.
+func (m *Metrics) start(name, version string) {
+	for _, c := range []*prometheus.CounterVec{m.entries, m.redelivered, m.batches, m.failures} {
+		c.WithLabelValues(name, version)
+	}
+	m.commits.WithLabelValues(name)
+	for _, s := range states {
+		m.states.WithLabelValues(name, string(s))
+	}
+	for _, e := range []string{"taken", "lost", "refused"} {
+		m.leases.WithLabelValues(name, e)
+	}
+}
+
 func (m *Metrics) delivered(name, version string, n int, redelivery bool) {
 	m.entries.WithLabelValues(name, version).Add(float64(n))
 	m.batches.WithLabelValues(name, version).Inc()

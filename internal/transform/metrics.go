@@ -1,6 +1,7 @@
 package transform
 
 import (
+	"net/http"
 	"strconv"
 	"time"
 
@@ -75,15 +76,32 @@ func (m *metrics) observe(p *Plugin, in, out int, took time.Duration) {
 	m.durations.WithLabelValues(p.Name, p.Version).Observe(took.Seconds())
 }
 
-// init creates p's panic and abandonment series at zero, so that alerts
-// on them work before the first event.
+// initCodes are the statuses the service answers, whose request and
+// error series exist from the start.
+var initCodes = []int{http.StatusOK, http.StatusBadRequest, http.StatusNotFound, http.StatusMethodNotAllowed,
+	http.StatusRequestEntityTooLarge, http.StatusUnprocessableEntity, http.StatusInternalServerError,
+	http.StatusServiceUnavailable, http.StatusGatewayTimeout}
+
+// init creates p's series at zero (requests and errors for each status
+// the service answers), so that alerts on rate() or absent() work before
+// the first event.
 func (m *metrics) init(p *Plugin) {
 	if p.Transformer == nil {
 		return
 	}
+	for _, code := range initCodes {
+		c := strconv.Itoa(code)
+		m.requests.WithLabelValues(p.Name, p.Version, c)
+		if code >= 400 {
+			m.errors.WithLabelValues(p.Name, p.Version, c)
+		}
+	}
 	m.panics.WithLabelValues(p.Name, p.Version)
 	m.abandon.WithLabelValues(p.Name, p.Version)
 	m.running.WithLabelValues(p.Name, p.Version)
+	m.bytesIn.WithLabelValues(p.Name, p.Version)
+	m.bytesOut.WithLabelValues(p.Name, p.Version)
+	m.durations.WithLabelValues(p.Name, p.Version)
 }
 
 func (m *metrics) panicked(p *Plugin) { m.panics.WithLabelValues(p.Name, p.Version).Inc() }
