@@ -80,6 +80,11 @@ type Candidate struct {
 	pluginPath string
 }
 
+// PluginPath returns a native plugin's plugin path, the import path of its
+// main package, once its checks have read it ("" before, or for a process
+// plugin): the package its functions are named by in a stack trace.
+func (c *Candidate) PluginPath() string { return c.pluginPath }
+
 func (c *Candidate) rejectWith(err *RejectError) {
 	c.Verdict, c.Stage, c.Reason, c.Err = Rejected, err.Stage, err.Err.Error(), err
 }

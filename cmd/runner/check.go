@@ -6,10 +6,12 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"path/filepath"
 
 	version "github.com/hashicorp/go-version"
 
 	"github.com/soplug/soplug/internal/cliout"
+	"github.com/soplug/soplug/internal/daemon"
 	"github.com/soplug/soplug/internal/exitcode"
 	"github.com/soplug/soplug/internal/pluginconf"
 	"github.com/soplug/soplug/internal/transform"
@@ -35,7 +37,23 @@ func checkCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	if policy.InsecurePermissions {
 		fmt.Fprintln(stderr, "runner plugins check: INSECURE: not checking the owner and mode of plugin files")
 	}
-	cfg.Admit = lf.admit(policy)
+	// With a state directory, the records and the verdict cache as the next
+	// start will find them, read and never written: the blame that start
+	// will apply is applied here in memory, so the table predicts it.
+	store := lf.store()
+	store.ReadOnly = true
+	end, err := store.Begin()
+	if err != nil {
+		fmt.Fprintf(stderr, "runner plugins check: %v\n", err)
+		return exitcode.Failure
+	}
+	cfg.Admit = daemon.Admission(policy, store)
+	if lf.stateDir != "" {
+		cfg.Cache = loader.OpenCache(filepath.Join(lf.stateDir, daemon.CacheFile), loader.RunnerBuild(), nil)
+		for _, r := range end.Blamed {
+			cfg.Cache.Forget(r.Name, r.Version)
+		}
+	}
 	conf, err := loadConfig(lf.confFile, lf.dir)
 	if err != nil {
 		fmt.Fprintf(stderr, "runner plugins check: %v\n", err)
@@ -60,9 +78,16 @@ func checkCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		}
 		return code
 	}
+	for _, r := range end.Blamed {
+		fmt.Fprintf(stdout, "the next start blames %s %s for the previous run's unclean end (crash %d in a row; quarantined: %v): %s\n",
+			r.Name, r.Version, r.Crashes, store.Quarantines(r), r.Evidence)
+	}
 	if werr := cliout.Table(stdout, sel, err); werr != nil {
 		fmt.Fprintf(stderr, "runner plugins check: %v\n", werr)
 		return exitcode.Failure
+	}
+	if cfg.Cache != nil {
+		fmt.Fprintf(stdout, "verdicts reused from %s: %d of %d looked up\n", filepath.Join(lf.stateDir, daemon.CacheFile), cfg.Cache.Hits(), cfg.Cache.Hits()+cfg.Cache.Misses())
 	}
 	cliout.Config(stdout, conf, sel)
 	return code

@@ -75,6 +75,7 @@ const usage = `usage:
   runner oplog status [--control-socket PATH | --state-dir DIR | --oplog-dir DIR]
   runner oplog repair --oplog-dir DIR [--json] WORKER
   runner oplog migrate --from DIR [--state-dir DIR] --to URL[,URL...] [--oplog-nats-replicas N] [--oplog-nats-creds FILE] [--json]
+  runner stop-post [--state-dir DIR]
   runner keygen KEYFILE
   runner version
 
@@ -124,6 +125,8 @@ func runMain(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return verifyCmd(args[2:], stdout, stderr)
 	case len(args) >= 1 && args[0] == "oplog":
 		return oplogCmd(ctx, args[1:], stdout, stderr)
+	case len(args) >= 1 && args[0] == "stop-post":
+		return stopPostCmd(args[1:], stdout, stderr)
 	case len(args) >= 1 && args[0] == "keygen":
 		return keygenCmd(args[1:], stdout, stderr)
 	case len(args) == 1 && args[0] == "version":

@@ -244,28 +244,39 @@ func TestRunWithNothingAcceptable(t *testing.T) {
 }
 
 // TestQuarantineAfterCrashes runs the runner three times on a version that
-// crashes the process a second after it is loaded: two real crashes, then a
-// start that skips it and serves the older version; unquarantine lifts it.
+// crashes the process a second after it is loaded, beside two other
+// versions never proven either: two real crashes, each blamed on the
+// crashing version alone by the stack line in the crash output; then a
+// start that skips it and serves the older version and the bystanders;
+// unquarantine lifts it.
 func TestQuarantineAfterCrashes(t *testing.T) {
 	t.Parallel()
-	dir := copyPlugins(t, "wasmtag_v1.1.0.so", "crashafterload=wasmtag_v3.0.0.so")
+	dir := copyPlugins(t, "wasmtag_v1.1.0.so", "crashafterload=wasmtag_v3.0.0.so", "golemmeta_v1.0.0.so", "wasmdigest_v1.0.0.so")
 	state := t.TempDir()
 	for i := 1; i <= 2; i++ {
 		d := start(t, dir, "--state-dir", state)
-		d.waitLog(t, `msg=ready status="serving wasmtag 3.0.0"`)
+		d.waitLog(t, `msg=ready status="serving golemmeta 1.0.0, wasmdigest 1.0.0, wasmtag 3.0.0"`)
 		assert.Equal(t, 2, d.exitCode(t), "run %d dies of the plugin's panic:\n%s", i, d.text())
 		assert.Contains(t, d.text(), "crashafterload: fatal error after load")
 		if i == 2 {
-			assert.Regexp(t, `msg="the previous run ended uncleanly with this version loaded" plugin=wasmtag version=3\.0\.0 crashes=1 quarantined=false`, d.text())
+			assert.Regexp(t, `msg="the previous run ended uncleanly" crash_output=true blamed=1`, d.text())
+			assert.Regexp(t, `msg="the previous run ended uncleanly with this version loaded" plugin=wasmtag version=3\.0\.0 crashes=1 quarantined=false evidence="its code is in the crash stack: github\.com/soplug/soplug/testdata/fixtures/crashafterload\.Transformer\.func1\.1\(\)"`, d.text())
+			assert.NotRegexp(t, `with this version loaded" plugin=(golemmeta|wasmdigest)`, d.text(), "the bystanders are not blamed")
 		}
 	}
+	code, out, _ := runner(t, "plugins", "check", "--plugins", dir, "--state-dir", state)
+	assert.Equal(t, exitcode.OK, code)
+	assert.Contains(t, out, "the next start blames wasmtag 3.0.0 for the previous run's unclean end (crash 2 in a row; quarantined: true): its code is in the crash stack: github.com/soplug/soplug/testdata/fixtures/crashafterload.Transformer.func1.1()", "check predicts the blame")
+	assert.Regexp(t, `wasmtag\s+3\.0\.0\s+-\s+rejected\s+admit\s+wasmtag_v3\.0\.0\.so\s+not admitted: quarantine: quarantined after 2 crashes`, out)
+	assert.Regexp(t, `golemmeta\s+1\.0\.0\s+transformer\s+selected`, out)
+
 	d := start(t, dir, "--state-dir", state)
-	d.waitLog(t, `msg=ready status="serving wasmtag 1.1.0"`)
-	assert.Regexp(t, `msg=candidate file=wasmtag_v3\.0\.0\.so verdict=rejected .*stage=admit reason="not admitted: quarantine: quarantined after 2 crashes`, d.text())
+	d.waitLog(t, `msg=ready status="serving golemmeta 1.0.0, wasmdigest 1.0.0, wasmtag 1.1.0"`)
+	assert.Regexp(t, `msg=candidate file=wasmtag_v3\.0\.0\.so verdict=rejected .*stage=admit reason="not admitted: quarantine: quarantined after 2 crashes .*crashafterload\.Transformer\.func1\.1`, d.text())
 	require.NoError(t, d.cmd.Process.Signal(syscall.SIGTERM))
 	assert.Equal(t, 0, d.exitCode(t))
 
-	code, out, _ := runner(t, "plugins", "check", "--plugins", dir, "--state-dir", state)
+	code, out, _ = runner(t, "plugins", "check", "--plugins", dir, "--state-dir", state)
 	assert.Equal(t, exitcode.OK, code)
 	assert.Regexp(t, `wasmtag\s+3\.0\.0\s+-\s+rejected\s+admit\s+wasmtag_v3\.0\.0\.so\s+not admitted: quarantine: quarantined after 2 crashes`, out)
 

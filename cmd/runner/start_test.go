@@ -12,6 +12,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/soplug/soplug/internal/exitcode"
+	"github.com/soplug/soplug/internal/quarantine"
 )
 
 // sparse makes a sparse file of size bytes: no blocks on disk, every
@@ -125,4 +126,56 @@ func TestUnusableStateDir(t *testing.T) {
 			assert.Contains(t, string(out), "runner run: dirlock: the folder cannot be used: "+tc.want)
 		})
 	}
+}
+
+// TestKillsBlameNoProvenPlugin: the runner serves the examples, stops
+// cleanly (every version proven), then is killed with SIGKILL twice, as
+// the OOM killer or systemd's stop timeout would: no version is blamed,
+// and the next start serves them all.
+func TestKillsBlameNoProvenPlugin(t *testing.T) {
+	t.Parallel()
+	dir := copyPlugins(t, "golemmeta_v1.0.0.so", "kindcount_v1.0.0.so", "wasmdigest_v1.0.0.so", "wasmtag_v1.1.0.so")
+	state := t.TempDir()
+	d := start(t, dir, "--state-dir", state)
+	d.waitLog(t, readyAll)
+	require.NoError(t, d.cmd.Process.Signal(syscall.SIGTERM))
+	require.Equal(t, 0, d.exitCode(t), d.text())
+	for i := range 2 {
+		d := start(t, dir, "--state-dir", state)
+		d.waitLog(t, readyAll)
+		require.NoError(t, d.cmd.Process.Kill())
+		require.Equal(t, -int(syscall.SIGKILL), d.exitCode(t))
+		if i == 1 {
+			assert.Contains(t, d.text(), `msg="the previous run ended uncleanly" crash_output=false blamed=0`)
+		}
+	}
+	d = start(t, dir, "--state-dir", state)
+	d.waitLog(t, readyAll)
+	assert.NotContains(t, d.text(), "with this version loaded", d.text())
+	require.NoError(t, d.cmd.Process.Signal(syscall.SIGTERM))
+	assert.Equal(t, 0, d.exitCode(t), d.text())
+}
+
+// TestStopPost: runner stop-post records systemd's account of the end from
+// the environment ExecStopPost= gets; without it, it says what it is for.
+func TestStopPost(t *testing.T) {
+	state := t.TempDir()
+	t.Setenv("SERVICE_RESULT", "oom-kill")
+	t.Setenv("EXIT_CODE", "killed")
+	t.Setenv("EXIT_STATUS", "KILL")
+	code, out, stderr := runner(t, "stop-post", "--state-dir", state)
+	require.Equal(t, exitcode.OK, code, stderr)
+	assert.Contains(t, out, "recorded SERVICE_RESULT=oom-kill EXIT_CODE=killed EXIT_STATUS=KILL in "+state)
+	data, err := os.ReadFile(filepath.Join(state, quarantine.StopFile))
+	require.NoError(t, err)
+	assert.Contains(t, string(data), `"service_result":"oom-kill"`)
+
+	t.Setenv("SERVICE_RESULT", "")
+	code, _, stderr = runner(t, "stop-post", "--state-dir", state)
+	assert.Equal(t, exitcode.Usage, code)
+	assert.Contains(t, stderr, "no $SERVICE_RESULT: this command is the unit's ExecStopPost=")
+	t.Setenv("STATE_DIRECTORY", "")
+	code, _, stderr = runner(t, "stop-post")
+	assert.Equal(t, exitcode.Usage, code)
+	assert.Contains(t, stderr, "no state directory")
 }

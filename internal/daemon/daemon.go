@@ -97,6 +97,12 @@ type Config struct {
 	// Trust is the policy every candidate must pass before its checks. Nil
 	// means the zero trust.Policy: owner and mode checks only.
 	Trust *trust.Policy
+	// SettleAfter is how long a run serves before it is settled: an unclean
+	// end before that may be blamed on a newcomer for being the only
+	// unproven version loaded (its load or first calls); after it only a
+	// crash stack that names a version blames it. Zero means
+	// DefaultSettleAfter.
+	SettleAfter time.Duration
 	// QuarantineAfter is how many unclean ends in a row quarantine a
 	// version. Zero means quarantine.DefaultThreshold.
 	QuarantineAfter int
@@ -184,7 +190,13 @@ func (c *Config) defaults() {
 	if c.ReadHeaderTimeout <= 0 {
 		c.ReadHeaderTimeout = DefaultReadHeaderTimeout
 	}
+	if c.SettleAfter <= 0 {
+		c.SettleAfter = DefaultSettleAfter
+	}
 }
+
+// DefaultSettleAfter is Config.SettleAfter when zero.
+const DefaultSettleAfter = 30 * time.Second
 
 // Run is one life of the daemon. It returns nil after a clean stop (ctx
 // ended: SIGTERM), an error wrapping ErrRestart after a change of plugins,
@@ -222,6 +234,12 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 	l.ready()
+	settle := time.AfterFunc(l.cfg.SettleAfter, func() {
+		if err := l.store.Settle(); err != nil {
+			l.log.Warn("recording that this run has settled", "err", err)
+		}
+	})
+	defer settle.Stop()
 	result := l.wait(ctx)
 	l.drain(ctx, result)
 	if result != nil && !errors.Is(result, ErrRestart) {

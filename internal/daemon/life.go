@@ -7,7 +7,9 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"path/filepath"
+	"runtime/debug"
 	"time"
 
 	"github.com/soplug/soplug/internal/quarantine"
@@ -34,20 +36,48 @@ type life struct {
 }
 
 // record opens the quarantine records: the versions the previous run
-// loaded are blamed when it ended uncleanly.
+// loaded are blamed, by the evidence it left, when it ended uncleanly.
+// Then the Go runtime's crash output of this run goes to the state
+// directory's quarantine.CrashFile (besides stderr), with every
+// goroutine's stack, for the next run's blame.
 func (l *life) record() error {
 	l.store = &quarantine.Store{Dir: l.cfg.StateDir, Threshold: l.cfg.QuarantineAfter}
-	blamed, err := l.store.Begin()
+	end, err := l.store.Begin()
 	if err != nil {
 		return err
 	}
 	if l.cfg.StateDir != "" {
 		l.cache = loader.OpenCache(filepath.Join(l.cfg.StateDir, CacheFile), loader.RunnerBuild(), l.log)
 	}
-	for _, r := range blamed {
+	if end.Unclean {
+		attrs := []any{"crash_output", end.Crash, "blamed", len(end.Blamed)}
+		if end.Stop != nil {
+			attrs = append(attrs, "systemd", end.Stop.String())
+		}
+		l.log.Warn("the previous run ended uncleanly", attrs...)
+	}
+	for _, r := range end.Blamed {
 		l.log.Warn("the previous run ended uncleanly with this version loaded", "plugin", r.Name, "version", r.Version,
-			"crashes", r.Crashes, "quarantined", l.store.Quarantines(r))
+			"crashes", r.Crashes, "quarantined", l.store.Quarantines(r), "evidence", r.Evidence)
 		l.cache.Forget(r.Name, r.Version) // probed again, not trusted from before
+	}
+	if l.cfg.StateDir != "" {
+		return crashOutput(filepath.Join(l.cfg.StateDir, quarantine.CrashFile))
+	}
+	return nil
+}
+
+// crashOutput sends the runtime's crash output to the file at path,
+// emptied (the previous run's was read by Begin), with all goroutines.
+func crashOutput(path string) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return fmt.Errorf("daemon: the crash output file: %w", err)
+	}
+	defer f.Close() // SetCrashOutput keeps its own descriptor
+	debug.SetTraceback("all")
+	if err := debug.SetCrashOutput(f, debug.CrashOptions{}); err != nil {
+		return fmt.Errorf("daemon: the crash output file %s: %w", path, err)
 	}
 	return nil
 }
@@ -102,7 +132,9 @@ func (l *life) selectPlugins(ctx context.Context) error {
 	lcfg.Cache = l.cache
 	processes(&lcfg.Process, l.cfg, l.policy, l.store, l.cache, l.log, l.giveUp)
 	l.lcfg = lcfg
-	lcfg.BeforeLoad = func(c *loader.Candidate) error { return l.store.Loading(c.Name, c.Version.String(), c.Path) }
+	lcfg.BeforeLoad = func(c *loader.Candidate) error {
+		return l.store.Loading(c.Name, c.Version.String(), c.Path, c.PluginPath())
+	}
 	l.log.Info("selecting plugins", "dir", dir)
 	sel, err := loader.New(lcfg).Load(ctx)
 	l.sel = sel

@@ -36,7 +36,7 @@ func FuzzStateFile(f *testing.F) {
 		if err := s.Admit("p", "1.0.0", plugin); err != nil && !strings.Contains(err.Error(), "quarantined") {
 			t.Fatal(err)
 		}
-		if err := s.Loading("p", "1.0.0", plugin); err != nil {
+		if err := s.Loading("p", "1.0.0", plugin, ""); err != nil {
 			t.Fatal(err)
 		}
 		if err := s.Clean(); err != nil {

@@ -3,14 +3,19 @@
 // that keeps killing the daemon after it was loaded is skipped on the next
 // start.
 //
-// The daemon calls Loading before it opens a version in its own process and
-// Clean when it stops cleanly. A run that loaded versions and never called
-// Clean ended uncleanly (a crash, a kill): at the next Begin, the versions it
-// loaded are blamed. Versions already proven by a clean run are blamed only
-// when no unproven version was loaded with them, so an old plugin is not
-// quarantined for a newcomer's crash. A version blamed Threshold times in a
-// row is quarantined: Admit refuses it until its file changes (new content,
-// so new identity) or Lift is called.
+// The daemon calls Loading before it opens a version in its own process,
+// Settle once it has served a while, and Clean when it stops cleanly. A run
+// that loaded versions and never called Clean ended uncleanly (a crash, a
+// kill). At the next Begin a version is blamed only where the evidence
+// points at it: its code in the Go runtime's crash output (CrashFile: the
+// failing goroutine of a panic or fault, or a goroutine in a call to it
+// when a signal such as the watchdog's SIGABRT ended the run), or it was
+// the only unproven version loaded and the run ended before it settled
+// (during its load or first calls). A kill from outside (the OOM killer,
+// a stop that timed out: systemd's account in StopFile) with no stack that
+// names a plugin blames none, and so never a proven version. A version
+// blamed Threshold times in a row is quarantined: Admit refuses it until its
+// file changes (new content, so new identity) or Lift is called.
 package quarantine
 
 import (
@@ -18,9 +23,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"syscall"
 	"time"
 
@@ -52,15 +59,20 @@ type Record struct {
 	Proven bool `json:"proven,omitempty"`
 	// LastCrash is when the last unclean end was found.
 	LastCrash time.Time `json:"last_crash,omitzero"`
+	// Evidence is why the last unclean end was blamed on it: the stack
+	// line that names it, or that it was the only newcomer.
+	Evidence string `json:"evidence,omitempty"`
 }
 
 // Quarantined reports whether r has reached threshold crashes.
 func (r Record) Quarantined(threshold int) bool { return r.Crashes >= threshold }
 
 type run struct {
-	PID     int       `json:"pid"`
-	Started time.Time `json:"started"`
-	Loaded  []string  `json:"loaded"` // keys of Records
+	PID     int               `json:"pid"`
+	Started time.Time         `json:"started"`
+	Loaded  []string          `json:"loaded"`          // keys of Records
+	Paths   map[string]string `json:"paths,omitempty"` // key → plugin path, the package its stack frames name
+	Settled bool              `json:"settled,omitempty"`
 }
 
 type state struct {
@@ -77,6 +89,12 @@ type Store struct {
 	// Threshold is how many unclean ends quarantine a version; zero means
 	// DefaultThreshold.
 	Threshold int
+	// ReadOnly keeps every change in memory and writes nothing: `runner
+	// plugins check` calls Begin and Admit on it to predict the next start
+	// exactly, without being that start.
+	ReadOnly bool
+
+	mem *state // ReadOnly's state, once read
 }
 
 func (s *Store) enabled() bool { return s != nil && s.Dir != "" }
@@ -108,34 +126,86 @@ func FileID(path string) (string, error) {
 	return fmt.Sprintf("%d:%d:%d:%d", st.Dev, st.Ino, fi.Size(), fi.ModTime().UnixNano()), nil
 }
 
-// Begin starts a run: it blames the versions loaded by a previous run that
-// did not end cleanly, and records this run as started. It returns the
-// records it blamed.
-func (s *Store) Begin() (blamed []Record, err error) {
+// End is what Begin found of the previous run.
+type End struct {
+	// Unclean is set when the previous run loaded versions and did not end
+	// cleanly.
+	Unclean bool
+	// Crash is set when it left crash output (CrashFile).
+	Crash bool
+	// Stop is systemd's account of its end, when `runner stop-post`
+	// recorded one.
+	Stop *Stop
+	// Blamed are the records of the versions the evidence points at, their
+	// Evidence saying why.
+	Blamed []Record
+}
+
+// Begin starts a run: it blames, by the evidence, the versions loaded by a
+// previous run that did not end cleanly, and records this run as started.
+func (s *Store) Begin() (End, error) {
+	var end End
 	if !s.enabled() {
-		return nil, nil
+		return end, nil
 	}
+	ev, err := readEvidence(s.Dir)
+	if err != nil {
+		return end, err
+	}
+	end.Crash, end.Stop = strings.TrimSpace(ev.crash) != "", ev.stop
 	err = s.update(func(st *state) error {
 		if prev := st.Run; prev != nil && len(prev.Loaded) > 0 {
-			suspects := slices.DeleteFunc(slices.Clone(prev.Loaded), func(k string) bool {
+			end.Unclean = true
+			why := blame(prev, st.Versions, ev)
+			for _, k := range slices.Sorted(maps.Keys(why)) {
 				r := st.Versions[k]
-				return r == nil || r.Proven
-			})
-			if len(suspects) == 0 {
-				suspects = prev.Loaded
-			}
-			for _, k := range suspects {
-				if r := st.Versions[k]; r != nil {
-					r.Crashes++
-					r.LastCrash = time.Now().UTC()
-					blamed = append(blamed, *r)
-				}
+				r.Crashes++
+				r.LastCrash = time.Now().UTC()
+				r.Evidence = why[k]
+				end.Blamed = append(end.Blamed, *r)
 			}
 		}
 		st.Run = &run{PID: os.Getpid(), Started: time.Now().UTC()}
 		return nil
 	})
-	return blamed, err
+	if err == nil && !s.ReadOnly && ev.stop != nil {
+		if rerr := os.Remove(filepath.Join(s.Dir, StopFile)); rerr != nil && !errors.Is(rerr, os.ErrNotExist) {
+			err = fmt.Errorf("quarantine: %w", rerr)
+		}
+	}
+	return end, err
+}
+
+// blame returns the keys of the versions prev loaded that the evidence
+// points at, each with why.
+func blame(prev *run, versions map[string]*Record, ev evidence) map[string]string {
+	paths := map[string]string{}
+	for _, k := range prev.Loaded {
+		if versions[k] != nil {
+			paths[k] = prev.Paths[k]
+		}
+	}
+	out := map[string]string{}
+	for k, line := range inStacks(ev.crash, paths) {
+		out[k] = "its code is in the crash stack: " + line
+	}
+	if len(out) > 0 {
+		return out
+	}
+	var unproven []string
+	for k := range paths {
+		if !versions[k].Proven {
+			unproven = append(unproven, k)
+		}
+	}
+	if len(unproven) == 1 && !prev.Settled {
+		why := "the only unproven version loaded, and the run ended before it settled (during its load or first calls); no stack named a plugin"
+		if ev.stop != nil {
+			why += "; systemd: " + ev.stop.String()
+		}
+		out[unproven[0]] = why
+	}
+	return out
 }
 
 // Admit returns an error wrapping ErrQuarantined when the version in the
@@ -165,15 +235,20 @@ func (s *Store) Admit(name, version, path string) error {
 		return err
 	}
 	if quarantined != nil {
-		return fmt.Errorf("%w after %d crashes of the daemon that loaded it (the last at %s); replace the file or run: runner plugins unquarantine %s %s",
-			ErrQuarantined, quarantined.Crashes, quarantined.LastCrash.Format(time.RFC3339), name, version)
+		why := ""
+		if quarantined.Evidence != "" {
+			why = ": " + quarantined.Evidence
+		}
+		return fmt.Errorf("%w after %d crashes of the daemon that loaded it (the last at %s%s); replace the file or run: runner plugins unquarantine %s %s",
+			ErrQuarantined, quarantined.Crashes, quarantined.LastCrash.Format(time.RFC3339), why, name, version)
 	}
 	return nil
 }
 
 // Loading records, durably, that this run is about to open the version in
-// the file at path in its own process.
-func (s *Store) Loading(name, version, path string) error {
+// the file at path in its own process; pluginPath is its plugin path (the
+// package its functions are named by in a stack), "" when unknown.
+func (s *Store) Loading(name, version, path, pluginPath string) error {
 	return s.updateRecord(name, version, path, func(st *state, k string, _ *Record) {
 		if st.Run == nil {
 			st.Run = &run{PID: os.Getpid(), Started: time.Now().UTC()}
@@ -181,6 +256,27 @@ func (s *Store) Loading(name, version, path string) error {
 		if !slices.Contains(st.Run.Loaded, k) {
 			st.Run.Loaded = append(st.Run.Loaded, k)
 		}
+		if pluginPath != "" {
+			if st.Run.Paths == nil {
+				st.Run.Paths = map[string]string{}
+			}
+			st.Run.Paths[k] = pluginPath
+		}
+	})
+}
+
+// Settle records, durably, that this run has served a while: an unclean
+// end after it is no longer blamed on a newcomer for being the only one
+// (only a stack that names a version blames it then).
+func (s *Store) Settle() error {
+	if !s.enabled() {
+		return nil
+	}
+	return s.update(func(st *state) error {
+		if st.Run != nil {
+			st.Run.Settled = true
+		}
+		return nil
 	})
 }
 
@@ -239,16 +335,20 @@ func (s *Store) Clean() error {
 	})
 }
 
-// Lift removes the version's record, and so its quarantine. It reports
-// whether there was one.
+// Lift lifts the version's quarantine: its crash count is reset, and what
+// it has proven (a clean run) is kept, so that a lifted version that was
+// proven is not blamed first at the next unrelated crash. It reports
+// whether there was a record.
 func (s *Store) Lift(name, version string) (bool, error) {
 	if !s.enabled() {
 		return false, nil
 	}
 	var found bool
 	err := s.update(func(st *state) error {
-		_, found = st.Versions[key(name, version)]
-		delete(st.Versions, key(name, version))
+		r := st.Versions[key(name, version)]
+		if found = r != nil; found {
+			r.Crashes, r.Evidence = 0, ""
+		}
 		return nil
 	})
 	return found, err
@@ -275,6 +375,9 @@ func (s *Store) Records() ([]Record, error) {
 // update reads the state under an exclusive lock, applies fn and writes the
 // state back durably: temporary file, fsync, rename, fsync of the folder.
 func (s *Store) update(fn func(*state) error) error {
+	if s.ReadOnly {
+		return s.updateInMemory(fn)
+	}
 	if err := os.MkdirAll(s.Dir, 0o750); err != nil {
 		return fmt.Errorf("quarantine: state directory: %w", err)
 	}
@@ -316,4 +419,29 @@ func (s *Store) update(fn func(*state) error) error {
 		return fmt.Errorf("quarantine: %w", err)
 	}
 	return nil
+}
+
+// updateInMemory is update for a ReadOnly store: the state is read once
+// (absent is empty; a writer replaces it by rename, so a read sees a whole
+// one) and kept in memory.
+func (s *Store) updateInMemory(fn func(*state) error) error {
+	if s.mem == nil {
+		st := &state{Versions: map[string]*Record{}}
+		path := filepath.Join(s.Dir, stateFile)
+		data, err := os.ReadFile(path)
+		switch {
+		case errors.Is(err, os.ErrNotExist):
+		case err != nil:
+			return fmt.Errorf("quarantine: %w", err)
+		default:
+			if err := json.Unmarshal(data, st); err != nil {
+				return fmt.Errorf("quarantine: %s is not valid JSON (move it away to start afresh): %w", path, err)
+			}
+			if st.Versions == nil {
+				st.Versions = map[string]*Record{}
+			}
+		}
+		s.mem = st
+	}
+	return fn(s.mem)
 }

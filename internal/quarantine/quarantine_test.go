@@ -25,7 +25,7 @@ func TestHelperProcess(t *testing.T) {
 	if _, err := s.Begin(); err != nil {
 		os.Exit(3)
 	}
-	if err := s.Loading("p", "2.0.0", file); err != nil {
+	if err := s.Loading("p", "2.0.0", file, ""); err != nil {
 		os.Exit(4)
 	}
 	_ = syscall.Kill(os.Getpid(), syscall.SIGKILL)
@@ -56,10 +56,11 @@ func TestQuarantineAfterTwoCrashes(t *testing.T) {
 	s := &quarantine.Store{Dir: state}
 
 	crashRun(t, state, file)
-	blamed, err := s.Begin()
+	end, err := s.Begin()
 	require.NoError(t, err)
-	require.Len(t, blamed, 1)
-	assert.Equal(t, 1, blamed[0].Crashes)
+	require.Len(t, end.Blamed, 1)
+	assert.Equal(t, 1, end.Blamed[0].Crashes)
+	assert.Contains(t, end.Blamed[0].Evidence, "the only unproven version loaded, and the run ended before it settled")
 	require.NoError(t, s.Admit("p", "2.0.0", file), "one crash does not quarantine")
 
 	crashRun(t, state, file)
@@ -81,6 +82,40 @@ func TestQuarantineAfterTwoCrashes(t *testing.T) {
 	assert.NoError(t, s.Admit("p", "2.0.0", file))
 }
 
+// TestLiftKeepsProven: unquarantine resets the crashes of a proven version
+// that stacks blamed, and keeps it proven: at the next unclean end with no
+// stack, beside a newcomer, the newcomer is blamed, not it.
+func TestLiftKeepsProven(t *testing.T) {
+	state, plugins := t.TempDir(), t.TempDir()
+	old, fresh := plugin(t, plugins, "q_v1.0.0.so"), plugin(t, plugins, "p_v2.0.0.so")
+	s := &quarantine.Store{Dir: state}
+	_, err := s.Begin()
+	require.NoError(t, err)
+	require.NoError(t, s.Loading("q", "1.0.0", old, "example.com/q/1.0.0"))
+	require.NoError(t, s.Clean())
+	for range 2 { // q's code in the crash stack, twice
+		_, err = s.Begin()
+		require.NoError(t, err)
+		require.NoError(t, s.Loading("q", "1.0.0", old, "example.com/q/1.0.0"))
+		require.NoError(t, os.WriteFile(filepath.Join(state, quarantine.CrashFile), []byte(panicIn("example.com/q/1.0.0")), 0o600))
+	}
+	_, err = s.Begin()
+	require.NoError(t, err)
+	require.ErrorIs(t, s.Admit("q", "1.0.0", old), quarantine.ErrQuarantined)
+	found, err := s.Lift("q", "1.0.0")
+	require.NoError(t, err)
+	require.True(t, found)
+	require.NoError(t, s.Admit("q", "1.0.0", old))
+
+	require.NoError(t, os.WriteFile(filepath.Join(state, quarantine.CrashFile), nil, 0o600)) // the daemon empties it at each start
+	require.NoError(t, s.Loading("q", "1.0.0", old, "example.com/q/1.0.0"))
+	require.NoError(t, s.Loading("p", "2.0.0", fresh, "example.com/p/2.0.0"))
+	end, err := s.Begin() // killed, no stack
+	require.NoError(t, err)
+	require.Len(t, end.Blamed, 1)
+	assert.Equal(t, "p", end.Blamed[0].Name, "q stayed proven through unquarantine")
+}
+
 func TestNewFileLiftsQuarantine(t *testing.T) {
 	state, plugins := t.TempDir(), t.TempDir()
 	file := plugin(t, plugins, "p_v2.0.0.so")
@@ -95,9 +130,10 @@ func TestNewFileLiftsQuarantine(t *testing.T) {
 	assert.NoError(t, s.Admit("p", "2.0.0", file))
 }
 
-// TestProvenVersionsAreNotBlamed: a crash in a run that loaded a proven
-// version and a new one blames only the new one; a crash with only proven
-// versions loaded blames them all.
+// TestProvenVersionsAreNotBlamed: a crash with no stack in a run that
+// loaded a proven version and a new one blames only the new one; with only
+// proven versions loaded (two SIGKILLs, the OOM killer's say) it blames
+// none, and both kills leave them admitted.
 func TestProvenVersionsAreNotBlamed(t *testing.T) {
 	state, plugins := t.TempDir(), t.TempDir()
 	old, fresh := plugin(t, plugins, "q_v1.0.0.so"), plugin(t, plugins, "p_v2.0.0.so")
@@ -105,23 +141,134 @@ func TestProvenVersionsAreNotBlamed(t *testing.T) {
 
 	_, err := s.Begin()
 	require.NoError(t, err)
-	require.NoError(t, s.Loading("q", "1.0.0", old))
+	require.NoError(t, s.Loading("q", "1.0.0", old, ""))
 	require.NoError(t, s.Clean())
 
 	_, err = s.Begin()
 	require.NoError(t, err)
-	require.NoError(t, s.Loading("q", "1.0.0", old))
-	require.NoError(t, s.Loading("p", "2.0.0", fresh))
-	blamed, err := s.Begin() // the previous run never called Clean
+	require.NoError(t, s.Loading("q", "1.0.0", old, ""))
+	require.NoError(t, s.Loading("p", "2.0.0", fresh, ""))
+	end, err := s.Begin() // the previous run never called Clean
 	require.NoError(t, err)
-	require.Len(t, blamed, 1)
-	assert.Equal(t, "p", blamed[0].Name)
+	assert.True(t, end.Unclean)
+	require.Len(t, end.Blamed, 1)
+	assert.Equal(t, "p", end.Blamed[0].Name)
 
-	require.NoError(t, s.Loading("q", "1.0.0", old))
-	blamed, err = s.Begin()
-	require.NoError(t, err)
-	require.Len(t, blamed, 1)
-	assert.Equal(t, "q", blamed[0].Name, "with no unproven version loaded, the proven one is blamed")
+	require.NoError(t, s.Loading("q", "1.0.0", old, ""))
+	require.NoError(t, s.Loading("p", "2.0.0", fresh, ""))
+	require.NoError(t, s.Clean()) // a clean run proves p too
+	for i := range 2 {
+		_, err = s.Begin()
+		require.NoError(t, err)
+		require.NoError(t, s.Loading("q", "1.0.0", old, ""))
+		require.NoError(t, s.Loading("p", "2.0.0", fresh, ""))
+		require.NoError(t, s.RecordStop(quarantine.Stop{Result: "oom-kill", ExitCode: "killed", ExitStatus: "KILL"}))
+		end, err = s.Begin()
+		require.NoError(t, err)
+		assert.True(t, end.Unclean, "kill %d", i)
+		require.NotNil(t, end.Stop)
+		assert.Equal(t, "oom-kill", end.Stop.Result)
+		assert.Empty(t, end.Blamed, "kill %d: only proven versions were loaded", i)
+		assert.NoFileExists(t, filepath.Join(state, quarantine.StopFile), "the account is read once")
+	}
+	assert.NoError(t, s.Admit("q", "1.0.0", old))
+	assert.NoError(t, s.Admit("p", "2.0.0", fresh))
+}
+
+// panicIn is Go's crash output for a panic in a goroutine of the plugin
+// whose plugin path is pkg, with a runner goroutine beside it.
+func panicIn(pkg string) string {
+	return "panic: boom\n\ngoroutine 39 [running]:\n" + pkg + ".Transformer.func1.1()\n\t" + pkg + "/main.go:16 +0x25\n" +
+		"created by time.goFunc\n\ttime/sleep.go:215 +0x2d\n\n" +
+		"goroutine 1 [select]:\ngithub.com/soplug/soplug/internal/daemon.Run()\n\tgithub.com/soplug/soplug/internal/daemon/daemon.go:200 +0x1\n"
+}
+
+// TestBlameByEvidence: which loaded versions an unclean end blames, from
+// the crash output and systemd's account. b1 and b2 are unproven
+// bystanders, n the newcomer, o a proven version.
+func TestBlameByEvidence(t *testing.T) {
+	const (
+		n  = "example.com/plugins/n/3.0.0"
+		b1 = "example.com/plugins/b1/1.0.0"
+		o  = "example.com/plugins/o/1.0.0"
+	)
+	sigabrt := "SIGABRT: abort\nPC=0x4 m=0 sigcode=0\n\ngoroutine 0 gp=0x1 m=0 mp=0x2 [idle]:\nruntime.futex()\n\n" +
+		"goroutine 7 [sleep]:\ntime.Sleep(0x3b9aca00)\n\truntime/time.go:1 +0x1\n" + b1 + ".ticker()\n\t" + b1 + "/main.go:9 +0x2\n\n" +
+		"goroutine 51 [running]:\n" + n + ".tagger.Transform()\n\t" + n + "/main.go:30 +0x9\n" +
+		"github.com/soplug/soplug/internal/transform.(*Service).call()\n\tgithub.com/soplug/soplug/internal/transform/transform.go:300 +0x1\n"
+	for _, tc := range []struct {
+		name    string
+		loaded  []string // versions this run loaded: n, b1, b2, o
+		crash   string
+		stop    *quarantine.Stop
+		settled bool
+		blamed  []string
+		why     string
+	}{
+		{"a newcomer's panic beside two bystanders", []string{"n", "b1", "b2", "o"}, panicIn(n), nil, true, []string{"n"}, "its code is in the crash stack: " + n + ".Transformer.func1.1()"},
+		{"a proven version's own panic", []string{"o", "b1"}, panicIn(o), nil, true, []string{"o"}, o + ".Transformer.func1.1()"},
+		{"the watchdog's SIGABRT during a call into n; b1 idles in its own code", []string{"n", "b1", "o"}, sigabrt, &quarantine.Stop{Result: "watchdog", ExitCode: "dumped", ExitStatus: "ABRT"}, true, []string{"n"}, n + ".tagger.Transform()"},
+		{"the OOM killer, only proven versions", []string{"o"}, "", &quarantine.Stop{Result: "oom-kill", ExitCode: "killed", ExitStatus: "KILL"}, false, nil, ""},
+		{"a stop that timed out, a lone newcomer in its first calls", []string{"n", "o"}, "", &quarantine.Stop{Result: "timeout", ExitCode: "killed", ExitStatus: "KILL"}, false, []string{"n"}, "the only unproven version loaded, and the run ended before it settled (during its load or first calls); no stack named a plugin; systemd: SERVICE_RESULT=timeout EXIT_CODE=killed EXIT_STATUS=KILL"},
+		{"a lone newcomer, after the run settled", []string{"n", "o"}, "", nil, true, nil, ""},
+		{"two newcomers, no stack", []string{"n", "b1", "o"}, "", nil, false, nil, ""},
+		{"a crash in the runner's own code", []string{"n", "b1"}, "panic: runner\n\ngoroutine 1 [running]:\ngithub.com/soplug/soplug/internal/daemon.Run()\n", nil, true, nil, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			state, plugins := t.TempDir(), t.TempDir()
+			s := &quarantine.Store{Dir: state}
+			paths := map[string]string{"n": n, "b1": b1, "b2": "example.com/plugins/b2/1.0.0", "o": o}
+			files := map[string]string{}
+			for k := range paths {
+				files[k] = plugin(t, plugins, k+"_v1.0.0.so")
+			}
+			_, err := s.Begin() // o proven by a clean run
+			require.NoError(t, err)
+			require.NoError(t, s.Loading("o", "1.0.0", files["o"], o))
+			require.NoError(t, s.Clean())
+
+			_, err = s.Begin()
+			require.NoError(t, err)
+			for _, k := range tc.loaded {
+				require.NoError(t, s.Loading(k, "1.0.0", files[k], paths[k]))
+			}
+			if tc.settled {
+				require.NoError(t, s.Settle())
+			}
+			require.NoError(t, os.WriteFile(filepath.Join(state, quarantine.CrashFile), []byte(tc.crash), 0o600))
+			if tc.stop != nil {
+				require.NoError(t, s.RecordStop(*tc.stop))
+			}
+			before, err := os.ReadFile(filepath.Join(state, "quarantine.json"))
+			require.NoError(t, err)
+
+			// check's prediction first: the same blame, nothing written.
+			ro := &quarantine.Store{Dir: state, ReadOnly: true}
+			predicted, err := ro.Begin()
+			require.NoError(t, err)
+			after, err := os.ReadFile(filepath.Join(state, "quarantine.json"))
+			require.NoError(t, err)
+			assert.Equal(t, string(before), string(after), "a read-only Begin writes nothing")
+
+			end, err := s.Begin()
+			require.NoError(t, err)
+			assert.True(t, end.Unclean)
+			assert.Equal(t, tc.crash != "", end.Crash)
+			names := func(rs []quarantine.Record) (out []string) {
+				for _, r := range rs {
+					out = append(out, r.Name+": "+r.Evidence)
+				}
+				return out
+			}
+			var got []string
+			for _, r := range end.Blamed {
+				got = append(got, r.Name)
+				assert.Contains(t, r.Evidence, tc.why)
+			}
+			assert.Equal(t, tc.blamed, got)
+			assert.Equal(t, names(end.Blamed), names(predicted.Blamed), "check predicts the start")
+		})
+	}
 }
 
 func TestCleanRunResetsCrashes(t *testing.T) {
@@ -131,7 +278,7 @@ func TestCleanRunResetsCrashes(t *testing.T) {
 	crashRun(t, state, file)
 	_, err := s.Begin()
 	require.NoError(t, err)
-	require.NoError(t, s.Loading("p", "2.0.0", file))
+	require.NoError(t, s.Loading("p", "2.0.0", file, ""))
 	require.NoError(t, s.Clean())
 	crashRun(t, state, file)
 	_, err = s.Begin()
@@ -141,10 +288,12 @@ func TestCleanRunResetsCrashes(t *testing.T) {
 
 func TestDisabledStoreIsANoOp(t *testing.T) {
 	for _, s := range []*quarantine.Store{nil, {}} {
-		blamed, err := s.Begin()
+		end, err := s.Begin()
 		assert.NoError(t, err)
-		assert.Empty(t, blamed)
-		assert.NoError(t, s.Loading("p", "1.0.0", "/nonexistent"))
+		assert.Empty(t, end.Blamed)
+		assert.NoError(t, s.Loading("p", "1.0.0", "/nonexistent", ""))
+		assert.NoError(t, s.Settle())
+		assert.NoError(t, s.RecordStop(quarantine.Stop{Result: "success"}))
 		assert.NoError(t, s.Admit("p", "1.0.0", "/nonexistent"))
 		assert.NoError(t, s.Clean())
 	}
