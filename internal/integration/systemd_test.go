@@ -170,6 +170,34 @@ func TestUnderSystemd(t *testing.T) {
 		}
 	})
 
+	t.Run("two SIGKILLs with only proven versions quarantine nothing", func(t *testing.T) {
+		d.sd.ctl("restart", unit) // a clean stop: every version served is proven
+		served := func(rep daemon.Report) (out []string) {
+			for _, p := range rep.Plugins {
+				out = append(out, p.Name+" "+p.Version)
+			}
+			return out
+		}
+		want := served(d.health())
+		require.NotEmpty(t, want)
+		for i := range 2 { // as the OOM killer would
+			pid := d.health().PID
+			d.sd.ctl("kill", "--signal=SIGKILL", unit)
+			eventually(t, "started again after the kill", time.Minute, func() (bool, string) {
+				rep := d.health()
+				return rep.PID != pid && rep.Ready, fmt.Sprintf("kill %d: pid %d, ready %v", i, rep.PID, rep.Ready)
+			})
+		}
+		rep := d.health()
+		assert.Equal(t, want, served(rep), "all still served")
+		for _, c := range rep.Rejected {
+			assert.NotContains(t, c.Reason, "quarantined", c.File)
+		}
+		assert.Contains(t, d.serviceLog(), `msg="the previous run ended uncleanly" crash_output=false blamed=0 systemd="SERVICE_RESULT=signal EXIT_CODE=killed EXIT_STATUS=KILL"`,
+			"ExecStopPost recorded systemd's account, and the start weighed it")
+		assert.NotContains(t, d.serviceLog(), "with this version loaded")
+	})
+
 	t.Run("a version that crashes the daemon is quarantined", func(t *testing.T) {
 		before := d.sd.nrestarts(unit)
 		d.drop(fixture(t, "crashafterload"), "wasmtag_v3.0.0.so")
