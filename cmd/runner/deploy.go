@@ -56,6 +56,7 @@ func installCmd(ctx context.Context, args []string, stdout, stderr io.Writer) in
 		return exitcode.Usage
 	}
 	in.Loader.Admit = lf.admit(policy)
+	in.VerifiesSignatures = len(policy.Keys) > 0
 	res, err := in.Run(ctx, src)
 	if *asJSON {
 		_ = cliout.Result(stdout, res, err)

@@ -171,12 +171,15 @@ func Installed(w io.Writer, res deploy.Installed, dir string) {
 		verb = "replaced"
 	}
 	fmt.Fprintf(w, "%s %s %s (%s) as %s\n", verb, res.Name, res.Version, res.Kind, filepath.Join(dir, res.File))
+	for _, n := range res.Notes {
+		fmt.Fprintf(w, "note: %s\n", n)
+	}
 }
 
 // Removed says what remove took out of the folder and what the daemon
 // serves of plugin name afterwards.
 func Removed(w io.Writer, name string, res deploy.Removed) {
-	fmt.Fprintf(w, "removed %s\n", strings.Join(res.Files, ", "))
+	fmt.Fprintf(w, "removed %s\n", strings.Join(append(slices.Clone(res.Files), res.Signatures...), ", "))
 	switch {
 	case res.Next == "":
 		fmt.Fprintf(w, "%s now has no acceptable version: the daemon will serve none of it\n", name)

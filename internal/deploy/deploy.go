@@ -22,6 +22,7 @@ import (
 
 	version "github.com/hashicorp/go-version"
 
+	"github.com/soplug/soplug/internal/trust"
 	"github.com/soplug/soplug/loader"
 )
 
@@ -54,6 +55,11 @@ type Install struct {
 	Version string
 	// Force replaces an installed file of the same version.
 	Force bool
+	// VerifiesSignatures tells that Loader.Admit verifies signatures (the
+	// trust policy has keys). Without it a FILE.sig is only checked to be
+	// a well-formed signature, and Installed.Notes says it was not
+	// verified.
+	VerifiesSignatures bool
 }
 
 // Installed is what Install did.
@@ -68,6 +74,9 @@ type Installed struct {
 	Replaced bool `json:"replaced"`
 	// Diagnosis is every check run on the copy.
 	Diagnosis loader.Diagnosis `json:"diagnosis"`
+	// Notes are what the operator should know that did not refuse the
+	// file: a signature installed unverified.
+	Notes []string `json:"notes,omitempty"`
 }
 
 // Run installs the plugin file src.
@@ -131,6 +140,12 @@ func (in Install) Run(ctx context.Context, src string) (Installed, error) {
 	// A signature travels with its plugin, checked with the copy.
 	sig := ""
 	if data, err := os.ReadFile(src + ".sig"); err == nil {
+		if _, err := trust.ReadSignature(src + ".sig"); err != nil {
+			return out, fmt.Errorf("%w: %w", ErrRejected, err)
+		}
+		if !in.VerifiesSignatures {
+			out.Notes = append(out.Notes, fmt.Sprintf("%s.sig is a well-formed signature, installed but not verified: no trusted key was given (--trusted-key)", filepath.Base(src)))
+		}
 		sig = tmp + ".sig"
 		if err := os.WriteFile(sig, data, 0o644); err != nil {
 			return out, fmt.Errorf("deploy: %w", err)

@@ -2,6 +2,7 @@ package deploy_test
 
 import (
 	"context"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"os"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/soplug/soplug/internal/deploy"
 	"github.com/soplug/soplug/internal/fixtures"
+	"github.com/soplug/soplug/internal/trust"
 	"github.com/soplug/soplug/loader"
 	"github.com/soplug/soplug/loader/probe"
 )
@@ -128,6 +130,18 @@ func TestInstallRefusals(t *testing.T) {
 		}, []error{deploy.ErrRejected, loader.ErrSameBuild}, "it is the build of wasmtag_v1.1.0.so (plugin wasmtag"},
 		{"missing file", deploy.Install{Name: "wasmtag"}, func(t *testing.T) string { return filepath.Join(t.TempDir(), "nope.so") },
 			[]error{os.ErrNotExist}, "nope.so"},
+		{"a garbage signature, no trusted key", deploy.Install{}, func(t *testing.T) string {
+			p := filepath.Join(t.TempDir(), "wasmtag_v1.2.0.so")
+			copyFile(t, fixture(t, "good-1.2.0"), p)
+			require.NoError(t, os.WriteFile(p+".sig", []byte("not a signature\n"), 0o644))
+			return p
+		}, []error{deploy.ErrRejected, trust.ErrSignature}, "wasmtag_v1.2.0.so.sig is not the base64 of a 64-byte ed25519 signature"},
+		{"a signature cut short", deploy.Install{}, func(t *testing.T) string {
+			p := filepath.Join(t.TempDir(), "wasmtag_v1.2.0.so")
+			copyFile(t, fixture(t, "good-1.2.0"), p)
+			require.NoError(t, os.WriteFile(p+".sig", []byte(base64.StdEncoding.EncodeToString(make([]byte, 63))), 0o644))
+			return p
+		}, []error{deploy.ErrRejected, trust.ErrSignature}, "64-byte ed25519 signature"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -231,6 +245,29 @@ func TestRemove(t *testing.T) {
 	assert.Equal(t, "", res.Next)
 	_, err = os.Stat(filepath.Join(dir, "wasmtag_v1.1.0.so"))
 	assert.ErrorIs(t, err, os.ErrNotExist)
+}
+
+// TestSignatureTravels: a well-formed signature is installed beside its
+// plugin, with a note when no trusted key verified it; remove takes it
+// out with the plugin, so none is left to warn at every start.
+func TestSignatureTravels(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	dir := folder(t)
+	src := filepath.Join(t.TempDir(), "wasmtag_v1.2.0.so")
+	copyFile(t, fixture(t, "good-1.2.0"), src)
+	require.NoError(t, os.WriteFile(src+".sig", []byte(base64.StdEncoding.EncodeToString(make([]byte, 64))+"\n"), 0o644))
+	res, err := deploy.Install{Loader: loader.Config{Dir: dir}}.Run(ctx, src)
+	require.NoError(t, err)
+	assert.Equal(t, []string{"wasmtag_v1.2.0.so.sig is a well-formed signature, installed but not verified: no trusted key was given (--trusted-key)"}, res.Notes)
+	assert.FileExists(t, filepath.Join(dir, "wasmtag_v1.2.0.so.sig"))
+
+	rm, err := deploy.Remove{Loader: loader.Config{Dir: dir}}.Run(ctx, "wasmtag", "1.2.0")
+	require.NoError(t, err)
+	assert.Equal(t, []string{"wasmtag_v1.2.0.so"}, rm.Files)
+	assert.Equal(t, []string{"wasmtag_v1.2.0.so.sig"}, rm.Signatures)
+	assert.NoFileExists(t, filepath.Join(dir, "wasmtag_v1.2.0.so.sig"))
+	assert.NoFileExists(t, filepath.Join(dir, "wasmtag_v1.2.0.so"))
 }
 
 // TestInstallExecutable: an out-of-process plugin is installed under

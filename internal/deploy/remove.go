@@ -25,6 +25,8 @@ type Removed struct {
 	// Files are the removed files (one, unless the version was installed
 	// under two names).
 	Files []string `json:"files"`
+	// Signatures are the removed signatures of those files (FILE.sig).
+	Signatures []string `json:"signatures,omitempty"`
 	// Active is the version the daemon served before, Next the one it will
 	// serve after ("" for none).
 	Active string `json:"active"`
@@ -62,6 +64,16 @@ func (rm Remove) Run(ctx context.Context, name, ver string) (Removed, error) {
 	}
 	for _, f := range files {
 		if err := os.Remove(filepath.Join(dir, f)); err != nil {
+			return out, fmt.Errorf("deploy: %w", err)
+		}
+	}
+	// Each signature after its plugin: a plugin is never seen without its
+	// signature, and none is left behind to warn at every start.
+	for _, f := range files {
+		switch err := os.Remove(filepath.Join(dir, f+".sig")); {
+		case err == nil:
+			out.Signatures = append(out.Signatures, f+".sig")
+		case !errors.Is(err, os.ErrNotExist):
 			return out, fmt.Errorf("deploy: %w", err)
 		}
 	}

@@ -84,13 +84,17 @@ type modFile struct {
 
 // Build builds the plugin module o.Module so that the runner o.Runner loads
 // it, and has that runner check and probe the result as install does.
-func Build(ctx context.Context, o Options) (Result, error) {
-	var res Result
+func Build(ctx context.Context, o Options) (res Result, err error) {
 	b, err := newBuilder(ctx, o)
 	if err != nil {
 		return res, err
 	}
 	defer os.RemoveAll(b.tmp)
+	defer func() {
+		if err != nil && b.madeOut {
+			_ = os.Remove(b.out) // the folder this build made, if still empty: a failed build leaves nothing
+		}
+	}()
 	res.Toolchain = b.target.Toolchain
 	res.Flags = b.flags()
 	b.logf("building %s (%s) against %s: %s %s", b.mod.Module.Path, b.o.Module, b.target.Path, b.target.Toolchain, strings.Join(res.Flags, " "))
@@ -135,14 +139,15 @@ func Build(ctx context.Context, o Options) (Result, error) {
 
 // builder is one Build's state.
 type builder struct {
-	o      Options
-	target *Target
-	mod    modFile
-	name   string
-	out    string
-	tmp    string // the workspace: go.work, soplug/, pins/, out/
-	work   bool   // go.work is written
-	goBin  string
+	o       Options
+	target  *Target
+	mod     modFile
+	name    string
+	out     string
+	madeOut bool   // out did not exist before this build
+	tmp     string // the workspace: go.work, soplug/, pins/, out/
+	work    bool   // go.work is written
+	goBin   string
 }
 
 func newBuilder(ctx context.Context, o Options) (*builder, error) {
@@ -179,6 +184,9 @@ func newBuilder(ctx context.Context, o Options) (*builder, error) {
 	if b.out, err = filepath.Abs(b.out); err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrModule, err)
 	}
+	if _, err := os.Stat(b.out); errors.Is(err, os.ErrNotExist) {
+		b.madeOut = true // removed again if the build fails
+	}
 	if err := os.MkdirAll(b.out, 0o755); err != nil {
 		return nil, fmt.Errorf("pluginbuild: the output folder: %w", err)
 	}
@@ -187,6 +195,9 @@ func newBuilder(ctx context.Context, o Options) (*builder, error) {
 	}
 	if err := b.readMod(ctx); err != nil {
 		os.RemoveAll(b.tmp)
+		if b.madeOut {
+			_ = os.Remove(b.out)
+		}
 		return nil, err
 	}
 	return b, nil

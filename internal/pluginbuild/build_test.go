@@ -303,8 +303,40 @@ func TestBuildRefusals(t *testing.T) {
 	}
 }
 
+// TestRecipeCommitsNoSecret: the README's recipe run inside the generated
+// repository, a key generated there by a careless hand included: git
+// status shows the sources only, not the key and not dist/.
+func TestRecipeCommitsNoSecret(t *testing.T) {
+	if _, err := exec.LookPath("git"); err != nil {
+		t.Skip("no git")
+	}
+	mod := filepath.Join(t.TempDir(), "stamp")
+	code, out := runRunner(t, runners.here, "plugins", "new", "stamp", mod)
+	require.Equal(t, 0, code, out)
+	git := func(args ...string) string {
+		cmd := exec.Command("git", args...)
+		cmd.Dir = mod
+		out, err := cmd.CombinedOutput()
+		require.NoError(t, err, "git %v: %s", args, out)
+		return string(out)
+	}
+	git("init", "-q")
+	_, err := pluginbuild.Build(context.Background(), pluginbuild.Options{Module: mod, Runner: runners.here, Out: filepath.Join(mod, "dist")})
+	require.NoError(t, err)
+	code, out = runRunner(t, runners.here, "keygen", filepath.Join(mod, "team.key"))
+	require.Equal(t, 0, code, out)
+	code, out = runRunner(t, runners.here, "plugins", "sign", "--key", filepath.Join(mod, "team.key"), filepath.Join(mod, "dist", "stamp_v0.1.0.so"))
+	require.Equal(t, 0, code, out)
+	status := git("status", "--porcelain", "--untracked-files=all")
+	assert.NotContains(t, status, "dist/")
+	assert.NotContains(t, status, "team.key\n", "the private key")
+	assert.Contains(t, status, "plugin.go")
+	assert.Contains(t, status, ".gitignore")
+}
+
 // TestBuildBrokenModule: a module that does not compile is ErrGo with the
-// compiler's message, and nothing is written.
+// compiler's message, and nothing is written: an output folder that was
+// there stays (empty), one the build made is removed again.
 func TestBuildBrokenModule(t *testing.T) {
 	mod := writeModule(t, "broken", "module example.com/broken\n\ngo 1.26\n", map[string]string{"oops.go": "package main\n\nvar x int = \"no\"\n"})
 	dist := t.TempDir()
@@ -313,6 +345,11 @@ func TestBuildBrokenModule(t *testing.T) {
 	assert.Contains(t, err.Error(), "oops.go")
 	entries, _ := os.ReadDir(dist)
 	assert.Empty(t, entries)
+
+	made := filepath.Join(t.TempDir(), "dist")
+	_, err = pluginbuild.Build(context.Background(), pluginbuild.Options{Module: mod, Runner: runners.here, Out: made})
+	require.ErrorIs(t, err, pluginbuild.ErrGo)
+	assert.NoDirExists(t, made, "a failed build leaves no empty output folder")
 }
 
 // TestBuildRejectedByRunner: a module that builds but is not acceptable is

@@ -88,7 +88,11 @@ func New(o NewOptions) ([]string, error) {
 			if err := t.Execute(&buf, o); err != nil {
 				return written, err
 			}
-			dst := filepath.Join(o.Dir, strings.TrimSuffix(e.Name(), ".tmpl"))
+			name := strings.TrimSuffix(e.Name(), ".tmpl")
+			if rest, ok := strings.CutPrefix(name, "dot-"); ok {
+				name = "." + rest // go:embed leaves out dotfiles: dot-NAME.tmpl is .NAME
+			}
+			dst := filepath.Join(o.Dir, name)
 			if err := os.WriteFile(dst, buf.Bytes(), 0o644); err != nil {
 				return written, fmt.Errorf("%w: %w", ErrModule, err)
 			}
