@@ -51,6 +51,23 @@ type Diagnosis struct {
 	Acceptable bool `json:"acceptable"`
 }
 
+// Loadable reports whether every failed check is ErrNotAcceptable: the
+// runner can open the file, and only IsAcceptable() said no on this host.
+// A release meant for other hosts (a GPU, a kernel feature) is such a file
+// on a build machine; the runner on the target host decides.
+func (d *Diagnosis) Loadable() bool {
+	failed := false
+	for _, s := range d.Steps {
+		if s.Result == "failed" {
+			if !errors.Is(s.Err, ErrNotAcceptable) {
+				return false
+			}
+			failed = true
+		}
+	}
+	return failed || d.Acceptable
+}
+
 // Err returns the first failure, or nil.
 func (d *Diagnosis) Err() error {
 	for _, s := range d.Steps {
@@ -143,7 +160,7 @@ func (l *Loader) DiagnoseAs(ctx context.Context, path, name string, v *version.V
 		rep, err = l.probeProcess(ctx, c)
 		d.Kind = rep.Kind
 		if !d.add(StageProbe, "start it, go-plugin handshake, Kind(), Version(), IsAcceptable() over gRPC", err,
-			fmt.Sprintf("a %s, Version() %q, acceptable", rep.Kind, rep.Version)) {
+			fmt.Sprintf("a %s, Version() %q, acceptable", rep.Kind, rep.Version)) && !notHere(err, rep) {
 			return d
 		}
 	} else {
@@ -156,7 +173,7 @@ func (l *Loader) DiagnoseAs(ctx context.Context, path, name string, v *version.V
 		rep, err = l.cfg.Prober.Probe(ctx, path)
 		d.Kind = rep.Kind
 		if !d.add(StageProbe, "probe in a child process: open, accessor, Version(), IsAcceptable()", err,
-			fmt.Sprintf("a %s, Version() %q, acceptable", rep.Kind, rep.Version)) {
+			fmt.Sprintf("a %s, Version() %q, acceptable", rep.Kind, rep.Version)) && !notHere(err, rep) {
 			return d
 		}
 	}
@@ -172,6 +189,13 @@ func (l *Loader) DiagnoseAs(ctx context.Context, path, name string, v *version.V
 	}
 	d.Acceptable = d.Err() == nil
 	return d
+}
+
+// notHere reports whether a probe failed only because IsAcceptable() is
+// false on this host, with the version known: the version checks still
+// run, so that Loadable can say the file is otherwise fine.
+func notHere(err error, rep probe.Report) bool {
+	return errors.Is(err, ErrNotAcceptable) && rep.Version != ""
 }
 
 // build adds the build comparison step.

@@ -34,13 +34,14 @@ func buildCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	fs.StringVar(&o.Name, "name", "", "the plugin's name (default: the last element of the module path)")
 	fs.BoolVar(&o.Exec, "exec", false, "build the out-of-process executable instead of the .so")
 	fs.BoolVar(&o.Test, "test", false, "run the module's tests (go test ./...) with the same versions and flags first")
+	fs.BoolVar(&o.RequireAcceptable, "require-acceptable", false, "fail when the plugin's IsAcceptable() is false on this host (by default the file is written with a note)")
 	asJSON := fs.Bool("json", false, "print the result as JSON")
 	pos, ok := parseArgs(fs, args, stderr)
 	if !ok {
 		return exitcode.Usage
 	}
 	if len(pos) != 1 {
-		fmt.Fprintln(stderr, "usage: runner plugins build [--runner PATH] [--out DIR] [--name N] [--exec] [--test] [--json] MODULE_DIR")
+		fmt.Fprintln(stderr, "usage: runner plugins build [--runner PATH] [--out DIR] [--name N] [--exec] [--test] [--require-acceptable] [--json] MODULE_DIR")
 		return exitcode.Usage
 	}
 	o.Module = pos[0]
@@ -60,6 +61,9 @@ func buildCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	fmt.Fprintf(stdout, "built %s %s (%s) as %s with %s %s\n", res.Name, res.Version, res.Kind, res.File, res.Toolchain, strings.Join(res.Flags, " "))
 	for _, c := range res.Raised {
 		fmt.Fprintf(stdout, "  %s raised from %s to %s, the runner's version\n", c.Path, c.From, c.To)
+	}
+	for _, n := range res.Notes {
+		fmt.Fprintf(stdout, "note: %s\n", n)
 	}
 	return exitcode.OK
 }

@@ -39,13 +39,14 @@ func installCmd(ctx context.Context, args []string, stdout, stderr io.Writer) in
 	fs.StringVar(&in.Name, "name", "", "the plugin's name, when FILE is not named <name>_v<semver>.so")
 	fs.StringVar(&in.Version, "version", "", "the plugin's version, when FILE's name has none (must match its Version())")
 	fs.BoolVar(&in.Force, "force", false, "replace an installed file of the same version")
+	fs.BoolVar(&in.RequireAcceptable, "require-acceptable", false, "refuse a file whose IsAcceptable() is false on this host (by default it is installed with a note)")
 	asJSON := fs.Bool("json", false, "print the result as JSON")
 	pos, ok := parseArgs(fs, args, stderr)
 	if !ok {
 		return exitcode.Usage
 	}
 	if len(pos) != 1 {
-		fmt.Fprintln(stderr, "usage: runner plugins install [--plugins DIR] [--name N] [--version V] [--force] [--json] FILE")
+		fmt.Fprintln(stderr, "usage: runner plugins install [--plugins DIR] [--name N] [--version V] [--force] [--require-acceptable] [--json] FILE")
 		return exitcode.Usage
 	}
 	src := pos[0]

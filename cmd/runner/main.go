@@ -62,11 +62,11 @@ const usage = `usage:
              [--oplog-park-after N] [--control-socket PATH]
              [--debounce D] [--drain-timeout D] [--min-uptime D] [--restart-sec D] [--quarantine-after N] [--log-level L]
   runner plugins check [--plugins DIR] [--config FILE] [--state-dir DIR] [--probe-timeout D] [--max-plugin-size BYTES] [--json]
-  runner plugins install [--plugins DIR] [--name N] [--version V] [--force] [--json] FILE
+  runner plugins install [--plugins DIR] [--name N] [--version V] [--force] [--require-acceptable] [--json] FILE
   runner plugins remove [--plugins DIR] [--state-dir DIR] [--force] [--json] NAME VERSION
   runner plugins why [--plugins DIR] [--state-dir DIR] [--json] FILE | NAME VERSION
   runner plugins unquarantine [--state-dir DIR] NAME VERSION
-  runner plugins build [--runner PATH] [--out DIR] [--name N] [--exec] [--test] [--json] MODULE_DIR
+  runner plugins build [--runner PATH] [--out DIR] [--name N] [--exec] [--test] [--require-acceptable] [--json] MODULE_DIR
   runner plugins new [--kind transformer|oplog] [--module PATH] NAME [DIR]
   runner plugins contract DIR
   runner plugins sign --key KEYFILE [--name NAME_vVERSION.so] FILE

@@ -55,6 +55,11 @@ type Install struct {
 	Version string
 	// Force replaces an installed file of the same version.
 	Force bool
+	// RequireAcceptable refuses a file whose IsAcceptable() is false on
+	// this host. Without it such a file, loadable otherwise, is installed
+	// with a note: a release for other hosts, which the runner on each host
+	// accepts or passes over as it always does.
+	RequireAcceptable bool
 	// VerifiesSignatures tells that Loader.Admit verifies signatures (the
 	// trust policy has keys). Without it a FILE.sig is only checked to be
 	// a well-formed signature, and Installed.Notes says it was not
@@ -160,7 +165,14 @@ func (in Install) Run(ctx context.Context, src string) (Installed, error) {
 	if err := ctx.Err(); err != nil {
 		return out, err
 	}
-	if !d.Acceptable {
+	if !d.Acceptable && d.Loadable() && !in.RequireAcceptable && d.Version != "" {
+		why := d.Err()
+		var rerr *loader.RejectError
+		if errors.As(why, &rerr) {
+			why = rerr.Err // its path is the temporary copy's
+		}
+		out.Notes = append(out.Notes, fmt.Sprintf("%v; installed all the same: it loads, and the runner on each host asks IsAcceptable() there (--require-acceptable refuses it)", why))
+	} else if !d.Acceptable {
 		err := d.Err()
 		var rerr *loader.RejectError
 		if errors.As(err, &rerr) {

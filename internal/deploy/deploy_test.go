@@ -101,7 +101,7 @@ func TestInstallRefusals(t *testing.T) {
 			copyFile(t, fixture(t, "good-1.1.0"), p)
 			return p
 		}, []error{deploy.ErrExists}, "wasmtag 1.1.0 is [wasmtag_v1.1.0.so]"},
-		{"fails the probe", deploy.Install{Name: "wasmtag"}, func(t *testing.T) string { return fixture(t, "notacceptable") },
+		{"not acceptable here, required", deploy.Install{Name: "wasmtag", RequireAcceptable: true}, func(t *testing.T) string { return fixture(t, "notacceptable") },
 			[]error{deploy.ErrRejected, loader.ErrNotAcceptable}, "IsAcceptable() returned false"},
 		{"init panics", deploy.Install{Name: "wasmtag"}, func(t *testing.T) string { return fixture(t, "initpanic") },
 			[]error{deploy.ErrRejected, loader.ErrPanic}, "initpanic: cannot start"},
@@ -245,6 +245,29 @@ func TestRemove(t *testing.T) {
 	assert.Equal(t, "", res.Next)
 	_, err = os.Stat(filepath.Join(dir, "wasmtag_v1.1.0.so"))
 	assert.ErrorIs(t, err, os.ErrNotExist)
+}
+
+// TestInstallNotAcceptableHere: a version whose IsAcceptable() is false on
+// this host, loadable otherwise (a release for other hosts), is installed
+// with a note saying so; the daemon here passes over it and serves the
+// older one. A version that fails anything else is refused as ever.
+func TestInstallNotAcceptableHere(t *testing.T) {
+	t.Parallel()
+	dir := folder(t)
+	res, err := deploy.Install{Loader: loader.Config{Dir: dir}, Name: "wasmtag"}.Run(context.Background(), fixture(t, "notacceptable"))
+	require.NoError(t, err)
+	assert.False(t, res.Diagnosis.Acceptable)
+	assert.True(t, res.Diagnosis.Loadable())
+	require.Len(t, res.Notes, 1)
+	assert.Contains(t, res.Notes[0], "IsAcceptable() returned false")
+	assert.Contains(t, res.Notes[0], "installed all the same")
+	assert.NotContains(t, res.Notes[0], "/.", "no temporary path")
+	assert.FileExists(t, filepath.Join(dir, res.File))
+
+	sel, err := loader.New(loader.Config{Dir: dir}).Check(context.Background())
+	require.NoError(t, err)
+	require.Len(t, sel.Selected(), 1)
+	assert.Equal(t, "1.1.0", sel.Selected()[0].Version.String(), "the runner here passes over it")
 }
 
 // TestSignatureTravels: a well-formed signature is installed beside its

@@ -38,6 +38,10 @@ type Options struct {
 	// Exec builds the out-of-process executable (-tags soplug_exec)
 	// instead of the .so. It needs no pinning beyond the contract.
 	Exec bool
+	// RequireAcceptable fails a build whose IsAcceptable() is false on
+	// this host (plugins install --require-acceptable). Without it such a
+	// build, loadable otherwise, is written with a note (Result.Notes).
+	RequireAcceptable bool
 	// Test runs the module's tests (go test ./...) with the same versions
 	// and flags before building.
 	Test bool
@@ -389,7 +393,11 @@ func requirers(graph []byte, path, ver string) []string {
 // install has the runner check and probe the built file as install does,
 // writing it into Out under its canonical name.
 func (b *builder) install(ctx context.Context, built string) (deploy.Installed, error) {
-	cmd := exec.CommandContext(ctx, b.o.Runner, "plugins", "install", "--plugins", b.out, "--name", b.name, "--force", "--json", built)
+	args := []string{"plugins", "install", "--plugins", b.out, "--name", b.name, "--force", "--json"}
+	if b.o.RequireAcceptable {
+		args = append(args, "--require-acceptable")
+	}
+	cmd := exec.CommandContext(ctx, b.o.Runner, append(args, built)...)
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()

@@ -352,16 +352,25 @@ func TestBuildBrokenModule(t *testing.T) {
 	assert.NoDirExists(t, made, "a failed build leaves no empty output folder")
 }
 
-// TestBuildRejectedByRunner: a module that builds but is not acceptable is
-// refused by the runner's own checks, and nothing is written.
-func TestBuildRejectedByRunner(t *testing.T) {
+// TestBuildNotAcceptableHere: a module whose IsAcceptable() is false on
+// the build host (a release for hosts with a GPU) builds, its tests from
+// new included, and is written with a note; --require-acceptable refuses
+// it, and nothing is written.
+func TestBuildNotAcceptableHere(t *testing.T) {
 	mod := writeModule(t, "picky", "module example.com/picky\n\ngo 1.26\n", nil)
 	src, err := os.ReadFile(filepath.Join(mod, "plugin.go"))
 	require.NoError(t, err)
 	src = []byte(strings.Replace(string(src), "func (transformer) IsAcceptable() bool { return true }", "func (transformer) IsAcceptable() bool { return false }", 1))
 	require.NoError(t, os.WriteFile(filepath.Join(mod, "plugin.go"), src, 0o644))
 	dist := t.TempDir()
-	_, err = pluginbuild.Build(context.Background(), pluginbuild.Options{Module: mod, Runner: runners.here, Out: dist})
+	res, err := pluginbuild.Build(context.Background(), pluginbuild.Options{Module: mod, Runner: runners.here, Out: dist, Test: true})
+	require.NoError(t, err)
+	assert.FileExists(t, res.File)
+	require.Len(t, res.Notes, 1)
+	assert.Contains(t, res.Notes[0], "IsAcceptable() returned false")
+
+	dist = t.TempDir()
+	_, err = pluginbuild.Build(context.Background(), pluginbuild.Options{Module: mod, Runner: runners.here, Out: dist, RequireAcceptable: true})
 	require.ErrorIs(t, err, pluginbuild.ErrRejected)
 	assert.Contains(t, err.Error(), "IsAcceptable")
 	entries, _ := os.ReadDir(dist)
