@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"strings"
 
 	"github.com/soplug/soplug/internal/cliout"
@@ -69,7 +70,7 @@ func buildCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 }
 
 // newCmd is "runner plugins new NAME [DIR]".
-func newCmd(args []string, stdout, stderr io.Writer) int {
+func newCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("plugins new", flag.ContinueOnError)
 	var o pluginbuild.NewOptions
 	fs.StringVar(&o.Kind, "kind", pluginbuild.KindTransformer, "transformer or oplog")
@@ -100,6 +101,11 @@ func newCmd(args []string, stdout, stderr io.Writer) int {
 	dir := o.Dir
 	if dir == "" {
 		dir = o.Name
+	}
+	if err := pluginbuild.Tidy(ctx, dir); err != nil {
+		fmt.Fprintf(stderr, "runner plugins new: the module is written, but %v\nrun go mod tidy in %s once the go command can reach the module proxy\n", err, dir)
+	} else {
+		fmt.Fprintf(stdout, "wrote %s (go mod tidy): go build, test and vet ./... work there\n", filepath.Join(dir, "go.sum"))
 	}
 	fmt.Fprintf(stdout, "next: runner plugins build --test --out dist %s\n", dir)
 	return exitcode.OK

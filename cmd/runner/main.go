@@ -116,7 +116,7 @@ func runMain(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	case len(args) >= 2 && args[0] == "plugins" && args[1] == "build":
 		return buildCmd(ctx, args[2:], stdout, stderr)
 	case len(args) >= 2 && args[0] == "plugins" && args[1] == "new":
-		return newCmd(args[2:], stdout, stderr)
+		return newCmd(ctx, args[2:], stdout, stderr)
 	case len(args) >= 2 && args[0] == "plugins" && args[1] == "contract":
 		return contractCmd(args[2:], stdout, stderr)
 	case len(args) >= 2 && args[0] == "plugins" && args[1] == "sign":

@@ -303,6 +303,39 @@ func TestBuildRefusals(t *testing.T) {
 	}
 }
 
+// TestNewIsAnOrdinaryModule: in what runner plugins new writes, the go
+// command works as in any Go repository, with no go.work and no hand edit:
+// go build, go vet, go test and go mod tidy succeed, and leave go.mod and
+// go.sum as they were.
+func TestNewIsAnOrdinaryModule(t *testing.T) {
+	for _, kind := range []string{pluginbuild.KindTransformer, pluginbuild.KindOplog} {
+		t.Run(kind, func(t *testing.T) {
+			mod := filepath.Join(t.TempDir(), "team")
+			code, out := runRunner(t, runners.here, "plugins", "new", "--kind", kind, "team", mod)
+			require.Equal(t, 0, code, out)
+			assert.Contains(t, out, "(go mod tidy): go build, test and vet ./... work there")
+			read := func(f string) string {
+				data, err := os.ReadFile(filepath.Join(mod, f))
+				require.NoError(t, err)
+				return string(data)
+			}
+			gomod, gosum := read("go.mod"), read("go.sum")
+			for _, args := range [][]string{{"build", "./..."}, {"vet", "./..."}, {"test", "./..."}, {"mod", "tidy"}} {
+				cmd := exec.Command("go", args...)
+				cmd.Dir = mod
+				cmd.Env = append(os.Environ(), "GOWORK=off", "GOFLAGS=-mod=readonly")
+				if args[0] == "mod" {
+					cmd.Env = append(os.Environ(), "GOWORK=off")
+				}
+				out, err := cmd.CombinedOutput()
+				require.NoError(t, err, "go %v: %s", args, out)
+			}
+			assert.Equal(t, gomod, read("go.mod"), "unchanged")
+			assert.Equal(t, gosum, read("go.sum"), "unchanged")
+		})
+	}
+}
+
 // TestRecipeCommitsNoSecret: the README's recipe run inside the generated
 // repository, a key generated there by a careless hand included: git
 // status shows the sources only, not the key and not dist/.

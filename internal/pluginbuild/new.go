@@ -2,11 +2,13 @@ package pluginbuild
 
 import (
 	"bytes"
+	"context"
 	"embed"
 	"errors"
 	"fmt"
 	"io/fs"
 	"os"
+	"os/exec"
 	"path"
 	"path/filepath"
 	"runtime"
@@ -44,7 +46,10 @@ type NewOptions struct {
 // New writes a plugin module that Build turns into a loadable file
 // unchanged: go.mod, the plugin with Version, IsAcceptable and its accessor,
 // a test, main_so.go for the .so and main_exec.go for the out-of-process
-// executable. It returns the files written.
+// executable, a .gitignore, and this runner's contract module in
+// ContractDir, which go.mod replaces soplug with, so that the module is an
+// ordinary one (after Tidy writes its go.sum). It returns the files
+// written.
 func New(o NewOptions) ([]string, error) {
 	if err := checkName(o.Name); err != nil {
 		return nil, err
@@ -99,7 +104,28 @@ func New(o NewOptions) ([]string, error) {
 			written = append(written, dst)
 		}
 	}
-	return written, nil
+	contract := filepath.Join(o.Dir, ContractDir)
+	if err := WriteContract(contract); err != nil {
+		return written, err
+	}
+	return append(written, contract), nil
+}
+
+// ContractDir is the folder in a module New writes where the contract
+// module goes, replaced for github.com/soplug/soplug in its go.mod. The go
+// command's ./... leaves a folder whose name starts with a dot out.
+const ContractDir = ".soplug"
+
+// Tidy runs go mod tidy in the module at dir (no workspace), which writes
+// its go.sum: after it go build, test and vet ./... work there.
+func Tidy(ctx context.Context, dir string) error {
+	cmd := exec.CommandContext(ctx, "go", "mod", "tidy")
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), "GOWORK=off", "GOFLAGS=-mod=mod")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("%w: go mod tidy in %s: %w: %s", ErrGo, dir, err, bytes.TrimSpace(out))
+	}
+	return nil
 }
 
 // checkName refuses a name that cannot name a plugin file.
