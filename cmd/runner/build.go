@@ -32,7 +32,8 @@ func buildCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	var o pluginbuild.Options
 	fs.StringVar(&o.Runner, "runner", "", "the runner binary to build against (default: this one)")
 	fs.StringVar(&o.Out, "out", ".", "the folder to write <name>_v<Version()>.so into")
-	fs.StringVar(&o.Name, "name", "", "the plugin's name (default: the last element of the module path)")
+	fs.StringVar(&o.Name, "name", "", "the plugin's name (default: the last element of --pkg, or of the module path)")
+	fs.StringVar(&o.Pkg, "pkg", "", "the plugin's main package inside the module, e.g. ./cmd/stamp (default: the module's root)")
 	fs.BoolVar(&o.Exec, "exec", false, "build the out-of-process executable instead of the .so")
 	fs.BoolVar(&o.Test, "test", false, "run the module's tests (go test ./...) with the same versions and flags first")
 	fs.BoolVar(&o.RequireAcceptable, "require-acceptable", false, "fail when the plugin's IsAcceptable() is false on this host (by default the file is written with a note)")
@@ -42,7 +43,7 @@ func buildCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		return exitcode.Usage
 	}
 	if len(pos) != 1 {
-		fmt.Fprintln(stderr, "usage: runner plugins build [--runner PATH] [--out DIR] [--name N] [--exec] [--test] [--require-acceptable] [--json] MODULE_DIR")
+		fmt.Fprintln(stderr, "usage: runner plugins build [--runner PATH] [--out DIR] [--name N] [--pkg PATH] [--exec] [--test] [--require-acceptable] [--json] MODULE_DIR")
 		return exitcode.Usage
 	}
 	o.Module = pos[0]

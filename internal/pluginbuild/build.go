@@ -35,6 +35,10 @@ type Options struct {
 	// Name is the plugin's name; default the last element of the module
 	// path (without a /vN suffix).
 	Name string
+	// Pkg is the plugin's main package, a path inside Module such as
+	// "./cmd/stamp"; default the module's root package. It names the
+	// plugin too when Name is empty.
+	Pkg string
 	// Exec builds the out-of-process executable (-tags soplug_exec)
 	// instead of the .so. It needs no pinning beyond the contract.
 	Exec bool
@@ -106,6 +110,11 @@ func Build(ctx context.Context, o Options) (res Result, err error) {
 	if err := b.workspace(ctx); err != nil {
 		return res, err
 	}
+	if out, err := b.goCmd(ctx, false, "list", "-f", "{{.Name}}", b.pkg); err != nil {
+		return res, err
+	} else if name := strings.TrimSpace(string(out)); name != "main" {
+		return res, fmt.Errorf("%w: %s in %s is package %s: a plugin is built from a main package; give it with --pkg", ErrModule, b.pkg, b.o.Module, name)
+	}
 	if !o.Exec {
 		if res.Raised, err = b.pin(ctx); err != nil {
 			return res, err
@@ -129,7 +138,7 @@ func Build(ctx context.Context, o Options) (res Result, err error) {
 	if !o.Exec {
 		args = append(args, "-buildmode=plugin")
 	}
-	if _, err := b.goCmd(ctx, true, append(args, "-o", built, ".")...); err != nil {
+	if _, err := b.goCmd(ctx, true, append(args, "-o", built, b.pkg)...); err != nil {
 		return res, err
 	}
 	res.Installed, err = b.install(ctx, built)
@@ -147,6 +156,7 @@ type builder struct {
 	target  *Target
 	mod     modFile
 	name    string
+	pkg     string // the main package, "." or "./cmd/x"
 	out     string
 	madeOut bool   // out did not exist before this build
 	tmp     string // the workspace: go.work, soplug/, pins/, out/
@@ -181,6 +191,12 @@ func newBuilder(ctx context.Context, o Options) (*builder, error) {
 	}
 	if _, err := os.Stat(filepath.Join(b.o.Module, "go.mod")); err != nil {
 		return nil, fmt.Errorf("%w: %s has no go.mod: give the folder of the plugin's module", ErrModule, b.o.Module)
+	}
+	if fi, err := os.Stat(filepath.Join(b.o.Module, "vendor")); err == nil && fi.IsDir() {
+		return nil, fmt.Errorf("%w: %s has a vendor/ folder: a plugin must compile the modules it shares with the runner at the runner's versions, which a vendored copy may not be; build from a checkout without vendor/ (the build reads modules from the module cache)", ErrModule, b.o.Module)
+	}
+	if b.pkg, err = mainPackage(b.o.Module, o.Pkg); err != nil {
+		return nil, err
 	}
 	if b.out = o.Out; b.out == "" {
 		b.out = "."
@@ -222,6 +238,9 @@ func (b *builder) readMod(ctx context.Context) error {
 	}
 	if b.name = b.o.Name; b.name == "" {
 		b.name = defaultName(b.mod.Module.Path)
+		if b.pkg != "." {
+			b.name = path.Base(b.pkg)
+		}
 	}
 	if err := checkName(b.name); err != nil {
 		return fmt.Errorf("%w (from module %s; give --name)", err, b.mod.Module.Path)
@@ -232,6 +251,37 @@ func (b *builder) readMod(ctx context.Context) error {
 		return fmt.Errorf("%w: %s/go.mod needs go %s; the runner was built with %s: lower the go line, or build against a newer runner", ErrModule, b.o.Module, b.mod.Go, b.target.Toolchain)
 	}
 	return nil
+}
+
+// mainPackage checks the plugin's main package pkg in module dir ("" is
+// the root) and returns it as the go command takes it: "." or "./x/y". A
+// path outside the module, a folder with no Go files or a package other
+// than main is ErrModule naming it and what to give.
+func mainPackage(dir, pkg string) (string, error) {
+	rel := filepath.ToSlash(filepath.Clean(filepath.FromSlash(strings.TrimPrefix(pkg, "./"))))
+	if pkg == "" {
+		rel = "."
+	}
+	if path.IsAbs(rel) || rel == ".." || strings.HasPrefix(rel, "../") {
+		return "", fmt.Errorf("%w: --pkg %s is not a folder inside the module %s", ErrModule, pkg, dir)
+	}
+	abs := filepath.Join(dir, filepath.FromSlash(rel))
+	entries, err := os.ReadDir(abs)
+	if err != nil {
+		return "", fmt.Errorf("%w: --pkg %s: %w", ErrModule, pkg, err)
+	}
+	for _, e := range entries {
+		if strings.HasSuffix(e.Name(), ".go") && !strings.HasSuffix(e.Name(), "_test.go") {
+			if rel == "." {
+				return ".", nil
+			}
+			return "./" + rel, nil
+		}
+	}
+	if rel == "." {
+		return "", fmt.Errorf("%w: %s has no Go files at its root: give the plugin's main package with --pkg (e.g. --pkg ./cmd/NAME)", ErrModule, dir)
+	}
+	return "", fmt.Errorf("%w: --pkg %s: %s holds no Go files", ErrModule, pkg, abs)
 }
 
 var majorSuffix = regexp.MustCompile(`/v[0-9]+$`)

@@ -336,6 +336,41 @@ func TestNewIsAnOrdinaryModule(t *testing.T) {
 	}
 }
 
+// TestBuildLayouts: a plugin's main package anywhere in the module builds
+// with Pkg (and is named after it); a module with no root package, a Pkg
+// that is not main or not in the module, and a vendor/ folder are refused
+// with what to do.
+func TestBuildLayouts(t *testing.T) {
+	mod := writeModule(t, "team", "module example.com/team\n\ngo 1.26\n", nil)
+	require.NoError(t, os.MkdirAll(filepath.Join(mod, "cmd", "stamp"), 0o755))
+	for _, f := range []string{"plugin.go", "main_so.go", "main_exec.go", "plugin_test.go"} {
+		require.NoError(t, os.Rename(filepath.Join(mod, f), filepath.Join(mod, "cmd", "stamp", f)))
+	}
+	require.NoError(t, os.MkdirAll(filepath.Join(mod, "internal", "lib"), 0o755))
+	require.NoError(t, os.WriteFile(filepath.Join(mod, "internal", "lib", "lib.go"), []byte("package lib\n"), 0o644))
+
+	res, err := pluginbuild.Build(context.Background(), pluginbuild.Options{Module: mod, Runner: runners.here, Out: t.TempDir(), Pkg: "./cmd/stamp"})
+	require.NoError(t, err)
+	assert.Equal(t, "stamp_v0.1.0.so", filepath.Base(res.File), "named after its package")
+
+	for _, tc := range []struct{ name, pkg, msg string }{
+		{"no root package", "", "has no Go files at its root: give the plugin's main package with --pkg (e.g. --pkg ./cmd/NAME)"},
+		{"not main", "./internal/lib", "./internal/lib in " + mod + " is package lib: a plugin is built from a main package"},
+		{"outside the module", "../elsewhere", "--pkg ../elsewhere is not a folder inside the module"},
+		{"missing", "./cmd/nope", "--pkg ./cmd/nope"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := pluginbuild.Build(context.Background(), pluginbuild.Options{Module: mod, Runner: runners.here, Out: t.TempDir(), Pkg: tc.pkg})
+			require.ErrorIs(t, err, pluginbuild.ErrModule)
+			assert.Contains(t, err.Error(), tc.msg)
+		})
+	}
+	require.NoError(t, os.MkdirAll(filepath.Join(mod, "vendor"), 0o755))
+	_, err = pluginbuild.Build(context.Background(), pluginbuild.Options{Module: mod, Runner: runners.here, Out: t.TempDir(), Pkg: "./cmd/stamp"})
+	require.ErrorIs(t, err, pluginbuild.ErrModule)
+	assert.Contains(t, err.Error(), "has a vendor/ folder")
+}
+
 // TestRecipeCommitsNoSecret: the README's recipe run inside the generated
 // repository, a key generated there by a careless hand included: git
 // status shows the sources only, not the key and not dist/.
