@@ -192,12 +192,6 @@ func newBuilder(ctx context.Context, o Options) (*builder, error) {
 	if _, err := os.Stat(filepath.Join(b.o.Module, "go.mod")); err != nil {
 		return nil, fmt.Errorf("%w: %s has no go.mod: give the folder of the plugin's module", ErrModule, b.o.Module)
 	}
-	if fi, err := os.Stat(filepath.Join(b.o.Module, "vendor")); err == nil && fi.IsDir() {
-		return nil, fmt.Errorf("%w: %s has a vendor/ folder: a plugin must compile the modules it shares with the runner at the runner's versions, which a vendored copy may not be; build from a checkout without vendor/ (the build reads modules from the module cache)", ErrModule, b.o.Module)
-	}
-	if b.pkg, err = mainPackage(b.o.Module, o.Pkg); err != nil {
-		return nil, err
-	}
 	if b.out = o.Out; b.out == "" {
 		b.out = "."
 	}
@@ -235,6 +229,12 @@ func (b *builder) readMod(ctx context.Context) error {
 	}
 	if b.mod.Module.Path == ContractModule {
 		return fmt.Errorf("%w: %s is %s itself, not a plugin module", ErrModule, b.o.Module, ContractModule)
+	}
+	if fi, err := os.Stat(filepath.Join(b.o.Module, "vendor")); err == nil && fi.IsDir() {
+		return fmt.Errorf("%w: %s has a vendor/ folder: a plugin must compile the modules it shares with the runner at the runner's versions, which a vendored copy may not be; build from a checkout without vendor/ (the build reads modules from the module cache)", ErrModule, b.o.Module)
+	}
+	if b.pkg, err = mainPackage(b.o.Module, b.o.Pkg); err != nil {
+		return err
 	}
 	if b.name = b.o.Name; b.name == "" {
 		b.name = defaultName(b.mod.Module.Path)
