@@ -62,7 +62,7 @@ func buildCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	}
 	fmt.Fprintf(stdout, "built %s %s (%s) as %s with %s %s\n", res.Name, res.Version, res.Kind, res.File, res.Toolchain, strings.Join(res.Flags, " "))
 	for _, c := range res.Raised {
-		fmt.Fprintf(stdout, "  %s raised from %s to %s, the runner's version\n", c.Path, c.From, c.To)
+		fmt.Fprintf(stdout, "  %s raised from %s to %s, %s\n", c.Path, c.From, c.To, c.Why)
 	}
 	for _, n := range res.Notes {
 		fmt.Fprintf(stdout, "note: %s\n", n)

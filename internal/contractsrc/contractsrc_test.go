@@ -2,7 +2,9 @@ package contractsrc_test
 
 import (
 	"os"
+	"os/exec"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"testing"
@@ -15,8 +17,43 @@ import (
 )
 
 const comment = `The contract module's source, embedded in the runner by package contractsrc.
-Generated from go.mod, go.sum and contract/: do not edit; run go generate ./internal/contractsrc.
+Generated from go.mod (the requirements the contract packages need), go.sum and contract/: do not edit; run go generate ./internal/contractsrc.
 `
+
+// contractGoMod is the archive's go.mod: the module's module and go lines,
+// and a requirement of each module a package of the contract imports (the
+// closure), at the version this module selects. Only what plugins share
+// with the runner through the contract: a team's other modules (an older
+// wazero, say) are not raised to the versions soplug's own tests use.
+func contractGoMod(t *testing.T, root string) []byte {
+	t.Helper()
+	cmd := exec.Command("go", "list", "-deps", "-f", "{{with .Module}}{{if not .Main}}{{.Path}} {{.Version}}{{end}}{{end}}",
+		"./contract", "./contract/serve", "./contract/golem")
+	cmd.Dir = root
+	out, err := cmd.Output()
+	require.NoError(t, err, "go list of the contract's dependencies")
+	var reqs []string
+	for _, l := range strings.Split(string(out), "\n") {
+		if l = strings.TrimSpace(l); l != "" && !slices.Contains(reqs, l) {
+			reqs = append(reqs, l)
+		}
+	}
+	sort.Strings(reqs)
+	data, err := os.ReadFile(filepath.Join(root, "go.mod"))
+	require.NoError(t, err)
+	var b strings.Builder
+	for _, l := range strings.Split(string(data), "\n") {
+		if strings.HasPrefix(l, "module ") || strings.HasPrefix(l, "go ") || strings.HasPrefix(l, "toolchain ") {
+			b.WriteString(l + "\n\n")
+		}
+	}
+	b.WriteString("// The modules the contract packages import, and only those: written by\n// go generate ./internal/contractsrc from soplug's go.mod.\nrequire (\n")
+	for _, r := range reqs {
+		b.WriteString("\t" + r + "\n")
+	}
+	b.WriteString(")\n")
+	return []byte(b.String())
+}
 
 // sources reads the files the archive must hold from the module root.
 func sources(t *testing.T) []contractsrc.File {
@@ -37,6 +74,9 @@ func sources(t *testing.T) []contractsrc.File {
 	for _, n := range names {
 		data, err := os.ReadFile(filepath.Join(root, filepath.FromSlash(n)))
 		require.NoError(t, err)
+		if n == "go.mod" {
+			data = contractGoMod(t, root)
+		}
 		files = append(files, contractsrc.File{Path: n, Data: data})
 	}
 	return files

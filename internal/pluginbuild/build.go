@@ -62,6 +62,10 @@ type Change struct {
 	// From is the version the plugin's go.mod requires, To the one built.
 	From string `json:"from"`
 	To   string `json:"to"`
+	// Why is whose version it took: "the runner's version" (a module the
+	// runner links, which a plugin must share at its version), or "required
+	// by the contract" (an out-of-process build, which shares only that).
+	Why string `json:"why"`
 }
 
 // Result is what Build made.
@@ -75,7 +79,7 @@ type Result struct {
 	Toolchain string `json:"toolchain"`
 	// Flags are the go build flags used.
 	Flags []string `json:"flags"`
-	// Raised are the plugin's requirements raised to the runner's version.
+	// Raised are the plugin's requirements the build raised, each with why.
 	Raised []Change `json:"raised,omitempty"`
 }
 
@@ -116,12 +120,15 @@ func Build(ctx context.Context, o Options) (res Result, err error) {
 		return res, fmt.Errorf("%w: %s in %s is package %s: a plugin is built from a main package; give it with --pkg", ErrModule, b.pkg, b.o.Module, name)
 	}
 	if !o.Exec {
-		if res.Raised, err = b.pin(ctx); err != nil {
-			return res, err
-		}
-		for _, c := range res.Raised {
-			b.logf("raised %s from %s to %s, the runner's version", c.Path, c.From, c.To)
-		}
+		res.Raised, err = b.pin(ctx)
+	} else {
+		res.Raised, err = b.contractRaises(ctx)
+	}
+	if err != nil {
+		return res, err
+	}
+	for _, c := range res.Raised {
+		b.logf("raised %s from %s to %s, %s", c.Path, c.From, c.To, c.Why)
 	}
 	if o.Test {
 		b.logf("testing %s", b.mod.Module.Path)
@@ -371,20 +378,9 @@ func quote(p string) string {
 // pin checks that the workspace selects the runner's version of every
 // module the runner links, and returns the plugin's requirements it raised.
 func (b *builder) pin(ctx context.Context) ([]Change, error) {
-	out, err := b.goCmd(ctx, false, "list", "-m", "-json", "all")
+	selected, err := b.selected(ctx)
 	if err != nil {
 		return nil, err
-	}
-	selected := map[string]string{}
-	dec := json.NewDecoder(bytes.NewReader(out))
-	for {
-		var m struct{ Path, Version string }
-		if err := dec.Decode(&m); errors.Is(err, io.EOF) {
-			break
-		} else if err != nil {
-			return nil, fmt.Errorf("%w: go list -m -json all: %w", ErrGo, err)
-		}
-		selected[m.Path] = m.Version
 	}
 	var newer []string
 	var graph []byte // go mod graph, read at the first newer module
@@ -410,11 +406,52 @@ func (b *builder) pin(ctx context.Context) ([]Change, error) {
 	}
 	var raised []Change
 	for _, r := range b.mod.Require {
-		if sel := selected[r.Path]; b.target.dep(r.Path) != nil && sel != r.Version {
-			raised = append(raised, Change{Path: r.Path, From: r.Version, To: sel})
+		if sel := selected[r.Path]; sel != r.Version {
+			why := "required by the contract"
+			if b.target.dep(r.Path) != nil {
+				why = "the runner's version"
+			}
+			raised = append(raised, Change{Path: r.Path, From: r.Version, To: sel, Why: why})
 		}
 	}
 	return raised, nil
+}
+
+// contractRaises returns, for an out-of-process build, the plugin's
+// requirements that the workspace selects at another version: those the
+// contract module requires newer. Nothing else moves, and what does is
+// reported, never changed silently.
+func (b *builder) contractRaises(ctx context.Context) ([]Change, error) {
+	selected, err := b.selected(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var raised []Change
+	for _, r := range b.mod.Require {
+		if sel := selected[r.Path]; sel != "" && sel != r.Version {
+			raised = append(raised, Change{Path: r.Path, From: r.Version, To: sel, Why: "required by the contract"})
+		}
+	}
+	return raised, nil
+}
+
+// selected returns the version the workspace selects of every module.
+func (b *builder) selected(ctx context.Context) (map[string]string, error) {
+	out, err := b.goCmd(ctx, false, "list", "-m", "-json", "all")
+	if err != nil {
+		return nil, err
+	}
+	selected := map[string]string{}
+	dec := json.NewDecoder(bytes.NewReader(out))
+	for {
+		var m struct{ Path, Version string }
+		if err := dec.Decode(&m); errors.Is(err, io.EOF) {
+			return selected, nil
+		} else if err != nil {
+			return nil, fmt.Errorf("%w: go list -m -json all: %w", ErrGo, err)
+		}
+		selected[m.Path] = m.Version
+	}
 }
 
 // later reports whether module version a is later than b.

@@ -216,13 +216,45 @@ var _ = goversion.Must(goversion.NewVersion("1.0.0"))
 
 // TestBuildRaisesOlderModule: a module pinning an older go-version than the
 // runner links gets the runner's, and loads.
+// TestBuildKeepsUnsharedModules: a team's module that the runner does not
+// link (wazero: soplug's tests use v1.12) keeps the team's version, in the
+// build and in the module's own go build; only what plugins share with
+// the runner is pinned.
+func TestBuildKeepsUnsharedModules(t *testing.T) {
+	mod := writeModule(t, "keeps", "module example.com/keeps\n\ngo 1.26\n\nrequire github.com/tetratelabs/wazero v1.8.0\n",
+		map[string]string{"wz.go": "package main\n\nimport _ \"github.com/tetratelabs/wazero\"\n"})
+	res, err := pluginbuild.Build(context.Background(), pluginbuild.Options{Module: mod, Runner: runners.here, Out: t.TempDir()})
+	require.NoError(t, err)
+	assert.Empty(t, res.Raised)
+	b, err := buildcheck.Read(res.File)
+	require.NoError(t, err)
+	var got string
+	for _, d := range b.Info.Deps {
+		if d.Path == "github.com/tetratelabs/wazero" {
+			got = d.Version
+		}
+	}
+	assert.Equal(t, "v1.8.0", got, "the team's version, not soplug's")
+}
+
+// TestExecBuildReportsRaises: an out-of-process build shares only the
+// contract with the runner; a requirement the contract needs newer
+// (go-hclog, through go-plugin) is raised and reported, not silently.
+func TestExecBuildReportsRaises(t *testing.T) {
+	mod := writeModule(t, "remote", "module example.com/remote\n\ngo 1.26\n\nrequire github.com/hashicorp/go-hclog v1.6.2\n",
+		map[string]string{"h.go": "package main\n\nimport _ \"github.com/hashicorp/go-hclog\"\n"})
+	res, err := pluginbuild.Build(context.Background(), pluginbuild.Options{Module: mod, Runner: runners.here, Out: t.TempDir(), Exec: true})
+	require.NoError(t, err)
+	assert.Equal(t, []pluginbuild.Change{{Path: "github.com/hashicorp/go-hclog", From: "v1.6.2", To: "v1.6.3", Why: "required by the contract"}}, res.Raised)
+}
+
 func TestBuildRaisesOlderModule(t *testing.T) {
 	mod := writeModule(t, "pinned", "module example.com/pinned\n\ngo 1.26\n\nrequire github.com/hashicorp/go-version v1.7.0\n",
 		map[string]string{"v.go": useGoVersion})
 	dist := t.TempDir()
 	res, err := pluginbuild.Build(context.Background(), pluginbuild.Options{Module: mod, Runner: runners.elsewhere, Out: dist})
 	require.NoError(t, err)
-	assert.Equal(t, []pluginbuild.Change{{Path: "github.com/hashicorp/go-version", From: "v1.7.0", To: runnerDep(t, "github.com/hashicorp/go-version")}}, res.Raised)
+	assert.Equal(t, []pluginbuild.Change{{Path: "github.com/hashicorp/go-version", From: "v1.7.0", To: runnerDep(t, "github.com/hashicorp/go-version"), Why: "the runner's version"}}, res.Raised)
 	selects(t, dist, "pinned")
 	gomod, err := os.ReadFile(filepath.Join(mod, "go.mod"))
 	require.NoError(t, err)
