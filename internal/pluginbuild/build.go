@@ -398,11 +398,24 @@ func (b *builder) pin(ctx context.Context) ([]Change, error) {
 			}
 		}
 		by := requirers(graph, d.Path, sel)
-		newer = append(newer, fmt.Sprintf("%s: the plugin needs %s (required by %s), the runner links %s", d.Path, sel, strings.Join(by, ", "), d.Version))
+		var others []string
+		for _, r := range by {
+			if modulePath(r) != b.mod.Module.Path {
+				others = append(others, r)
+			}
+		}
+		fix := fmt.Sprintf("require %s %s in %s/go.mod", d.Path, d.Version, b.o.Module)
+		if len(others) > 0 {
+			// Lowering the plugin's own requirement does not lower what a
+			// dependency requires: that dependency must move.
+			fix = fmt.Sprintf("use a version of %s that requires at most %s of it (go get %s@VERSION), since raising or lowering it in %s/go.mod cannot go below what they require",
+				strings.Join(others, ", "), d.Version, modulePath(others[0]), b.o.Module)
+		}
+		newer = append(newer, fmt.Sprintf("%s: the plugin needs %s (required by %s), the runner links %s: %s", d.Path, sel, strings.Join(by, ", "), d.Version, fix))
 	}
 	if len(newer) > 0 {
-		return nil, fmt.Errorf("%w: %s; build a runner that links the newer version and build against it, or require the runner's version in %s/go.mod (and in the modules that require the newer one)",
-			ErrNewerModule, strings.Join(newer, "; "), b.o.Module)
+		return nil, fmt.Errorf("%w: %s; or build a runner that links the newer version and build against it",
+			ErrNewerModule, strings.Join(newer, "; "))
 	}
 	var raised []Change
 	for _, r := range b.mod.Require {
@@ -463,6 +476,12 @@ func later(a, b string) bool {
 
 // requirers are the modules that require path at ver in graph, the output
 // of go mod graph.
+// modulePath is a go mod graph node's module path: "m@v" gives "m".
+func modulePath(node string) string {
+	m, _, _ := strings.Cut(node, "@")
+	return m
+}
+
 func requirers(graph []byte, path, ver string) []string {
 	var by []string
 	for line := range strings.Lines(string(graph)) {

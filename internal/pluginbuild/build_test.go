@@ -274,12 +274,34 @@ func TestBuildRefusesNewerModule(t *testing.T) {
 	var log strings.Builder
 	_, err := pluginbuild.Build(context.Background(), pluginbuild.Options{Module: mod, Runner: runners.elsewhere, Out: dist, Log: &log})
 	require.ErrorIs(t, err, pluginbuild.ErrNewerModule)
-	for _, s := range []string{"github.com/hashicorp/go-version", "needs v1.99.0", "required by example.com/ahead", "the runner links " + runnerDep(t, "github.com/hashicorp/go-version"), "build a runner"} {
+	rv := runnerDep(t, "github.com/hashicorp/go-version")
+	for _, s := range []string{"github.com/hashicorp/go-version", "needs v1.99.0", "required by example.com/ahead", "the runner links " + rv,
+		"require github.com/hashicorp/go-version " + rv + " in " + mod + "/go.mod", "build a runner"} {
 		assert.Contains(t, err.Error(), s)
 	}
 	assert.NotContains(t, log.String(), "wrote")
 	entries, _ := os.ReadDir(dist)
 	assert.Empty(t, entries, "nothing is written")
+}
+
+// TestBuildRefusesNewerIndirectModule: when a dependency of the plugin is
+// what requires the newer version, the advice is to move that dependency:
+// a requirement in the plugin's go.mod cannot go below it.
+func TestBuildRefusesNewerIndirectModule(t *testing.T) {
+	mod := writeModule(t, "behind", "module example.com/behind\n\ngo 1.26\n\nrequire example.com/dep v1.0.0\n\n"+
+		"replace example.com/dep v1.0.0 => ./dep\n\nreplace github.com/hashicorp/go-version v1.99.0 => ./goversion\n",
+		map[string]string{
+			"d.go":                 "package main\n\nimport _ \"example.com/dep\"\n",
+			"dep/go.mod":           "module example.com/dep\n\ngo 1.20\n\nrequire github.com/hashicorp/go-version v1.99.0\n",
+			"dep/dep.go":           "package dep\n\nimport _ \"github.com/hashicorp/go-version\"\n",
+			"goversion/go.mod":     "module github.com/hashicorp/go-version\n\ngo 1.20\n",
+			"goversion/version.go": "package version\n",
+		})
+	_, err := pluginbuild.Build(context.Background(), pluginbuild.Options{Module: mod, Runner: runners.here, Out: t.TempDir()})
+	require.ErrorIs(t, err, pluginbuild.ErrNewerModule)
+	assert.Contains(t, err.Error(), "required by example.com/dep@v1.0.0")
+	assert.Contains(t, err.Error(), "use a version of example.com/dep@v1.0.0 that requires at most "+runnerDep(t, "github.com/hashicorp/go-version")+" of it (go get example.com/dep@VERSION)")
+	assert.NotContains(t, err.Error(), "require github.com/hashicorp/go-version", "not advice that cannot work")
 }
 
 // TestHandBuiltIsExplained: a module built by hand against a copy of the
