@@ -31,6 +31,7 @@ func buildCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	fs := flag.NewFlagSet("plugins build", flag.ContinueOnError)
 	var o pluginbuild.Options
 	fs.StringVar(&o.Runner, "runner", "", "the runner binary to build against (default: this one)")
+	fs.StringVar(&o.Runner, "for", "", "the same as --runner: a runner of another release (the one the fleet runs, or the next) to build a loadable file for")
 	fs.StringVar(&o.Out, "out", ".", "the folder to write <name>_v<Version()>.so into")
 	fs.StringVar(&o.Name, "name", "", "the plugin's name (default: the last element of --pkg, or of the module path)")
 	fs.StringVar(&o.Pkg, "pkg", "", "the plugin's main package inside the module, e.g. ./cmd/stamp (default: the module's root)")
@@ -43,7 +44,7 @@ func buildCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		return exitcode.Usage
 	}
 	if len(pos) != 1 {
-		fmt.Fprintln(stderr, "usage: runner plugins build [--runner PATH] [--out DIR] [--name N] [--pkg PATH] [--exec] [--test] [--require-acceptable] [--json] MODULE_DIR")
+		fmt.Fprintln(stderr, "usage: runner plugins build [--runner PATH | --for PATH] [--out DIR] [--name N] [--pkg PATH] [--exec] [--test] [--require-acceptable] [--json] MODULE_DIR")
 		return exitcode.Usage
 	}
 	o.Module = pos[0]

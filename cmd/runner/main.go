@@ -66,7 +66,7 @@ const usage = `usage:
   runner plugins remove [--plugins DIR] [--state-dir DIR] [--force] [--json] NAME VERSION
   runner plugins why [--plugins DIR] [--state-dir DIR] [--json] FILE | NAME VERSION
   runner plugins unquarantine [--state-dir DIR] NAME VERSION
-  runner plugins build [--runner PATH] [--out DIR] [--name N] [--pkg PATH] [--exec] [--test] [--require-acceptable] [--json] MODULE_DIR
+  runner plugins build [--runner PATH | --for PATH] [--out DIR] [--name N] [--pkg PATH] [--exec] [--test] [--require-acceptable] [--json] MODULE_DIR
   runner plugins new [--kind transformer|oplog] [--module PATH] NAME [DIR]
   runner plugins contract DIR
   runner plugins sign --key KEYFILE [--name NAME_vVERSION.so] FILE

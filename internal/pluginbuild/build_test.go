@@ -425,6 +425,49 @@ func TestBuildLayouts(t *testing.T) {
 	assert.Contains(t, err.Error(), "has a vendor/ folder")
 }
 
+// olderRelease is a commit of this repository from before the runner
+// linked nats.go: a runner release a fleet may still run.
+const olderRelease = "305df04^"
+
+// TestBuildForAnOlderRunner: a team builds for the runner the fleet runs
+// today, an older release, with --for (or --runner): the .so is selected
+// by that runner, and this one either selects it too or refuses it naming
+// why, the fallback's normal case.
+func TestBuildForAnOlderRunner(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds a runner of an older release")
+	}
+	root := fixtures.Root()
+	if out, err := exec.Command("git", "-C", root, "rev-parse", "--verify", "--quiet", olderRelease+"^{commit}").CombinedOutput(); err != nil {
+		t.Skipf("no commit %s in this checkout (%v: %s): the older release cannot be built", olderRelease, err, out)
+	}
+	src := t.TempDir()
+	archive := exec.Command("sh", "-c", `git -C "$1" archive "$2" | tar -x -C "$3"`, "sh", root, olderRelease, src)
+	out, err := archive.CombinedOutput()
+	require.NoError(t, err, "%s", out)
+	old := filepath.Join(t.TempDir(), "runner-old")
+	build := exec.Command("go", append(append([]string{"build"}, fixtures.BuildFlags...), "-o", old, "./cmd/runner")...)
+	build.Dir, build.Env = src, append(os.Environ(), "GOWORK=off", "GOFLAGS=-mod=mod")
+	out, err = build.CombinedOutput()
+	require.NoError(t, err, "building the runner of %s: %s", olderRelease, out)
+
+	mod := filepath.Join(t.TempDir(), "fleet")
+	code, out2 := runRunner(t, runners.here, "plugins", "new", "fleet", mod)
+	require.Equal(t, 0, code, out2)
+	dist := t.TempDir()
+	code, out2 = runRunner(t, runners.here, "plugins", "build", "--for", old, "--out", dist, mod)
+	require.Equal(t, 0, code, out2)
+
+	code, out2 = runRunner(t, old, "plugins", "check", "--plugins", dist)
+	assert.Equal(t, 0, code, out2)
+	assert.Contains(t, out2, "selected: fleet 0.1.0", "the older runner loads what was built for it")
+	code, out2 = runRunner(t, runners.here, "plugins", "check", "--plugins", dist)
+	if !strings.Contains(out2, "selected: fleet 0.1.0") {
+		assert.Regexp(t, `fleet\s+0\.1\.0\s+.*rejected\s+check\s+.*differs`, out2, "this runner refuses it naming why")
+	}
+	t.Logf("this runner on a build for %s:\n%s", olderRelease, out2)
+}
+
 // TestRecipeCommitsNoSecret: the README's recipe run inside the generated
 // repository, a key generated there by a careless hand included: git
 // status shows the sources only, not the key and not dist/.
