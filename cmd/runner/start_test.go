@@ -4,6 +4,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -65,6 +66,41 @@ func TestHugePluginFile(t *testing.T) {
 	assert.Regexp(t, `file=wasmtag_v9\.0\.0\.so verdict=rejected .*stage=check reason="plugin file over the size limit: wasmtag_v9\.0\.0\.so is 10\.0 GiB \(10737418240 bytes\), over the limit of 1\.0 GiB`, log)
 	t.Logf("ready in %v with the 10 GiB file, %v without", withHuge, without)
 	assert.Less(t, float64(withHuge)/float64(without), 2.0, "ready with the huge file in %v, without it in %v", withHuge, without)
+}
+
+// TestSIGTERMWhileProbing: a candidate whose init hangs holds the start
+// in its probe for up to --probe-timeout (here 60 s); SIGTERM then ends the
+// runner within a second, its probe child with it.
+func TestSIGTERMWhileProbing(t *testing.T) {
+	t.Parallel()
+	dir := copyPlugins(t, "wasmtag_v1.1.0.so", "initsleep=wasmtag_v9.0.0.so")
+	d := start(t, dir, "--probe-timeout", "60s", "--log-level", "DEBUG")
+	d.waitLog(t, `msg="probing plugin candidate" file=wasmtag_v9\.0\.0\.so`)
+	time.Sleep(300 * time.Millisecond) // into the probe
+	sent := time.Now()
+	require.NoError(t, d.cmd.Process.Signal(syscall.SIGTERM))
+	code := d.exitCode(t)
+	took := time.Since(sent)
+	assert.GreaterOrEqual(t, code, 0, "it exits, not killed by the signal: %s", d.text())
+	assert.Less(t, took, time.Second, "SIGTERM during the probe: exited after %v\n%s", took, d.text())
+	t.Logf("exited %v after SIGTERM", took)
+	assert.Empty(t, processesNaming(t, dir), "no probe child outlives the runner")
+}
+
+// processesNaming returns the PIDs of the processes whose command line
+// mentions s.
+func processesNaming(t *testing.T, s string) []string {
+	t.Helper()
+	dirs, err := filepath.Glob("/proc/[0-9]*/cmdline")
+	require.NoError(t, err)
+	var out []string
+	for _, p := range dirs {
+		data, err := os.ReadFile(p)
+		if err == nil && strings.Contains(string(data), s) {
+			out = append(out, filepath.Base(filepath.Dir(p)))
+		}
+	}
+	return out
 }
 
 // TestSIGTERMWhileHashing: with the size limit raised above a 10 GiB
