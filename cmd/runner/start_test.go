@@ -1,6 +1,7 @@
 package main
 
 import (
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -214,4 +215,37 @@ func TestStopPost(t *testing.T) {
 	code, _, stderr = runner(t, "stop-post")
 	assert.Equal(t, exitcode.Usage, code)
 	assert.Contains(t, stderr, "no state directory")
+}
+
+// TestCheckReadsTheCache: plugins check --state-dir reuses the verdicts a
+// run kept, says how many, and writes nothing in the state directory.
+func TestCheckReadsTheCache(t *testing.T) {
+	t.Parallel()
+	dir := copyPlugins(t, "golemmeta_v1.0.0.so", "kindcount_v1.0.0.so", "wasmdigest_v1.0.0.so", "wasmtag_v1.1.0.so")
+	state := t.TempDir()
+	d := start(t, dir, "--state-dir", state)
+	d.waitLog(t, readyAll)
+	require.NoError(t, d.cmd.Process.Signal(syscall.SIGTERM))
+	require.Equal(t, 0, d.exitCode(t), d.text())
+
+	snapshot := func() map[string]string {
+		out := map[string]string{}
+		entries, err := os.ReadDir(state)
+		require.NoError(t, err)
+		for _, e := range entries {
+			data, _ := os.ReadFile(filepath.Join(state, e.Name()))
+			fi, err := e.Info()
+			require.NoError(t, err)
+			out[e.Name()] = fmt.Sprintf("%d %s %x", fi.Size(), fi.ModTime(), data)
+		}
+		return out
+	}
+	before := snapshot()
+	// The runner binary the run was: verdicts are kept per runner build.
+	outb, err := exec.Command(binary(t), "plugins", "check", "--plugins", dir, "--state-dir", state).CombinedOutput()
+	out := string(outb)
+	require.NoError(t, err, out)
+	assert.Contains(t, out, "verdicts reused from "+filepath.Join(state, "verdicts.json")+": 4 of 4 looked up")
+	assert.Contains(t, out, "selected: wasmtag 1.1.0")
+	assert.Equal(t, before, snapshot(), "check writes nothing in the state directory")
 }
