@@ -32,18 +32,25 @@ type loaderFlags struct {
 
 // transformFlags configure the transform service of run.
 type transformFlags struct {
-	maxBody int64
-	timeout time.Duration
-	budget  *inflight.Budget // set after parsing
+	maxBody   int64
+	timeout   time.Duration
+	hangAfter time.Duration
+	budget    *inflight.Budget // set after parsing
 }
 
 func (f *transformFlags) register(fs *flag.FlagSet) {
 	fs.Int64Var(&f.maxBody, "max-body", transform.DefaultMaxBytes, "the largest component POST /v1/transform accepts, in bytes")
 	fs.DurationVar(&f.timeout, "transform-timeout", transform.DefaultTimeout, "each transform request's deadline, passed to the plugins")
+	fs.DurationVar(&f.hangAfter, "hang-after", transform.DefaultHangAfter,
+		"how long a Transform call may run past its deadline before the runner stops feeding systemd's watchdog, which aborts it with the stacks that blame the plugin (negative: never)")
 }
 
 func (f *transformFlags) config(log *slog.Logger) transform.Config {
-	return transform.Config{MaxBytes: f.maxBody, Timeout: f.timeout, Logger: log, Budget: f.budget}
+	hang := f.hangAfter
+	if hang == 0 {
+		hang = -1 // "0" on the command line: never, not the default
+	}
+	return transform.Config{MaxBytes: f.maxBody, Timeout: f.timeout, HangAfter: hang, Logger: log, Budget: f.budget}
 }
 
 func (f *loaderFlags) register(fs *flag.FlagSet) {

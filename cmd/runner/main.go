@@ -55,7 +55,7 @@ import (
 
 const usage = `usage:
   runner run [--plugins DIR] [--config FILE] [--listen ADDR] [--state-dir DIR] [--probe-timeout D] [--max-plugin-size BYTES]
-             [--max-body BYTES] [--transform-timeout D]
+             [--max-body BYTES] [--transform-timeout D] [--hang-after D]
              [--oplog-dir DIR | --oplog-nats URLS [--oplog-nats-replicas N] [--oplog-nats-creds FILE]
              [--oplog-nats-ca FILE] [--oplog-nats-cert FILE --oplog-nats-key FILE] [--oplog-nats-lease D]]
              [--oplog-batch N] [--oplog-commit-every N] [--oplog-parallel N]

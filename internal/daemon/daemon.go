@@ -217,7 +217,7 @@ func Run(ctx context.Context, cfg Config) error {
 	defer l.watch.Close()
 	wctx, stopWatchdog := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopWatchdog()
-	go watchdog(wctx, l.log)
+	go watchdog(wctx, l.log, stuck(cfg.Services))
 
 	selErr := l.selectPlugins(ctx)
 	defer l.sel.Close() // on every way out: no plugin process outlives the daemon

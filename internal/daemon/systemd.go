@@ -25,8 +25,12 @@ func notify(log *slog.Logger, state string) {
 }
 
 // watchdog sends WATCHDOG=1 at half of WatchdogSec until ctx ends, when
-// systemd asks for it; otherwise it returns at once.
-func watchdog(ctx context.Context, log *slog.Logger) {
+// systemd asks for it; otherwise it returns at once. While stuck reports a
+// call into a plugin stuck past its deadline, it sends nothing: systemd
+// then aborts the runner (SIGABRT, WatchdogSignal=), the Go runtime writes
+// every goroutine's stack to the crash output, and the next start blames
+// the plugin whose call was running.
+func watchdog(ctx context.Context, log *slog.Logger, stuck func() (string, bool)) {
 	interval, err := sd.SdWatchdogEnabled(false)
 	if err != nil {
 		log.Warn("reading the systemd watchdog settings", "err", err)
@@ -38,13 +42,47 @@ func watchdog(ctx context.Context, log *slog.Logger) {
 	log.Info("systemd watchdog enabled", "interval", interval, "ping_every", interval/2)
 	t := time.NewTicker(interval / 2)
 	defer t.Stop()
+	starved := false
 	for {
-		notify(log, sd.SdNotifyWatchdog)
+		if what, ok := stuck(); ok {
+			if !starved {
+				log.Error("a plugin call is stuck: the watchdog is no longer fed, and systemd will abort this process with every goroutine's stack",
+					"stuck", what, "within", interval)
+			}
+			starved = true
+		} else {
+			if starved {
+				log.Warn("the stuck plugin call ended: feeding the watchdog again")
+			}
+			starved = false
+			notify(log, sd.SdNotifyWatchdog)
+		}
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
 		}
+	}
+}
+
+// Stucker is a Service that can tell a call into a plugin stuck past its
+// deadline (see watchdog).
+type Stucker interface {
+	// Stuck describes the stuck call, and reports whether there is one.
+	Stuck() (string, bool)
+}
+
+// stuck asks every service that is a Stucker.
+func stuck(services []Service) func() (string, bool) {
+	return func() (string, bool) {
+		for _, s := range services {
+			if st, ok := s.(Stucker); ok {
+				if what, ok := st.Stuck(); ok {
+					return what, true
+				}
+			}
+		}
+		return "", false
 	}
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"sync/atomic"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -35,7 +36,16 @@ type DaemonService struct {
 	// set at Start.
 	Config Config
 
-	svc *Service
+	svc atomic.Pointer[Service]
+}
+
+// Stuck reports a Transform call that has run HangAfter past its deadline
+// (see Config.HangAfter): the daemon stops feeding the watchdog for it.
+func (t *DaemonService) Stuck() (string, bool) {
+	if svc := t.svc.Load(); svc != nil {
+		return svc.Stuck()
+	}
+	return "", false
 }
 
 // Start builds the transform service for the selection: every selected
@@ -70,14 +80,14 @@ func (t *DaemonService) Start(_ context.Context, sel *loader.Selection, mux *htt
 		return err
 	}
 	svc.Register(mux)
-	t.svc = svc
+	t.svc.Store(svc)
 	return nil
 }
 
 // Drain refuses new transform requests.
 func (t *DaemonService) Drain() {
-	if t.svc != nil {
-		t.svc.Drain()
+	if svc := t.svc.Load(); svc != nil {
+		svc.Drain()
 	}
 }
 

@@ -39,6 +39,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -87,6 +88,12 @@ type Config struct {
 	Registerer prometheus.Registerer
 	// Logger receives a record per failed request. Nil means none.
 	Logger *slog.Logger
+	// HangAfter is how long a call may run past its deadline before Stuck
+	// reports it: a Go function cannot be stopped, and the daemon then stops
+	// feeding systemd's watchdog, which aborts the runner (SIGABRT) with
+	// every goroutine's stack, the stuck call's naming the plugin, which the
+	// next start blames. Zero means DefaultHangAfter; negative, never.
+	HangAfter time.Duration
 	// Budget bounds the bytes of request bodies in flight, shared with the
 	// daemon's other services: a body it cannot hold is refused with 503
 	// and Retry-After. Nil means no bound beyond MaxBytes per request.
@@ -115,6 +122,42 @@ type Service struct {
 	draining atomic.Bool
 	m        *metrics
 	log      *slog.Logger
+
+	mu        sync.Mutex
+	abandoned map[*abandonedCall]struct{} // calls past their deadline, still running
+}
+
+// abandonedCall is a call that outlived its context.
+type abandonedCall struct {
+	p        *Plugin
+	deadline time.Time
+}
+
+// DefaultHangAfter is Config.HangAfter when zero.
+const DefaultHangAfter = 60 * time.Second
+
+// Stuck reports the call into a plugin that has run longest past its
+// deadline, when that is more than HangAfter: what it is, and true.
+func (s *Service) Stuck() (string, bool) {
+	if s.cfg.HangAfter < 0 {
+		return "", false
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var oldest *abandonedCall
+	for c := range s.abandoned {
+		if oldest == nil || c.deadline.Before(oldest.deadline) {
+			oldest = c
+		}
+	}
+	if oldest == nil {
+		return "", false
+	}
+	past := time.Since(oldest.deadline)
+	if past <= s.cfg.HangAfter {
+		return "", false
+	}
+	return fmt.Sprintf("a Transform call into %s %s has run %v past its deadline", oldest.p.Name, oldest.p.Version, past.Round(time.Second)), true
 }
 
 // New returns a Service for the installed plugins. An error names a chain
@@ -126,7 +169,10 @@ func New(cfg Config, plugins []Plugin) (*Service, error) {
 	if cfg.Timeout <= 0 {
 		cfg.Timeout = DefaultTimeout
 	}
-	s := &Service{cfg: cfg, plugins: map[string]*Plugin{}, log: cfg.Logger}
+	if cfg.HangAfter == 0 {
+		cfg.HangAfter = DefaultHangAfter
+	}
+	s := &Service{cfg: cfg, plugins: map[string]*Plugin{}, log: cfg.Logger, abandoned: map[*abandonedCall]struct{}{}}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}
@@ -355,7 +401,17 @@ func (s *Service) call(ctx context.Context, p *Plugin, body []byte, cfg contract
 	case res = <-done:
 	case <-ctx.Done():
 		s.m.abandoned(p)
-		go func() { <-done; s.m.finished(p) }()
+		c := &abandonedCall{p: p, deadline: time.Now()}
+		s.mu.Lock()
+		s.abandoned[c] = struct{}{}
+		s.mu.Unlock()
+		go func() {
+			<-done
+			s.m.finished(p)
+			s.mu.Lock()
+			delete(s.abandoned, c)
+			s.mu.Unlock()
+		}()
 		return nil, s.ctxFailure(ctx, p)
 	}
 	switch {
