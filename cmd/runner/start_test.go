@@ -76,16 +76,24 @@ func TestSIGTERMWhileProbing(t *testing.T) {
 	t.Parallel()
 	dir := copyPlugins(t, "wasmtag_v1.1.0.so", "initsleep=wasmtag_v9.0.0.so")
 	d := start(t, dir, "--probe-timeout", "60s", "--log-level", "DEBUG")
+	termDuring(t, d, "the probe")
+	assert.Empty(t, processesNaming(t, dir), "no probe child outlives the runner")
+}
+
+// termDuring waits until d starts on its newest candidate, wasmtag 9.0.0
+// (it logs the probe at debug level), lets step begin, sends SIGTERM, and
+// checks that the runner exits, not killed by the signal, within a second.
+func termDuring(t *testing.T, d *daemonProc, step string) {
+	t.Helper()
 	d.waitLog(t, `msg="probing plugin candidate" file=wasmtag_v9\.0\.0\.so`)
-	time.Sleep(300 * time.Millisecond) // into the probe
+	time.Sleep(300 * time.Millisecond) // into the step
 	sent := time.Now()
 	require.NoError(t, d.cmd.Process.Signal(syscall.SIGTERM))
 	code := d.exitCode(t)
 	took := time.Since(sent)
 	assert.GreaterOrEqual(t, code, 0, "it exits, not killed by the signal: %s", d.text())
-	assert.Less(t, took, time.Second, "SIGTERM during the probe: exited after %v\n%s", took, d.text())
-	t.Logf("exited %v after SIGTERM", took)
-	assert.Empty(t, processesNaming(t, dir), "no probe child outlives the runner")
+	assert.Less(t, took, time.Second, "SIGTERM during %s: exited after %v\n%s", step, took, d.text())
+	t.Logf("exited %v after SIGTERM during %s", took, step)
 }
 
 // processesNaming returns the PIDs of the processes whose command line
@@ -115,16 +123,8 @@ func TestSIGTERMWhileHashing(t *testing.T) {
 	dir := copyPlugins(t, "wasmtag_v1.1.0.so")
 	sparse(t, filepath.Join(dir, "wasmtag_v9.0.0.so"), 10<<30)
 	d := start(t, dir, "--state-dir", t.TempDir(), "--max-plugin-size", "20GiB", "--log-level", "DEBUG")
-	d.waitLog(t, `msg="probing plugin candidate" file=wasmtag_v9\.0\.0\.so`)
-	time.Sleep(300 * time.Millisecond) // into the hash
-	sent := time.Now()
-	require.NoError(t, d.cmd.Process.Signal(syscall.SIGTERM))
-	code := d.exitCode(t)
-	took := time.Since(sent)
-	assert.GreaterOrEqual(t, code, 0, "it exits, not killed by the signal: %s", d.text())
-	assert.Less(t, took, time.Second, "SIGTERM during the hash: exited after %v\n%s", took, d.text())
+	termDuring(t, d, "the hash")
 	assert.NotContains(t, d.text(), readyAll)
-	t.Logf("exited %v after SIGTERM", took)
 }
 
 // TestUnusableStateDir: a state folder the runner cannot write is exit 1

@@ -82,36 +82,53 @@ func TestQuarantineAfterTwoCrashes(t *testing.T) {
 	assert.NoError(t, s.Admit("p", "2.0.0", file))
 }
 
+// version is one plugin version a run loads: its name, version, file and
+// plugin path.
+type version struct{ name, ver, file, pkg string }
+
+// load records that the current run of s loads each of vs, as the daemon
+// does before it opens one.
+func load(t *testing.T, s *quarantine.Store, vs ...version) {
+	t.Helper()
+	for _, v := range vs {
+		require.NoError(t, s.Loading(v.name, v.ver, v.file, v.pkg))
+	}
+}
+
+// begin ends the previous run of s, returning what Begin found of it, and
+// starts one that loads vs.
+func begin(t *testing.T, s *quarantine.Store, vs ...version) quarantine.End {
+	t.Helper()
+	end, err := s.Begin()
+	require.NoError(t, err)
+	load(t, s, vs...)
+	return end
+}
+
 // TestLiftKeepsProven: unquarantine resets the crashes of a proven version
 // that stacks blamed, and keeps it proven: at the next unclean end with no
 // stack, beside a newcomer, the newcomer is blamed, not it.
 func TestLiftKeepsProven(t *testing.T) {
 	state, plugins := t.TempDir(), t.TempDir()
-	old, fresh := plugin(t, plugins, "q_v1.0.0.so"), plugin(t, plugins, "p_v2.0.0.so")
+	q := version{"q", "1.0.0", plugin(t, plugins, "q_v1.0.0.so"), "example.com/q/1.0.0"}
+	p := version{"p", "2.0.0", plugin(t, plugins, "p_v2.0.0.so"), "example.com/p/2.0.0"}
 	s := &quarantine.Store{Dir: state}
-	_, err := s.Begin()
-	require.NoError(t, err)
-	require.NoError(t, s.Loading("q", "1.0.0", old, "example.com/q/1.0.0"))
+	begin(t, s, q)
 	require.NoError(t, s.Clean())
 	for range 2 { // q's code in the crash stack, twice
-		_, err = s.Begin()
-		require.NoError(t, err)
-		require.NoError(t, s.Loading("q", "1.0.0", old, "example.com/q/1.0.0"))
-		require.NoError(t, os.WriteFile(filepath.Join(state, quarantine.CrashFile), []byte(panicIn("example.com/q/1.0.0")), 0o600))
+		begin(t, s, q)
+		require.NoError(t, os.WriteFile(filepath.Join(state, quarantine.CrashFile), []byte(panicIn(q.pkg)), 0o600))
 	}
-	_, err = s.Begin()
-	require.NoError(t, err)
-	require.ErrorIs(t, s.Admit("q", "1.0.0", old), quarantine.ErrQuarantined)
+	begin(t, s)
+	require.ErrorIs(t, s.Admit("q", "1.0.0", q.file), quarantine.ErrQuarantined)
 	found, err := s.Lift("q", "1.0.0")
 	require.NoError(t, err)
 	require.True(t, found)
-	require.NoError(t, s.Admit("q", "1.0.0", old))
+	require.NoError(t, s.Admit("q", "1.0.0", q.file))
 
 	require.NoError(t, os.WriteFile(filepath.Join(state, quarantine.CrashFile), nil, 0o600)) // the daemon empties it at each start
-	require.NoError(t, s.Loading("q", "1.0.0", old, "example.com/q/1.0.0"))
-	require.NoError(t, s.Loading("p", "2.0.0", fresh, "example.com/p/2.0.0"))
-	end, err := s.Begin() // killed, no stack
-	require.NoError(t, err)
+	load(t, s, q, p)
+	end := begin(t, s) // killed, no stack
 	require.Len(t, end.Blamed, 1)
 	assert.Equal(t, "p", end.Blamed[0].Name, "q stayed proven through unquarantine")
 }
@@ -137,34 +154,24 @@ func TestNewFileLiftsQuarantine(t *testing.T) {
 func TestProvenVersionsAreNotBlamed(t *testing.T) {
 	state, plugins := t.TempDir(), t.TempDir()
 	old, fresh := plugin(t, plugins, "q_v1.0.0.so"), plugin(t, plugins, "p_v2.0.0.so")
+	q, p := version{"q", "1.0.0", old, ""}, version{"p", "2.0.0", fresh, ""}
 	s := &quarantine.Store{Dir: state}
 
-	_, err := s.Begin()
-	require.NoError(t, err)
-	require.NoError(t, s.Loading("q", "1.0.0", old, ""))
+	begin(t, s, q)
 	require.NoError(t, s.Clean())
 
-	_, err = s.Begin()
-	require.NoError(t, err)
-	require.NoError(t, s.Loading("q", "1.0.0", old, ""))
-	require.NoError(t, s.Loading("p", "2.0.0", fresh, ""))
-	end, err := s.Begin() // the previous run never called Clean
-	require.NoError(t, err)
+	begin(t, s, q, p)
+	end := begin(t, s) // the previous run never called Clean
 	assert.True(t, end.Unclean)
 	require.Len(t, end.Blamed, 1)
 	assert.Equal(t, "p", end.Blamed[0].Name)
 
-	require.NoError(t, s.Loading("q", "1.0.0", old, ""))
-	require.NoError(t, s.Loading("p", "2.0.0", fresh, ""))
+	load(t, s, q, p)
 	require.NoError(t, s.Clean()) // a clean run proves p too
 	for i := range 2 {
-		_, err = s.Begin()
-		require.NoError(t, err)
-		require.NoError(t, s.Loading("q", "1.0.0", old, ""))
-		require.NoError(t, s.Loading("p", "2.0.0", fresh, ""))
+		begin(t, s, q, p)
 		require.NoError(t, s.RecordStop(quarantine.Stop{Result: "oom-kill", ExitCode: "killed", ExitStatus: "KILL"}))
-		end, err = s.Begin()
-		require.NoError(t, err)
+		end = begin(t, s)
 		assert.True(t, end.Unclean, "kill %d", i)
 		require.NotNil(t, end.Stop)
 		assert.Equal(t, "oom-kill", end.Stop.Result)
@@ -222,15 +229,13 @@ func TestBlameByEvidence(t *testing.T) {
 			for k := range paths {
 				files[k] = plugin(t, plugins, k+"_v1.0.0.so")
 			}
-			_, err := s.Begin() // o proven by a clean run
-			require.NoError(t, err)
-			require.NoError(t, s.Loading("o", "1.0.0", files["o"], o))
+			v := func(k string) version { return version{k, "1.0.0", files[k], paths[k]} }
+			begin(t, s, v("o")) // o proven by a clean run
 			require.NoError(t, s.Clean())
 
-			_, err = s.Begin()
-			require.NoError(t, err)
+			begin(t, s)
 			for _, k := range tc.loaded {
-				require.NoError(t, s.Loading(k, "1.0.0", files[k], paths[k]))
+				load(t, s, v(k))
 			}
 			if tc.settled {
 				require.NoError(t, s.Settle())
@@ -276,13 +281,10 @@ func TestCleanRunResetsCrashes(t *testing.T) {
 	file := plugin(t, plugins, "p_v2.0.0.so")
 	s := &quarantine.Store{Dir: state}
 	crashRun(t, state, file)
-	_, err := s.Begin()
-	require.NoError(t, err)
-	require.NoError(t, s.Loading("p", "2.0.0", file, ""))
+	begin(t, s, version{"p", "2.0.0", file, ""})
 	require.NoError(t, s.Clean())
 	crashRun(t, state, file)
-	_, err = s.Begin()
-	require.NoError(t, err)
+	begin(t, s)
 	assert.NoError(t, s.Admit("p", "2.0.0", file), "the crashes were not in a row")
 }
 
