@@ -119,14 +119,16 @@ func Build(ctx context.Context, o Options) (res Result, err error) {
 	} else if name := strings.TrimSpace(string(out)); name != "main" {
 		return res, fmt.Errorf("%w: %s in %s is package %s: a plugin is built from a main package; give it with --pkg", ErrModule, b.pkg, b.o.Module, name)
 	}
-	if !o.Exec {
-		res.Raised, err = b.pin(ctx)
-	} else {
-		res.Raised, err = b.contractRaises(ctx)
-	}
+	selected, err := b.selected(ctx)
 	if err != nil {
 		return res, err
 	}
+	if !o.Exec {
+		if err := b.pin(ctx, selected); err != nil {
+			return res, err
+		}
+	}
+	res.Raised = b.raises(selected, !o.Exec)
 	for _, c := range res.Raised {
 		b.logf("raised %s from %s to %s, %s", c.Path, c.From, c.To, c.Why)
 	}
@@ -375,13 +377,9 @@ func quote(p string) string {
 	return p
 }
 
-// pin checks that the workspace selects the runner's version of every
-// module the runner links, and returns the plugin's requirements it raised.
-func (b *builder) pin(ctx context.Context) ([]Change, error) {
-	selected, err := b.selected(ctx)
-	if err != nil {
-		return nil, err
-	}
+// pin checks that the workspace selects (selected) the runner's version of
+// every module the runner links: a newer one is ErrNewerModule, with advice.
+func (b *builder) pin(ctx context.Context, selected map[string]string) error {
 	var newer []string
 	var graph []byte // go mod graph, read at the first newer module
 	for _, d := range b.target.Deps {
@@ -393,8 +391,9 @@ func (b *builder) pin(ctx context.Context) ([]Change, error) {
 			continue // cannot be older: the pins module requires d.Version
 		}
 		if graph == nil {
+			var err error
 			if graph, err = b.goCmd(ctx, false, "mod", "graph"); err != nil {
-				return nil, err
+				return err
 			}
 		}
 		by := requirers(graph, d.Path, sel)
@@ -414,38 +413,29 @@ func (b *builder) pin(ctx context.Context) ([]Change, error) {
 		newer = append(newer, fmt.Sprintf("%s: the plugin needs %s (required by %s), the runner links %s: %s", d.Path, sel, strings.Join(by, ", "), d.Version, fix))
 	}
 	if len(newer) > 0 {
-		return nil, fmt.Errorf("%w: %s; or build a runner that links the newer version and build against it",
+		return fmt.Errorf("%w: %s; or build a runner that links the newer version and build against it",
 			ErrNewerModule, strings.Join(newer, "; "))
 	}
+	return nil
+}
+
+// raises returns the plugin's requirements that the workspace selects at
+// another version, each with why: the runner's version (pinned, for a .so
+// that shares the modules the runner links) or the contract's requirement
+// (any build, and the only reason in an out-of-process one). Nothing moves
+// unreported.
+func (b *builder) raises(selected map[string]string, pinned bool) []Change {
 	var raised []Change
 	for _, r := range b.mod.Require {
-		if sel := selected[r.Path]; sel != r.Version {
+		if sel := selected[r.Path]; sel != "" && sel != r.Version {
 			why := "required by the contract"
-			if b.target.dep(r.Path) != nil {
+			if pinned && b.target.dep(r.Path) != nil {
 				why = "the runner's version"
 			}
 			raised = append(raised, Change{Path: r.Path, From: r.Version, To: sel, Why: why})
 		}
 	}
-	return raised, nil
-}
-
-// contractRaises returns, for an out-of-process build, the plugin's
-// requirements that the workspace selects at another version: those the
-// contract module requires newer. Nothing else moves, and what does is
-// reported, never changed silently.
-func (b *builder) contractRaises(ctx context.Context) ([]Change, error) {
-	selected, err := b.selected(ctx)
-	if err != nil {
-		return nil, err
-	}
-	var raised []Change
-	for _, r := range b.mod.Require {
-		if sel := selected[r.Path]; sel != "" && sel != r.Version {
-			raised = append(raised, Change{Path: r.Path, From: r.Version, To: sel, Why: "required by the contract"})
-		}
-	}
-	return raised, nil
+	return raised
 }
 
 // selected returns the version the workspace selects of every module.
