@@ -191,9 +191,10 @@ func (id fileID) String() string {
 	return fmt.Sprintf("%d:%d:%d:%d.%09d:%d.%09d", id.dev, id.ino, id.size, id.mtime.Sec, id.mtime.Nsec, id.ctime.Sec, id.ctime.Nsec)
 }
 
-// hashFile is the content hash a verdict is kept under. It reads in 1 MiB
-// chunks and stops with ctx's error between them, so that a stop (SIGTERM)
-// during a start ends the read of a large file at once.
+// hashFile is the content hash a verdict is kept under. It reads in 64 KiB
+// chunks (one buffer per file, as io.Copy's 32 KiB was, not a MiB for each
+// candidate of a start) and stops with ctx's error between them, so that a
+// stop (SIGTERM) during a start ends the read of a large file at once.
 func hashFile(ctx context.Context, path string) (string, error) {
 	f, err := os.Open(path)
 	if err != nil {
@@ -201,7 +202,7 @@ func hashFile(ctx context.Context, path string) (string, error) {
 	}
 	defer f.Close()
 	h := xxhash.New()
-	buf := make([]byte, 1<<20)
+	buf := make([]byte, 64<<10)
 	for {
 		if err := ctx.Err(); err != nil {
 			return "", err
