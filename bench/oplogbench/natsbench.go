@@ -303,11 +303,11 @@ func failover(cl *natstest.Cluster, nc *nats.Conn, srv *server, cfg natsjournal.
 	defer cancel()
 	if err := fo.Wait(wctx, httpOK, bareOK); err != nil {
 		select {
-		case err := <-errs:
-			return 0, 0, err
+		case cerr := <-errs: // a client that failed ended the wait: its error says why
+			return 0, 0, cerr
 		default:
-			return 0, 0, err
 		}
+		return 0, 0, err
 	}
 	h, _ := httpOK.After()
 	b, _ := bareOK.After()

@@ -58,10 +58,6 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 	return m, nil
 }
 
-// states are every State, for start.
-var states = []State{StateStarting, StateIdle, StateDelivering, StatePaused, StateRetrying, StateParked,
-	StateTorn, StateCorrupt, StateBlocked, StateLeased}
-
 // start creates the series of processor name at version at zero, so that
 // they are on /metrics from the start: an alert on rate() or absent()
 // works before the first event. soplug_oplog_worker_parked has a series

@@ -27,6 +27,11 @@ const (
 	StateLeased     State = "leased"             // another runner delivers it (a journal shared by several runners)
 )
 
+// states are every State, in the order above: the series of each exist
+// from the start (Metrics.start).
+var states = []State{StateStarting, StateIdle, StateDelivering, StatePaused, StateRetrying, StateParked,
+	StateTorn, StateCorrupt, StateBlocked, StateLeased}
+
 // WorkerStatus is one worker's delivery state.
 type WorkerStatus struct {
 	Worker string `json:"worker"`
