@@ -25,6 +25,7 @@ config = { env_key = "REGION" }
 
 [plugins.golemexec]
 overridable = ["*"]
+golem_drop_extras = true   # a raw answer (Golem 1.1, 1.2) drops its file and env entry
 `
 
 // TestGolemEndToEnd calls a running runner exactly as Golem's component
@@ -87,6 +88,36 @@ func TestGolemEndToEnd(t *testing.T) {
 					assert.Equal(t, plugin, resp.Header.Get(transform.HeaderPlugin))
 				})
 			}
+		}
+	}
+
+	// Each release's own request and reading of the answer, with a PEM key
+	// as a parameter (golemmeta records the variable env_key names, so the
+	// record holds the key's bytes): a raw answer for 1.1 and 1.2, where
+	// golemexec's installation drops what it adds and golemmeta's refuses.
+	pem := "-----BEGIN PRIVATE KEY-----\nMC4CAQAwBQYDK2VwBCIEIC1iZTNmNzQ4\r\n-----END PRIVATE KEY-----\n"
+	for _, plugin := range []string{"golemmeta", "golemexec"} {
+		for _, rel := range golemtest.Releases {
+			t.Run(plugin+"/golem-"+rel.Name, func(t *testing.T) {
+				in := wasmInput(t, "component.wasm")
+				req, err := rel.Request(t.Context(), base+"/v1/transform/"+plugin, in, []byte("wit"), map[string]string{"env_key": pem})
+				require.NoError(t, err)
+				resp, err := http.DefaultClient.Do(req)
+				require.NoError(t, err)
+				a, err := rel.Read(resp, in)
+				if rel.Raw && plugin == "golemmeta" {
+					require.Error(t, err)
+					assert.Contains(t, err.Error(), "422 Unprocessable Entity")
+					assert.Contains(t, err.Error(), "Golem 1.1 and 1.2")
+					return
+				}
+				require.NoError(t, err)
+				_, err = wasm.Check(a.Data)
+				require.NoError(t, err, "Golem %s analyses what it read as a component", rel.Name)
+				b, ok := wasm.CustomSection(a.Data, "soplug.golem")
+				require.True(t, ok)
+				assert.Equal(t, "component=shop:cart\nid="+rel.ComponentID()+"\n"+pem+"=\n", string(b), "the PEM key reached the plugin byte for byte")
+			})
 		}
 	}
 

@@ -8,6 +8,7 @@
 //
 //	[plugins.wasmtag]
 //	overridable = ["env"]          # a request may set these
+//	golem_drop_extras = true       # a raw answer to Golem 1.1/1.2 drops added files
 //
 //	[plugins.wasmtag.config]
 //	team = "edge"
@@ -29,6 +30,8 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"unicode"
+	"unicode/utf8"
 
 	toml "github.com/pelletier/go-toml/v2"
 
@@ -56,28 +59,32 @@ type Installation struct {
 	Config contract.Config `json:"config"`
 	// Overridable are the keys a request may set, sorted.
 	Overridable []string `json:"overridable,omitempty"`
+	// GolemDropExtras lets a raw answer to Golem 1.1 or 1.2, which carries
+	// the component alone, drop the files and environment entries the
+	// plugin added (package contract/golem); false refuses such a call
+	// with a 422 naming the release.
+	GolemDropExtras bool `json:"golem_drop_extras,omitempty"`
 }
 
 // AnyKey in overridable lets a request set every key: the switch for a
 // plugin whose configuration Golem's installation owns.
 const AnyKey = "*"
 
-// CanOverride reports whether a request may set key: a key of the
-// configuration's form that Overridable lists, or any such key when it
-// lists AnyKey.
+// CanOverride reports whether a request may set key: one Overridable
+// lists, or, when it lists AnyKey, any key Golem's installations may have
+// (any text without control characters but AnyKey itself: Golem sends
+// unusual names as name*=utf-8”…), so that a parameter reaches the plugin
+// under its own name.
 func (in Installation) CanOverride(key string) bool {
-	if !ValidKey(key) {
-		return false
+	if _, ok := slices.BinarySearch(in.Overridable, key); ok && key != AnyKey {
+		return true
 	}
-	_, ok := slices.BinarySearch(in.Overridable, key)
-	if !ok {
-		_, ok = slices.BinarySearch(in.Overridable, AnyKey)
-	}
-	return ok
+	_, any := slices.BinarySearch(in.Overridable, AnyKey)
+	return any && key != "" && key != AnyKey && utf8.ValidString(key) && !strings.ContainsFunc(key, unicode.IsControl)
 }
 
-// ValidKey reports whether key can be a configuration key: letters,
-// digits, '_', '.' and '-', not starting with '.' or '-'.
+// ValidKey reports whether key can be a configuration key of the file:
+// letters, digits, '_', '.' and '-', not starting with '.' or '-'.
 func ValidKey(key string) bool { return keyRE.MatchString(key) }
 
 // File is a parsed configuration file. The zero File configures nothing:
@@ -112,6 +119,7 @@ type raw struct {
 type rawPlugin struct {
 	Config      map[string]any `toml:"config"`
 	Overridable []string       `toml:"overridable"`
+	DropExtras  bool           `toml:"golem_drop_extras"`
 }
 
 // keyRE is what a configuration key may look like: it travels in query
@@ -148,7 +156,7 @@ func Parse(path string, data []byte) (*File, error) {
 	var errs []error
 	for _, name := range slices.Sorted(maps.Keys(r.Plugins)) {
 		rp := r.Plugins[name]
-		in := Installation{Config: contract.Config{}}
+		in := Installation{Config: contract.Config{}, GolemDropExtras: rp.DropExtras}
 		for _, k := range slices.Sorted(maps.Keys(rp.Config)) {
 			at := "plugins." + name + ".config." + k
 			if !keyRE.MatchString(k) {

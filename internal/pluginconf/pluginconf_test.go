@@ -31,6 +31,7 @@ env = "prod"
 
 [plugins.wasmdigest]
 config = { algorithm = "sha256" }
+golem_drop_extras = true
 `
 
 func TestLoad(t *testing.T) {
@@ -43,6 +44,8 @@ func TestLoad(t *testing.T) {
 	assert.True(t, f.For("wasmtag").CanOverride("env"))
 	assert.False(t, f.For("wasmtag").CanOverride("team"))
 	assert.Equal(t, contract.Config{"algorithm": "sha256"}, f.For("wasmdigest").Config)
+	assert.True(t, f.For("wasmdigest").GolemDropExtras)
+	assert.False(t, f.For("wasmtag").GolemDropExtras)
 	assert.Equal(t, contract.Config{}, f.For("kindcount").Config, "an unconfigured plugin gets an empty config")
 	assert.Equal(t, 8, f.Line("plugins.wasmtag.config.team"))
 	assert.Equal(t, 12, f.Line("plugins.wasmdigest.config.algorithm"))
@@ -67,6 +70,7 @@ func TestBadFiles(t *testing.T) {
 		{"chain not a list", "chain = \"a\"\n", pluginconf.ErrSyntax, "1:"},
 		{"chain twice", "chain = [\"a\", \"a\"]\n", pluginconf.ErrInvalid, `1: chain names "a" twice`},
 		{"overridable not a list", "[plugins.a]\noverridable = \"env\"\n", pluginconf.ErrSyntax, "2:"},
+		{"golem_drop_extras not a boolean", "[plugins.a]\ngolem_drop_extras = \"yes\"\n", pluginconf.ErrSyntax, "2:"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -105,8 +109,9 @@ func TestZeroFile(t *testing.T) {
 	assert.NoError(t, f.Validate(nil))
 }
 
-// TestCanOverride: a listed key, every key with "*", never a key that
-// cannot be a configuration key.
+// TestCanOverride: a listed key; with "*" every key Golem's installations
+// may have (spaces, '=', non-ASCII), never an empty one, "*" itself, a
+// control character or invalid UTF-8.
 func TestCanOverride(t *testing.T) {
 	listed := pluginconf.Installation{Overridable: []string{"env"}}
 	all := pluginconf.Installation{Overridable: []string{pluginconf.AnyKey}}
@@ -118,9 +123,15 @@ func TestCanOverride(t *testing.T) {
 		{listed, "env", true},
 		{listed, "team", false},
 		{all, "team", true},
-		{all, "a b", false},
+		{all, "a b", true},
+		{all, "key=value", true},
+		{all, "clé/ü 名前", true},
 		{all, "", false},
 		{all, "*", false},
+		{all, "a\nb", false},
+		{all, "a\x00b", false},
+		{all, "\xff", false},
+		{listed, "*", false},
 		{pluginconf.Installation{}, "env", false},
 	} {
 		assert.Equal(t, tc.want, tc.in.CanOverride(tc.key), "%v %q", tc.in.Overridable, tc.key)

@@ -10,26 +10,26 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
+	"strings"
 
 	"github.com/segmentio/asm/base64"
 
 	"github.com/soplug/soplug/contract"
 	"github.com/soplug/soplug/contract/golem"
 	"github.com/soplug/soplug/internal/inflight"
-	"github.com/soplug/soplug/internal/pluginconf"
 )
 
 // Limits of the parts of Golem's form besides the component.
 const (
-	// MaxMetadataBytes bounds the "metadata" part.
-	MaxMetadataBytes = 1 << 20
 	// MaxParameterBytes bounds one parameter's value.
 	MaxParameterBytes = 64 << 10
 	// MaxParameters bounds how many parameters a form carries.
 	MaxParameters = 256
-	// formOverhead is what a form may carry besides its component: the
-	// metadata, the parameters, and the parts' headers and boundaries.
-	formOverhead = MaxMetadataBytes + 4<<20
+	// FormOverhead is what a form may carry besides a component of
+	// Config.MaxBytes: the metadata (1.2 and 1.3 send the component's WIT
+	// in it, base64), the parameters, and the parts' headers and
+	// boundaries. The metadata has no limit of its own but the body's.
+	FormOverhead = 5 << 20
 )
 
 // Golem's reserved part names.
@@ -39,10 +39,10 @@ const (
 )
 
 // isGolem reports whether r is Golem's component-transformer call: a
-// multipart form.
+// multipart form, whatever its parameters (readForm refuses bad ones).
 func isGolem(r *http.Request) bool {
-	mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
-	return err == nil && mt == "multipart/form-data"
+	mt, _, _ := strings.Cut(r.Header.Get("Content-Type"), ";")
+	return strings.EqualFold(strings.TrimSpace(mt), "multipart/form-data")
 }
 
 // golemAnswer is the JSON Golem reads from a successful call.
@@ -54,11 +54,17 @@ type golemAnswer struct {
 // serveGolem serves Golem's component-transformer protocol: a multipart
 // form with the component's bytes ("component"), its metadata as JSON
 // ("metadata"), and one text part per installation parameter, which set
-// configuration keys like query overrides do. The answer is JSON,
-// {"data": base64 of the transformed component, "additionalFiles": [...],
-// "env": {...}}, with the files and entries the plugins added through
-// package golem. The parts are read as they arrive: the component into
-// one buffer, charged to the budget, and nothing is held twice.
+// configuration keys like query overrides do. The answer is what the
+// caller's release reads. Golem 1.3 and later (metadata with a top-level
+// "env") read JSON, {"data": base64 of the transformed component,
+// "additionalFiles": [...], "env": {...}}, with the files and entries the
+// plugins added through package golem. Golem 1.1 and 1.2 (no "env") take
+// the response body itself as the component: it is answered raw, and files
+// or entries a plugin added, which it cannot carry, make the call a 422
+// unless every plugin's installation sets golem_drop_extras. The query's
+// soplug.answer=raw|json overrides the guess. The parts are read as they
+// arrive: the component into one buffer, charged to the budget, and
+// nothing is held twice.
 //
 // Golem retries a 5xx and fails at once on any other status, so what
 // cannot succeed on a retry is a 4xx: a plugin that panics or returns no
@@ -73,7 +79,7 @@ func (s *Service) serveGolem(w http.ResponseWriter, r *http.Request, route []*Pl
 		}
 		s.fail(w, r, *f)
 	}
-	if r.ContentLength > s.cfg.MaxBytes+formOverhead {
+	if r.ContentLength > s.cfg.MaxBytes+FormOverhead {
 		fail(s.tooBig(first))
 		return
 	}
@@ -81,7 +87,7 @@ func (s *Service) serveGolem(w http.ResponseWriter, r *http.Request, route []*Pl
 		fail(busy(first, err))
 		return
 	}
-	r.Body = http.MaxBytesReader(w, r.Body, s.cfg.MaxBytes+formOverhead)
+	r.Body = http.MaxBytesReader(w, r.Body, s.cfg.MaxBytes+FormOverhead)
 	charge := s.cfg.Budget.Charge()
 	defer charge.Release()
 	form, f := s.readForm(r, first, charge)
@@ -93,6 +99,11 @@ func (s *Service) serveGolem(w http.ResponseWriter, r *http.Request, route []*Pl
 		fail(f)
 		return
 	}
+	raw, err := answerRaw(r, form)
+	if err != nil {
+		fail(&failure{code: http.StatusBadRequest, p: first, msg: err.Error()})
+		return
+	}
 	req := golem.NewRequest(form.metadata)
 	ctx, cancel := context.WithTimeout(golem.NewContext(r.Context(), req), s.cfg.Timeout)
 	defer cancel()
@@ -101,7 +112,23 @@ func (s *Service) serveGolem(w http.ResponseWriter, r *http.Request, route []*Pl
 		fail(f)
 		return
 	}
-	extra, err := json.Marshal(golemAnswer{AdditionalFiles: req.Files(), Env: req.Env()})
+	files, env := req.Files(), req.Env()
+	h := w.Header()
+	setPluginHeaders(h, route)
+	if raw {
+		if (len(files) > 0 || len(env) > 0) && !dropsExtras(route) {
+			fail(&failure{code: http.StatusUnprocessableEntity, p: first, msg: fmt.Sprintf(
+				"the plugins added %d files and %d environment entries, which a raw answer cannot carry: Golem 1.1 and 1.2 (metadata without \"env\") take the component alone; set golem_drop_extras = true in the installation of %s to drop them, or register the URL with ?%s=json for Golem 1.3 or later",
+				len(files), len(env), names(route), QueryAnswer)})
+			return
+		}
+		h.Set("Content-Type", "application/wasm")
+		h.Set("Content-Length", strconv.Itoa(len(body)))
+		w.WriteHeader(http.StatusOK)
+		_, _ = w.Write(body)
+		return
+	}
+	extra, err := json.Marshal(golemAnswer{AdditionalFiles: files, Env: env})
 	if err != nil {
 		fail(&failure{code: http.StatusUnprocessableEntity, p: first, msg: "encoding the answer: " + err.Error()})
 		return
@@ -111,14 +138,48 @@ func (s *Service) serveGolem(w http.ResponseWriter, r *http.Request, route []*Pl
 	if len(rest) > 1 {
 		rest = append([]byte{','}, rest...)
 	}
-	h := w.Header()
 	h.Set("Content-Type", "application/json")
 	h.Set("Content-Length", strconv.Itoa(len(`{"data":""`)+base64.StdEncoding.EncodedLen(len(body))+len(rest)))
-	setPluginHeaders(h, route)
 	w.WriteHeader(http.StatusOK)
 	_, _ = io.WriteString(w, `{"data":"`)
 	writeBase64(w, body)
 	_, _ = w.Write(append([]byte{'"'}, rest...))
+}
+
+// answerRaw tells how to answer a form: the component alone (Golem 1.1
+// and 1.2, whose metadata has no "env") or the JSON (1.3 and later), or as
+// the query's QueryAnswer says. Another value of it is a 400.
+func answerRaw(r *http.Request, f form) (bool, error) {
+	switch v := r.URL.Query().Get(QueryAnswer); v {
+	case "":
+		return !f.hasEnv, nil
+	case "raw":
+		return true, nil
+	case "json":
+		return false, nil
+	default:
+		return false, fmt.Errorf("%s=%q: want raw (Golem 1.1, 1.2) or json (1.3, 1.4)", QueryAnswer, v)
+	}
+}
+
+// dropsExtras reports whether every plugin of route lets a raw answer drop
+// what the plugins added.
+func dropsExtras(route []*Plugin) bool {
+	for _, p := range route {
+		if !p.Installation.GolemDropExtras {
+			return false
+		}
+	}
+	return true
+}
+
+// names lists route's plugin names.
+func names(route []*Plugin) string {
+	n := make([]string, len(route))
+	for i, p := range route {
+		n[i] = p.Name
+	}
+	return strings.Join(n, ", ")
 }
 
 // base64Chunk is how much of a component is encoded at a time: a multiple
@@ -146,7 +207,30 @@ func writeBase64(w io.Writer, b []byte) {
 type form struct {
 	component []byte
 	metadata  golem.Metadata
+	hasEnv    bool // the metadata has a top-level env: Golem 1.3 or later
 	params    url.Values
+}
+
+// parseMetadata reads Golem's metadata as golem.ParseMetadata does, in the
+// same one pass telling whether it has a top-level "env", which Golem
+// 1.3 added with the JSON answer: 1.1 and 1.2 send none.
+func parseMetadata(b []byte) (golem.Metadata, bool, error) {
+	var m struct {
+		golem.Metadata
+		Env map[string]string `json:"env"` // nil when absent
+	}
+	if err := json.Unmarshal(b, &m); err != nil {
+		return golem.Metadata{}, false, fmt.Errorf("golem: the metadata is not Golem's component JSON: %w", err)
+	}
+	md := m.Metadata
+	md.Env = m.Env
+	if md.ComponentID == "" && md.VersionedComponentID != nil {
+		md.ComponentID = md.VersionedComponentID.ComponentID
+	}
+	if md.Env == nil {
+		md.Env = map[string]string{}
+	}
+	return md, m.Env != nil, nil
 }
 
 // readForm reads r's multipart form into one buffer as it arrives (see
@@ -162,10 +246,13 @@ func (s *Service) readForm(r *http.Request, p *Plugin, charge *inflight.Charge) 
 		return form{}, &failure{code: http.StatusBadRequest, p: p, msg: fmt.Sprintf(format, args...)}
 	}
 	_, mtParams, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
-	if err != nil || mtParams["boundary"] == "" {
+	switch {
+	case err != nil:
+		return bad("the Content-Type %q: %v", r.Header.Get("Content-Type"), err)
+	case mtParams["boundary"] == "":
 		return bad("not a multipart form: no boundary in its Content-Type")
 	}
-	limit := s.cfg.MaxBytes + formOverhead
+	limit := s.cfg.MaxBytes + FormOverhead
 	buf, fl := s.readAll(r.Body, r.ContentLength, r.ContentLength > 0, limit, charge, p)
 	if fl != nil {
 		return form{}, fl
@@ -195,10 +282,10 @@ func (s *Service) readForm(r *http.Request, p *Plugin, charge *inflight.Charge) 
 			// runs, and into the Slack.
 			f.component = part.body
 		case partMetadata:
-			if len(part.body) > MaxMetadataBytes {
-				return bad("form part %q: %v: %d bytes", name, errLarge, MaxMetadataBytes)
+			if int64(len(part.body)) > s.cfg.MaxBytes {
+				return bad("form part %q: %v: %d bytes (--max-body)", name, errLarge, s.cfg.MaxBytes)
 			}
-			if f.metadata, err = golem.ParseMetadata(part.body); err != nil {
+			if f.metadata, f.hasEnv, err = parseMetadata(part.body); err != nil {
 				return bad("form part %q: %v", name, err)
 			}
 		default:
@@ -207,8 +294,6 @@ func (s *Service) readForm(r *http.Request, p *Plugin, charge *inflight.Charge) 
 				return bad("more than %d parameters", MaxParameters)
 			case part.filename != "":
 				return bad("parameter %q is a file (%q); parameters are text parts", name, part.filename)
-			case !pluginconf.ValidKey(name):
-				return bad("parameter %q is not a configuration key (letters, digits, '_', '.' and '-'; %q and %q are Golem's own parts)", name, partComponent, partMetadata)
 			case len(part.body) > MaxParameterBytes:
 				return bad("parameter %q: %v: %d bytes", name, errLarge, MaxParameterBytes)
 			}

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	"strings"
@@ -175,10 +176,15 @@ func TestGolemErrors(t *testing.T) {
 		{"bad metadata", "tag", form(component(module), metadata(`{"componentName":`)), 400, `form part "metadata": golem: the metadata is not Golem's component JSON`},
 		{"metadata of the wrong type", "tag", form(component(module), metadata(`{"componentName":7}`)), 400, `form part "metadata"`},
 		{"unnamed part", "tag", form(component(module), part{Name: "", Value: []byte("x")}), 400, "a form part without a name"},
-		{"parameter not a key", "tag", with(param("a b", "x")), 400, `parameter "a b" is not a configuration key`},
+		{"parameter not listed", "tag", with(param("a b", "x")), 400, `parameter: configuration key "a b" cannot be overridden by a request (overridable: env)`},
 		{"parameter as a file", "tag", with(part{Name: "env", FileName: "env.txt", Value: []byte("x")}), 400, `parameter "env" is a file`},
 		{"parameter not overridable", "tag", with(param("team", "x")), 400, `configuration key "team" cannot be overridden`},
-		{"parameter with a newline", "tag", with(param("env", "a\nteam=x")), 400, `parameter "env": a control character (U+000A)`},
+		{"parameter not UTF-8", "tag", with(param("env", "\xff")), 400, `parameter "env": the key or value is not UTF-8`},
+		{"two boundaries", "tag", func() (io.Reader, string) {
+			b, ct := golemForm(t, ok...)
+			return b, ct + "; boundary=other"
+		}, 400, `mime: duplicate parameter name`},
+		{"a bad answer", "tag?soplug.answer=xml", form(ok...), 400, `soplug.answer="xml": want raw (Golem 1.1, 1.2) or json (1.3, 1.4)`},
 		{"parameter too long", "tag", with(param("env", strings.Repeat("x", transform.MaxParameterBytes+1))), 400, `parameter "env": larger than its limit: 65536 bytes`},
 		{"not WebAssembly", "tag", form(component([]byte("(module)")), metadata(metadataNow)), 400, "not a WebAssembly binary"},
 		{"component too large", "tag", form(component(wasmOfSize(64<<10+1)), metadata(metadataNow)), 413, "larger than the limit of 65536 bytes"},
@@ -256,4 +262,143 @@ func TestGolemBudget(t *testing.T) {
 	require.NoError(t, err)
 	resp.Body.Close()
 	assert.Equal(t, http.StatusRequestEntityTooLarge, resp.StatusCode)
+}
+
+// pem is a parameter value as a PEM key is: lines, a trailing newline.
+const pem = "-----BEGIN PRIVATE KEY-----\nMC4CAQAwBQYDK2VwBCIEIC1iZTNmNzQ4\r\nYWI=\t\n-----END PRIVATE KEY-----\n"
+
+// echoPlugin writes what its call saw, as JSON, into a custom section: the
+// configuration and, from Golem, the component's ID and environment.
+func echoPlugin(name string, drop bool) transform.Plugin {
+	return transform.Plugin{Name: name, Version: "1.0.0", Transformer: tagger{name: name, fn: func(ctx context.Context, b []byte, cfg contract.Config) ([]byte, error) {
+		seen := map[string]any{"config": cfg}
+		if req, ok := golem.FromContext(ctx); ok {
+			seen["id"], seen["env"] = req.Metadata.ComponentID, req.Metadata.Env
+		}
+		rec, err := json.Marshal(seen)
+		if err != nil {
+			return nil, err
+		}
+		return wasm.AppendCustomSection(b, name, rec), nil
+	}}, Installation: pluginconf.Installation{Config: contract.Config{"team": "edge"}, Overridable: []string{pluginconf.AnyKey}, GolemDropExtras: drop}}
+}
+
+// TestGolemReleases calls the service as each release that calls
+// transformers does (golemtest.Releases: its metadata, reqwest's form and
+// headers, parameters with a PEM key and names reqwest escapes) and reads
+// the answer as that release does: every one gets a valid component that
+// the plugin made from what was sent, byte for byte.
+func TestGolemReleases(t *testing.T) {
+	srv, _, _ := serve(t, transform.Config{}, echoPlugin("echo", false))
+	params := map[string]string{
+		"key":        pem,
+		"my key":     "spaces in the name",
+		"clé":        "non-ASCII name",
+		"a=b;c":      `"quoted"`,
+		"multi.line": "first\nsecond\n\nfourth",
+		"empty":      "",
+	}
+	wit := bytes.Repeat([]byte("wit!"), 1000)
+	for _, rel := range golemtest.Releases {
+		t.Run(rel.Name, func(t *testing.T) {
+			req, err := rel.Request(t.Context(), srv.URL+"/v1/transform/echo", module, wit, params)
+			require.NoError(t, err)
+			resp, err := client.Do(req)
+			require.NoError(t, err)
+			wantType := map[bool]string{true: "application/wasm", false: "application/json"}[rel.Raw]
+			assert.Equal(t, wantType, resp.Header.Get("Content-Type"))
+			a, err := rel.Read(resp, module)
+			require.NoError(t, err)
+			_, err = wasm.Check(a.Data)
+			require.NoError(t, err, "Golem %s analyses the answer as a component", rel.Name)
+			rec, ok := wasm.CustomSection(a.Data, "echo")
+			require.True(t, ok)
+			var seen struct {
+				Config map[string]string `json:"config"`
+				ID     string            `json:"id"`
+			}
+			require.NoError(t, json.Unmarshal(rec, &seen))
+			want := map[string]string{"team": "edge"}
+			maps.Copy(want, params)
+			assert.Equal(t, want, seen.Config, "every parameter reaches the plugin under its name, its value byte for byte")
+			assert.Equal(t, rel.ComponentID(), seen.ID)
+		})
+	}
+}
+
+// TestGolemRawAnswer: what a raw answer cannot carry is refused, naming
+// the release and the way out, unless the installation drops it; the
+// query's soplug.answer overrides the metadata's guess either way.
+func TestGolemRawAnswer(t *testing.T) {
+	adds := golemPlugin("adds", "env")
+	drops := golemPlugin("drops", "env")
+	drops.Installation.GolemDropExtras = true
+	srv, _, _ := serve(t, transform.Config{}, adds, drops)
+	v12, v14 := golemtest.Releases[1], golemtest.Releases[3]
+	call := func(t *testing.T, rel golemtest.Release, path string) (golemtest.Answer, error) {
+		req, err := rel.Request(t.Context(), srv.URL+path, module, nil, nil)
+		require.NoError(t, err)
+		resp, err := client.Do(req)
+		require.NoError(t, err)
+		return rel.Read(resp, module)
+	}
+	_, err := call(t, v12, "/v1/transform/adds")
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "422")
+	assert.Contains(t, err.Error(), `the plugins added 1 files and 1 environment entries, which a raw answer cannot carry: Golem 1.1 and 1.2 (metadata without \"env\") take the component alone; set golem_drop_extras = true in the installation of adds to drop them, or register the URL with ?soplug.answer=json`)
+
+	a, err := call(t, v12, "/v1/transform/drops")
+	require.NoError(t, err)
+	rec, ok := wasm.CustomSection(a.Data, "drops")
+	require.True(t, ok, "the raw answer is the component")
+	assert.Contains(t, string(rec), "id=3c5a2e1f-0000-4000-8000-000000000012")
+
+	// A 1.2 caller told to read JSON, as a 1.3 one would.
+	asJSON := v12
+	asJSON.Raw = false
+	a, err = call(t, asJSON, "/v1/transform/adds?soplug.answer=json")
+	require.NoError(t, err)
+	assert.Equal(t, map[string]string{"TAGGED_BY": "adds"}, a.Env)
+	// A 1.4 caller answered raw.
+	asRaw := v14
+	asRaw.Raw = true
+	a, err = call(t, asRaw, "/v1/transform/drops?soplug.answer=raw")
+	require.NoError(t, err)
+	_, err = wasm.Check(a.Data)
+	assert.NoError(t, err)
+}
+
+// TestGolemLargeMetadata: the metadata is bounded by the body limit, not
+// by a limit of its own: 1.2's metadata with a 3 MiB binaryWit (4 MiB of
+// base64) passes; past --max-body it is a 400 naming the limit.
+func TestGolemLargeMetadata(t *testing.T) {
+	wit := bytes.Repeat([]byte{0, 'a', 's', 'm', 0xff}, 3<<20/5)
+	big, _, _ := serve(t, transform.Config{}, echoPlugin("echo", false))
+	small, _, _ := serve(t, transform.Config{MaxBytes: 1 << 20}, echoPlugin("echo", false))
+	rel := golemtest.Releases[1]
+	for _, tc := range []struct {
+		name string
+		url  string
+		want string
+	}{
+		{"within the default limit", big.URL, ""},
+		{"past --max-body", small.URL, `form part \"metadata\": larger than its limit: 1048576 bytes (--max-body)`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			req, err := rel.Request(t.Context(), tc.url+"/v1/transform/echo", module, wit, nil)
+			require.NoError(t, err)
+			require.Greater(t, req.ContentLength, int64(4<<20))
+			resp, err := client.Do(req)
+			require.NoError(t, err)
+			a, err := rel.Read(resp, module)
+			if tc.want != "" {
+				require.Error(t, err)
+				assert.Contains(t, err.Error(), tc.want)
+				return
+			}
+			require.NoError(t, err)
+			_, err = wasm.Check(a.Data)
+			assert.NoError(t, err)
+		})
+	}
 }

@@ -10,9 +10,10 @@ import (
 
 // parseOverrides parses a query string of configuration overrides
 // strictly: where url.ParseQuery drops a pair it cannot read and goes on,
-// a ';' separator, an escape that is not %XX, and a key or value with a
-// control character (a forged "\nkey=value" line) are errors naming the
-// key.
+// a ';' separator, an escape that is not %XX, a key with a control
+// character and a key or value that is not UTF-8 are errors naming the
+// key. A value may hold any text, newlines included (a PEM key). The
+// runner's own query parameters (Reserved) are left out.
 func parseOverrides(raw string) (url.Values, error) {
 	q := url.Values{}
 	for _, pair := range strings.Split(raw, "&") {
@@ -38,21 +39,40 @@ func parseOverrides(raw string) (url.Values, error) {
 		if err := checkText("override", key, value); err != nil {
 			return nil, err
 		}
+		if reserved(key) {
+			continue
+		}
 		q[key] = append(q[key], value)
 	}
 	return q, nil
 }
 
-// checkText refuses a key or value with a control character or invalid
-// UTF-8, naming the key as what ("override", "parameter") it came.
+// checkText refuses a key with a control character, and a key or value
+// that is not UTF-8, naming the key as what ("override", "parameter") it
+// came. Values are otherwise as they are: Golem sends them as-is, and a
+// PEM key or a multi-line configuration must reach the plugin intact.
 func checkText(what, key, value string) error {
-	kv := key + value
-	if i := strings.IndexFunc(kv, unicode.IsControl); i >= 0 {
-		r, _ := utf8.DecodeRuneInString(kv[i:])
-		return fmt.Errorf("%s %q: a control character (%U) in the key or value", what, key, r)
+	if i := strings.IndexFunc(key, unicode.IsControl); i >= 0 {
+		r, _ := utf8.DecodeRuneInString(key[i:])
+		return fmt.Errorf("%s %q: a control character (%U) in the key", what, key, r)
 	}
-	if !utf8.ValidString(kv) {
+	if !utf8.ValidString(key) || !utf8.ValidString(value) {
 		return fmt.Errorf("%s %q: the key or value is not UTF-8", what, key)
 	}
 	return nil
 }
+
+// Query parameters of the runner's own, which no plugin sees.
+const (
+	// QueryAnswer chooses the answer to Golem's form: "raw" (the component
+	// alone, as Golem 1.1 and 1.2 read it) or "json" (1.3, 1.4); absent,
+	// the metadata tells (see serveGolem).
+	QueryAnswer = "soplug.answer"
+	// QueryToken carries a bearer token for a caller that cannot send a
+	// header (Golem's transformer caller sends none): RFC 6750's
+	// access_token.
+	QueryToken = "access_token"
+)
+
+// reserved reports whether a query key is the runner's own.
+func reserved(key string) bool { return key == QueryAnswer || key == QueryToken }

@@ -326,11 +326,11 @@ func (s *Service) run(ctx context.Context, route []*Plugin, body []byte, cfgs []
 
 // setPluginHeaders names the plugins of route and their versions.
 func setPluginHeaders(h http.Header, route []*Plugin) {
-	names, versions := make([]string, len(route)), make([]string, len(route))
+	versions := make([]string, len(route))
 	for i, p := range route {
-		names[i], versions[i] = p.Name, p.Version
+		versions[i] = p.Version
 	}
-	h.Set(HeaderPlugin, strings.Join(names, ", "))
+	h.Set(HeaderPlugin, names(route))
 	h.Set(HeaderVersion, strings.Join(versions, ", "))
 }
 

@@ -144,9 +144,8 @@ func TestErrors(t *testing.T) {
 		{"other version", "/v1/transform/tag", strings.NewReader("\x00asm\x02\x00\x00\x00"), 400, "tag", "unknown version/layer"},
 		{"fixed override", "/v1/transform/tag?team=core", bytes.NewReader(module), 400, "tag", `key "team" cannot be overridden by a request (overridable: env)`},
 		{"override twice", "/v1/transform/tag?env=a&env=b", bytes.NewReader(module), 400, "tag", `override "env" is given 2 times`},
-		{"forged line", "/v1/transform/tag?env=staging%0Ateam=x", bytes.NewReader(module), 400, "tag", `override "env": a control character (U+000A)`},
-		{"control in key", "/v1/transform/tag?e%01nv=staging", bytes.NewReader(module), 400, "tag", `override "e\x01nv": a control character (U+0001)`},
-		{"tab", "/v1/transform/tag?env=a%09b", bytes.NewReader(module), 400, "tag", `override "env": a control character (U+0009)`},
+		{"control in key", "/v1/transform/tag?e%01nv=staging", bytes.NewReader(module), 400, "tag", `override "e\x01nv": a control character (U+0001) in the key`},
+		{"newline in key", "/v1/transform/tag?e%0Anv=staging", bytes.NewReader(module), 400, "tag", `override "e\nnv": a control character (U+000A) in the key`},
 		{"semicolon", "/v1/transform/tag?env=staging;x", bytes.NewReader(module), 400, "tag", `override "env": a ';' in the query string`},
 		{"bad escape", "/v1/transform/tag?env=%ZZ", bytes.NewReader(module), 400, "tag", `override "env": the value is not URL-encoded`},
 		{"bad escape in key", "/v1/transform/tag?e%Gnv=1", bytes.NewReader(module), 400, "tag", `override "e%Gnv": the key is not URL-encoded`},
@@ -179,7 +178,7 @@ func TestErrors(t *testing.T) {
 	assert.Equal(t, 1.0, value(t, reg, "soplug_transform_panics_total", "plugin=boom", "version=1.0.0"))
 	assert.Equal(t, 1.0, value(t, reg, "soplug_transform_abandoned_total", "plugin=stuck", "version=1.0.0"))
 	assert.Equal(t, 2.0, value(t, reg, "soplug_transform_errors_total", "plugin=tag", "version=1.0.0", "code=413"))
-	assert.Equal(t, 12.0, value(t, reg, "soplug_transform_errors_total", "plugin=tag", "version=1.0.0", "code=400"))
+	assert.Equal(t, 11.0, value(t, reg, "soplug_transform_errors_total", "plugin=tag", "version=1.0.0", "code=400"))
 	for _, name := range []string{"soplug_transform_panics_total", "soplug_transform_abandoned_total"} {
 		assert.Equal(t, 0.0, value(t, reg, name, "plugin=tag", "version=1.0.0"), "%s is there before its first event", name)
 	}
