@@ -2,12 +2,14 @@ package loader
 
 import (
 	"cmp"
+	"errors"
 	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 
 	version "github.com/hashicorp/go-version"
 
@@ -137,7 +139,7 @@ func classify(realDir string, c *Candidate, e fs.DirEntry) *RejectError {
 	if mode&fs.ModeSymlink != 0 {
 		target, err := filepath.EvalSymlinks(c.Path)
 		if err != nil {
-			return reject(c.Path, StageDiscover, ErrSymlinkEscape, "it leads nowhere: %v", err)
+			return reject(c.Path, StageDiscover, ErrBrokenSymlink, "%s", brokenLink(c.Path, err))
 		}
 		if rel, err := filepath.Rel(realDir, target); err != nil || rel == ".." || strings.HasPrefix(rel, "../") {
 			return reject(c.Path, StageDiscover, ErrSymlinkEscape, "it leads to %s", target)
@@ -149,11 +151,7 @@ func classify(realDir string, c *Candidate, e fs.DirEntry) *RejectError {
 		mode = fi.Mode().Type()
 	}
 	if !mode.IsRegular() {
-		what := "not a regular file"
-		if mode.IsDir() {
-			what = "a directory"
-		}
-		return reject(c.Path, StageDiscover, ErrNotRegular, "%s", what)
+		return reject(c.Path, StageDiscover, ErrNotRegular, "%s", fileType(mode))
 	}
 	if backend == Process {
 		if fi, err := os.Stat(c.Path); err != nil || fi.Mode().Perm()&0o100 == 0 {
@@ -217,4 +215,38 @@ func markDuplicates(cands []Candidate) {
 		group = append(group, i)
 	}
 	flush()
+}
+
+// fileType names what a file of a non-regular mode is.
+func fileType(mode fs.FileMode) string {
+	switch {
+	case mode.IsDir():
+		return "a directory"
+	case mode&fs.ModeNamedPipe != 0:
+		return "a named pipe (FIFO)"
+	case mode&fs.ModeSocket != 0:
+		return "a Unix socket"
+	case mode&fs.ModeCharDevice != 0:
+		return "a character device"
+	case mode&fs.ModeDevice != 0:
+		return "a block device"
+	default:
+		return fmt.Sprintf("a file of type %v", mode.Type())
+	}
+}
+
+// brokenLink says why filepath.EvalSymlinks found no file at the end of
+// the link at path (err): a loop, which the kernel's stat calls ELOOP, or a
+// target that does not exist, named.
+func brokenLink(path string, err error) string {
+	var pe *fs.PathError
+	_, serr := os.Stat(path)
+	switch {
+	case errors.Is(serr, syscall.ELOOP):
+		return "it goes round a loop of symbolic links (ELOOP)"
+	case errors.Is(err, fs.ErrNotExist) && errors.As(err, &pe):
+		return "its target " + pe.Path + " does not exist"
+	default:
+		return err.Error()
+	}
 }

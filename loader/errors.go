@@ -15,9 +15,11 @@ var (
 	ErrTempFile = errors.New("loader: temporary, partial or hidden file")
 	// ErrNotRegular: a directory or another non-regular file.
 	ErrNotRegular = errors.New("loader: not a regular file")
-	// ErrSymlinkEscape: a symbolic link that leads out of the plugins folder
-	// or nowhere.
+	// ErrSymlinkEscape: a symbolic link that leads out of the plugins folder.
 	ErrSymlinkEscape = errors.New("loader: symlink leads out of the plugins folder")
+	// ErrBrokenSymlink: a symbolic link that leads nowhere: to a file that
+	// does not exist, or round a loop.
+	ErrBrokenSymlink = errors.New("loader: symlink leads nowhere")
 	// ErrDuplicateVersion: two files name the same plugin and version.
 	ErrDuplicateVersion = errors.New("loader: duplicate version")
 	// ErrNotAdmitted: Config.Admit refused the candidate; its error is

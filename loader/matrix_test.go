@@ -5,6 +5,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"syscall"
 	"testing"
 	"time"
 
@@ -89,7 +90,17 @@ func TestBadInputMatrix(t *testing.T) {
 		}, nil, loader.StageDiscover, loader.ErrSymlinkEscape, "it leads to"},
 		{"dangling symlink", func(t *testing.T, dir string) {
 			require.NoError(t, os.Symlink(filepath.Join(dir, "gone.so"), filepath.Join(dir, "p_v2.0.0.so")))
-		}, nil, loader.StageDiscover, loader.ErrSymlinkEscape, "leads nowhere"},
+		}, nil, loader.StageDiscover, loader.ErrBrokenSymlink, "gone.so does not exist"},
+		{"symlink loop", func(t *testing.T, dir string) {
+			require.NoError(t, os.Symlink("p_v2.0.0.so", filepath.Join(dir, "p_v2.0.0.so")))
+		}, nil, loader.StageDiscover, loader.ErrBrokenSymlink, "loader: symlink leads nowhere: it goes round a loop of symbolic links (ELOOP)"},
+		{"named pipe", func(t *testing.T, dir string) {
+			require.NoError(t, syscall.Mkfifo(filepath.Join(dir, "p_v2.0.0.so"), 0o644))
+		}, nil, loader.StageDiscover, loader.ErrNotRegular, "loader: not a regular file: a named pipe (FIFO)"},
+		{"symlink to a pipe", func(t *testing.T, dir string) {
+			require.NoError(t, syscall.Mkfifo(filepath.Join(dir, "fifo"), 0o644))
+			require.NoError(t, os.Symlink("fifo", filepath.Join(dir, "p_v2.0.0.so")))
+		}, nil, loader.StageDiscover, loader.ErrNotRegular, "loader: not a regular file: a named pipe (FIFO)"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
