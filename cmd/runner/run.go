@@ -36,6 +36,7 @@ func runCmd(ctx context.Context, args []string, stderr io.Writer) int {
 	fs.DurationVar(&cfg.MinUptime, "min-uptime", daemon.DefaultMinUptime, "the least time to serve before exiting for a change (negative: none)")
 	fs.DurationVar(&cfg.RestartSec, "restart-sec", 0, "the unit's RestartSec=, when positive: under systemd, serve until just before its next restart slot, then exit")
 	fs.DurationVar(&cfg.ReadHeaderTimeout, "read-header-timeout", daemon.DefaultReadHeaderTimeout, "how long a client may take to send its request headers")
+	fs.DurationVar(&cfg.ReadTimeout, "read-timeout", 0, "how long a client may take to send a whole request, body included, before a 408 (0: --read-header-timeout + 30s)")
 	fs.IntVar(&cfg.QuarantineAfter, "quarantine-after", 0, "quarantine a version after this many unclean ends in a row (0: the default, 2)")
 	var tf transformFlags
 	tf.register(fs)

@@ -51,6 +51,9 @@ const (
 	// DefaultReadHeaderTimeout bounds how long a client may take to send
 	// its request headers.
 	DefaultReadHeaderTimeout = 10 * time.Second
+	// DefaultBodyTime is how long past ReadHeaderTimeout the zero
+	// ReadTimeout lets a request's body take.
+	DefaultBodyTime = 30 * time.Second
 	// MaxHeaderBytes bounds a request's headers. The daemon's own
 	// endpoints read no body; a Service bounds the bodies it reads.
 	MaxHeaderBytes = 64 << 10
@@ -134,6 +137,10 @@ type Config struct {
 	// request headers, so that slow clients cannot hold connections. Zero
 	// means DefaultReadHeaderTimeout.
 	ReadHeaderTimeout time.Duration
+	// ReadTimeout bounds how long a client may take to send a whole
+	// request, headers and body: a body still arriving then is answered
+	// 408. Zero means ReadHeaderTimeout + DefaultBodyTime.
+	ReadTimeout time.Duration
 	// PluginMetricsPorts, when its first port is not zero, is the range
 	// of TCP ports (first, last) on 127.0.0.1 from which each plugin
 	// process gets one to serve its own /metrics on; /v1/health lists
@@ -189,6 +196,9 @@ func (c *Config) defaults() {
 	}
 	if c.ReadHeaderTimeout <= 0 {
 		c.ReadHeaderTimeout = DefaultReadHeaderTimeout
+	}
+	if c.ReadTimeout <= 0 {
+		c.ReadTimeout = c.ReadHeaderTimeout + DefaultBodyTime
 	}
 	if c.SettleAfter <= 0 {
 		c.SettleAfter = DefaultSettleAfter

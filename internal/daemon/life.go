@@ -173,15 +173,20 @@ func (l *life) startServices(ctx context.Context) error {
 		}
 	}
 	srv := &http.Server{
-		Handler:           mux,
+		Handler:           refuseSmuggling(mux),
+		ConnContext:       framingContext,
 		ReadHeaderTimeout: l.cfg.ReadHeaderTimeout,
-		ReadTimeout:       l.cfg.ReadHeaderTimeout + 30*time.Second,
+		ReadTimeout:       l.cfg.ReadTimeout,
 		WriteTimeout:      60 * time.Second,
 		IdleTimeout:       60 * time.Second,
 		MaxHeaderBytes:    MaxHeaderBytes,
 		ErrorLog:          slog.NewLogLogger(l.log.Handler(), slog.LevelWarn),
 	}
-	l.http = newServer(srv, l.lns)
+	lns := make([]net.Listener, len(l.lns))
+	for i, ln := range l.lns {
+		lns[i] = framingListener{ln}
+	}
+	l.http = newServer(srv, lns)
 	l.http.start()
 	return nil
 }

@@ -119,8 +119,11 @@ func (a *Appender) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	defer charge.Release() // the decoded entries live until they are written
 	entries, start, code, err := a.decode(w, r, worker, charge)
 	if err != nil {
-		if code == http.StatusServiceUnavailable {
+		switch code {
+		case http.StatusServiceUnavailable:
 			w.Header().Set("Retry-After", "1")
+		case http.StatusRequestTimeout:
+			w.Header().Set("Connection", "close") // the rest of the body may still come
 		}
 		writeError(w, code, ErrorResponse{Error: err.Error()})
 		return
@@ -201,6 +204,8 @@ func (a *Appender) decode(w http.ResponseWriter, r *http.Request, worker string,
 		return nil, 0, http.StatusBadRequest, fmt.Errorf("the body is not an append request: %w", err)
 	case errors.Is(err, errTrailing):
 		return nil, 0, http.StatusBadRequest, err
+	case isTimeout(err):
+		return nil, 0, http.StatusRequestTimeout, fmt.Errorf("reading the body: it did not arrive within the server's read timeout: %w", err)
 	default:
 		var ne net.Error
 		if errors.As(err, &ne) || errors.Is(err, io.ErrUnexpectedEOF) {
@@ -211,6 +216,13 @@ func (a *Appender) decode(w http.ResponseWriter, r *http.Request, worker string,
 }
 
 var errNoEntries = errors.New("no entries")
+
+// isTimeout reports whether err is a read deadline that passed: the
+// server's ReadTimeout, a 408.
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
 
 // isSyntax reports whether err is malformed JSON (rather than a failed read).
 func isSyntax(err error) bool {

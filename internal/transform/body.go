@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 
 	"github.com/soplug/soplug/internal/inflight"
@@ -36,6 +37,13 @@ func (s *Service) readBody(w http.ResponseWriter, r *http.Request, p *Plugin) ([
 		charge.Release()
 	}
 	return buf, charge, f
+}
+
+// isTimeout reports whether err is a read deadline that passed: the
+// server's ReadTimeout, a 408.
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
 }
 
 func (s *Service) tooBig(p *Plugin) *failure {
@@ -98,6 +106,8 @@ func (s *Service) readAll(src io.Reader, size int64, exact bool, limit int64, ch
 			return nil, &failure{code: http.StatusBadRequest, p: p, msg: fmt.Sprintf("reading the body: it ended after %d of the %d bytes Content-Length announced", len(buf), size)}
 		case errors.Is(err, io.EOF):
 			return buf, nil
+		case err != nil && isTimeout(err):
+			return nil, &failure{code: http.StatusRequestTimeout, p: p, msg: "reading the body: it did not arrive within the server's read timeout: " + err.Error()}
 		case err != nil:
 			return nil, &failure{code: http.StatusBadRequest, p: p, msg: "reading the body: " + err.Error()}
 		}

@@ -12,6 +12,7 @@
 //
 //	400  not a WebAssembly binary (magic and version), or a bad override
 //	404  no such transformer, or no default one
+//	408  the body was still arriving at the server's read timeout
 //	413  body past Config.MaxBytes
 //	422  the plugin refused the input (Transform returned an error)
 //	500  the plugin panicked (recovered and counted) or returned no WebAssembly
@@ -471,6 +472,9 @@ func (s *Service) fail(w http.ResponseWriter, r *http.Request, f failure) {
 	}
 	if f.retry {
 		w.Header().Set("Retry-After", "1")
+	}
+	if f.code == http.StatusRequestTimeout {
+		w.Header().Set("Connection", "close") // the rest of the body may still come
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(f.code)
