@@ -60,7 +60,8 @@ const usage = `usage:
              [--oplog-nats-ca FILE] [--oplog-nats-cert FILE --oplog-nats-key FILE] [--oplog-nats-lease D]]
              [--oplog-batch N] [--oplog-commit-every N] [--oplog-parallel N]
              [--oplog-park-after N] [--control-socket PATH]
-             [--debounce D] [--drain-timeout D] [--min-uptime D] [--restart-sec D] [--quarantine-after N] [--log-level L]
+             [--debounce D] [--drain-timeout D] [--min-uptime D] [--restart-sec D] [--quarantine-after N]
+             [--read-header-timeout D] [--read-timeout D] [--tokens FILE] [--tls-cert FILE --tls-key FILE] [--log-level L]
   runner plugins check [--plugins DIR] [--config FILE] [--state-dir DIR] [--probe-timeout D] [--max-plugin-size BYTES] [--json]
   runner plugins install [--plugins DIR] [--name N] [--version V] [--force] [--require-acceptable] [--json] FILE
   runner plugins remove [--plugins DIR] [--state-dir DIR] [--force] [--json] NAME VERSION

@@ -38,10 +38,11 @@ func documentedMetrics(t *testing.T) []string {
 func TestMetricsFromTheStart(t *testing.T) {
 	t.Parallel()
 	dir := copyPlugins(t, "golemmeta_v1.0.0.so", "kindcount_v1.0.0.so", "wasmdigest_v1.0.0.so", "wasmtag_v1.1.0.so", "good-1.2.0.exec=good_v1.2.0")
-	d := start(t, dir, "--state-dir", t.TempDir(), "--oplog-dir", t.TempDir(), "--plugin-metrics-ports", "19410-19419")
+	tokens := tokensFile(t, "prom control "+promToken)
+	d := start(t, dir, "--state-dir", t.TempDir(), "--oplog-dir", t.TempDir(), "--plugin-metrics-ports", "19410-19419", "--tokens", tokens)
 	addr := <-d.addr
 	d.waitLog(t, `msg=ready status="serving golemmeta 1.0.0, good 1.2.0, kindcount 1.0.0, wasmdigest 1.0.0, wasmtag 1.1.0"`)
-	text := get(t, "http://"+addr+"/metrics")
+	text := get(t, "http://"+addr+"/metrics?access_token="+promToken)
 	parser := expfmt.NewTextParser(model.UTF8Validation)
 	fams, err := parser.TextToMetricFamilies(strings.NewReader(text))
 	require.NoError(t, err)
@@ -68,6 +69,7 @@ func TestMetricsFromTheStart(t *testing.T) {
 		`soplug_oplog_workers{processor="kindcount",state="parked"} 0`,
 		`soplug_oplog_lease_events_total{event="lost",processor="kindcount"} 0`,
 		`soplug_plugin_scrape_errors_total{plugin="good",version="1.2.0"} 0`,
+		`soplug_http_refused_total{reason="scope"} 0`,
 		`soplug_plugin_process_restarts{plugin="good",version="1.2.0"} 0`,
 	} {
 		assert.Contains(t, text, series+"\n")

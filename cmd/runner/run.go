@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/soplug/soplug/internal/access"
 	"github.com/soplug/soplug/internal/daemon"
 	"github.com/soplug/soplug/internal/deploy"
 	"github.com/soplug/soplug/internal/dirlock"
@@ -53,6 +54,10 @@ func runCmd(ctx context.Context, args []string, stderr io.Writer) int {
 	fs.Var(&deaths, "plugin-max-deaths", "N/DURATION: a plugin process that dies more than N times within DURATION is given up: its version is quarantined and the runner restarts onto the next")
 	var maxInflight int64
 	fs.Int64Var(&maxInflight, "max-inflight-bytes", 0, "the memory all request bodies in flight may hold together, in bytes; past it requests get 503 with Retry-After (0: an eighth of the machine's memory, 256 MiB to 2 GiB)")
+	var ac access.Config
+	fs.StringVar(&ac.TokensFile, "tokens", "", "a file of bearer tokens with scopes (transform, append, control) that every request but /healthz and /readyz must present (empty: none asked for)")
+	fs.StringVar(&ac.CertFile, "tls-cert", "", "serve TLS with this certificate chain (PEM), reloaded when it changes; with --tls-key")
+	fs.StringVar(&ac.KeyFile, "tls-key", "", "the TLS certificate's private key (PEM)")
 	var level slog.Level
 	fs.TextVar(&level, "log-level", slog.LevelInfo, "the lowest level logged: DEBUG, INFO, WARN or ERROR")
 	if !parse(fs, args, stderr) {
@@ -84,6 +89,14 @@ func runCmd(ctx context.Context, args []string, stderr io.Writer) int {
 		cfg.Logger.Debug("go memory limit set", "bytes", limit, "inflight_budget", budget.Limit())
 	}
 	cfg.Logger.Info("starting", "pid", os.Getpid(), "since_exec", time.Since(daemon.ProcessStart()).Round(time.Millisecond))
+	if ac != (access.Config{}) {
+		ac.Logger = cfg.Logger
+		if cfg.Guard, err = access.New(ac); err != nil {
+			cfg.Logger.Error("access", "err", err)
+			fmt.Fprintf(stderr, "runner run: %v\n", err)
+			return exitcode.Config
+		}
+	}
 
 	// One live runner owns the state and oplog folders: taken before
 	// anything in them is read or written.

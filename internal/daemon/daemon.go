@@ -26,6 +26,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/soplug/soplug/internal/access"
 	"github.com/soplug/soplug/internal/quarantine"
 	"github.com/soplug/soplug/internal/trust"
 	"github.com/soplug/soplug/loader"
@@ -153,6 +154,9 @@ type Config struct {
 	// Services serve the selected plugins. None means the daemon serves
 	// only its health and metrics endpoints.
 	Services []Service
+	// Guard asks the listener's requests for tokens and serves it with
+	// TLS, as it is configured (package access). Nil means neither.
+	Guard *access.Guard
 	// Watch are files besides the plugins folder whose change restarts
 	// the daemon, like a plugin drop: its configuration.
 	Watch []string

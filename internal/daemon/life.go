@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -172,8 +173,9 @@ func (l *life) startServices(ctx context.Context) error {
 			l.health.addReporter(r)
 		}
 	}
+	reg.MustRegister(l.cfg.Guard.Collectors()...)
 	srv := &http.Server{
-		Handler:           refuseSmuggling(mux),
+		Handler:           refuseSmuggling(l.cfg.Guard.Handler(mux)),
 		ConnContext:       framingContext,
 		ReadHeaderTimeout: l.cfg.ReadHeaderTimeout,
 		ReadTimeout:       l.cfg.ReadTimeout,
@@ -182,8 +184,13 @@ func (l *life) startServices(ctx context.Context) error {
 		MaxHeaderBytes:    MaxHeaderBytes,
 		ErrorLog:          slog.NewLogLogger(l.log.Handler(), slog.LevelWarn),
 	}
+	// The framing is followed above TLS, where the requests are plain.
+	tc := l.cfg.Guard.TLSConfig()
 	lns := make([]net.Listener, len(l.lns))
 	for i, ln := range l.lns {
+		if tc != nil {
+			ln = tls.NewListener(ln, tc)
+		}
 		lns[i] = framingListener{ln}
 	}
 	l.http = newServer(srv, lns)

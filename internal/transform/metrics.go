@@ -79,7 +79,7 @@ func (m *metrics) observe(p *Plugin, in, out int, took time.Duration) {
 // initCodes are the statuses the service answers, whose request and
 // error series exist from the start.
 var initCodes = []int{http.StatusOK, http.StatusBadRequest, http.StatusNotFound, http.StatusMethodNotAllowed,
-	http.StatusRequestEntityTooLarge, http.StatusUnprocessableEntity, http.StatusInternalServerError,
+	http.StatusRequestTimeout, http.StatusRequestEntityTooLarge, http.StatusUnprocessableEntity, http.StatusInternalServerError,
 	http.StatusServiceUnavailable, http.StatusGatewayTimeout}
 
 // init creates p's series at zero (requests and errors for each status

@@ -6,6 +6,8 @@ import (
 	"strings"
 	"unicode"
 	"unicode/utf8"
+
+	"github.com/soplug/soplug/internal/access"
 )
 
 // parseOverrides parses a query string of configuration overrides
@@ -62,17 +64,12 @@ func checkText(what, key, value string) error {
 	return nil
 }
 
-// Query parameters of the runner's own, which no plugin sees.
-const (
-	// QueryAnswer chooses the answer to Golem's form: "raw" (the component
-	// alone, as Golem 1.1 and 1.2 read it) or "json" (1.3, 1.4); absent,
-	// the metadata tells (see serveGolem).
-	QueryAnswer = "soplug.answer"
-	// QueryToken carries a bearer token for a caller that cannot send a
-	// header (Golem's transformer caller sends none): RFC 6750's
-	// access_token.
-	QueryToken = "access_token"
-)
+// QueryAnswer is a query parameter of the runner's own, which no plugin
+// sees: it chooses the answer to Golem's form: "raw" (the component
+// alone, as Golem 1.1 and 1.2 read it) or "json" (1.3, 1.4); absent,
+// the metadata tells (see serveGolem).
+const QueryAnswer = "soplug.answer"
 
-// reserved reports whether a query key is the runner's own.
-func reserved(key string) bool { return key == QueryAnswer || key == QueryToken }
+// reserved reports whether a query key is the runner's own: QueryAnswer,
+// or the token of access.QueryToken.
+func reserved(key string) bool { return key == QueryAnswer || key == access.QueryToken }
