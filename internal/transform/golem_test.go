@@ -11,6 +11,7 @@ import (
 	"maps"
 	"net"
 	"net/http"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -400,5 +401,36 @@ func TestGolemLargeMetadata(t *testing.T) {
 			_, err = wasm.Check(a.Data)
 			assert.NoError(t, err)
 		})
+	}
+}
+
+// TestGolemAnswerEncoding: the base64 answer is the component, byte for
+// byte, at every size around the encoder's chunks (48 KiB, 768 KiB) and
+// its padding, with the pooled buffer and, when the budget cannot hold
+// that, with the small one; the budget is whole again after each.
+func TestGolemAnswerEncoding(t *testing.T) {
+	identity := plugin("same", func(_ context.Context, b []byte, _ contract.Config) ([]byte, error) { return b, nil })
+	for _, budget := range []struct {
+		name  string
+		limit int64
+	}{{"ample budget", 64 << 20}, {"budget for the body only", 2<<20 + 256<<10}} {
+		b := inflight.New(budget.limit)
+		srv, _, _ := serve(t, transform.Config{Budget: b, MaxBytes: 4 << 20}, identity)
+		for _, size := range []int{8, 9, 10, 48<<10 - 1, 48 << 10, 48<<10 + 1, 768<<10 - 1, 768 << 10, 768<<10 + 1, 2<<20 + 2} {
+			t.Run(fmt.Sprintf("%s/%d", budget.name, size), func(t *testing.T) {
+				in := wasmOfSize(size)
+				for i := 8; i < size; i++ {
+					in[i] = byte(i * 7)
+				}
+				body, ct := golemForm(t, component(in), metadata(metadataNow))
+				resp, out := postForm(t, srv.URL+"/v1/transform/same", body, ct)
+				require.Equal(t, http.StatusOK, resp.StatusCode, "%s", out)
+				assert.Equal(t, strconv.Itoa(len(out)), resp.Header.Get("Content-Length"))
+				var a golemtest.Answer
+				require.NoError(t, json.Unmarshal(out, &a))
+				assert.True(t, bytes.Equal(in, a.Data), "the answer decodes to the component")
+				assert.Eventually(t, func() bool { return b.InUse() == 0 }, 5*time.Second, 5*time.Millisecond)
+			})
+		}
 	}
 }
