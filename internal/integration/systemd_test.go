@@ -172,12 +172,6 @@ func TestUnderSystemd(t *testing.T) {
 
 	t.Run("two SIGKILLs with only proven versions quarantine nothing", func(t *testing.T) {
 		d.sd.ctl("restart", unit) // a clean stop: every version served is proven
-		served := func(rep daemon.Report) (out []string) {
-			for _, p := range rep.Plugins {
-				out = append(out, p.Name+" "+p.Version)
-			}
-			return out
-		}
 		want := served(d.health())
 		require.NotEmpty(t, want)
 		for i := range 2 { // as the OOM killer would
@@ -196,6 +190,48 @@ func TestUnderSystemd(t *testing.T) {
 		assert.Contains(t, d.serviceLog(), `msg="the previous run ended uncleanly" crash_output=false blamed=0 systemd="SERVICE_RESULT=signal EXIT_CODE=killed EXIT_STATUS=KILL"`,
 			"ExecStopPost recorded systemd's account, and the start weighed it")
 		assert.NotContains(t, d.serviceLog(), "with this version loaded")
+	})
+
+	t.Run("two stops that time out with only proven versions quarantine nothing", func(t *testing.T) {
+		// A runner that does not stop within TimeoutStopSec= is killed by
+		// systemd (SERVICE_RESULT=timeout): here its drain waits for a
+		// client that sends half a body and nothing more (--drain-timeout
+		// is 10 s), and the unit's timeout is shortened to 2 s. (A frozen
+		// process would not do: systemd sends SIGCONT after SIGTERM.)
+		dropIn := filepath.Join(d.work, "units", unit+".d", "stop-timeout.conf")
+		require.NoError(t, os.WriteFile(dropIn, []byte("[Service]\nTimeoutStopSec=2s\n"), 0o644))
+		d.sd.ctl("daemon-reload")
+		t.Cleanup(func() {
+			os.Remove(dropIn)
+			d.sd.ctl("daemon-reload")
+		})
+		d.sd.ctl("restart", unit) // a clean stop: every version served is proven
+		want := served(d.health())
+		require.NotEmpty(t, want)
+		for i := range 2 {
+			pid := d.health().PID
+			conn, err := net.Dial("tcp", strings.TrimPrefix(d.base, "http://"))
+			require.NoError(t, err)
+			_, err = io.WriteString(conn, "POST /v1/transform/wasmtag HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n\x00asm")
+			require.NoError(t, err)
+			time.Sleep(200 * time.Millisecond) // its request is being read
+			start := time.Now()
+			d.sd.ctl("restart", unit) // returns once the new process is ready
+			took := time.Since(start)
+			conn.Close()
+			rep := d.health()
+			require.NotEqual(t, pid, rep.PID, "stop %d: a new process", i)
+			assert.GreaterOrEqual(t, took, 2*time.Second, "stop %d: systemd waited out TimeoutStopSec=", i)
+		}
+		rep := d.health()
+		assert.Equal(t, want, served(rep), "all still served")
+		for _, c := range rep.Rejected {
+			assert.NotContains(t, c.Reason, "quarantined", c.File)
+		}
+		log := d.serviceLog()
+		assert.Equal(t, 2, strings.Count(log, `systemd="SERVICE_RESULT=timeout EXIT_CODE=killed EXIT_STATUS=KILL"`),
+			"ExecStopPost recorded both timeouts, and each start weighed one:\n%s", tail(log, 40))
+		assert.NotContains(t, log, "with this version loaded")
 	})
 
 	t.Run("a version that crashes the daemon is quarantined", func(t *testing.T) {
@@ -584,5 +620,13 @@ func unavailability(t *testing.T, log string, since time.Time) []time.Duration {
 		}
 	}
 	require.NotEmpty(t, out, "no restart in the service log")
+	return out
+}
+
+// served lists the versions a report says are served.
+func served(rep daemon.Report) (out []string) {
+	for _, p := range rep.Plugins {
+		out = append(out, p.Name+" "+p.Version)
+	}
 	return out
 }
