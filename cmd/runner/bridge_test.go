@@ -1,0 +1,280 @@
+package main
+
+import (
+	"bufio"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/soplug/soplug/internal/oplog"
+)
+
+// bridgeCall is one call of the harness (internal/golembridge/test).
+type bridgeCall struct {
+	Component string            `json:"component"`
+	Agent     string            `json:"agent"`
+	From      int               `json:"from"`
+	To        int               `json:"to"`
+	Config    map[string]string `json:"config"`
+	Retries   int               `json:"retries,omitempty"`
+	PauseMS   int               `json:"pause_ms,omitempty"`
+}
+
+// bridgeResult is the harness's line for one call.
+type bridgeResult struct {
+	Call     int      `json:"call"`
+	OK       bool     `json:"ok"`
+	Attempts int      `json:"attempts"`
+	Errors   []string `json:"errors"`
+}
+
+const bridgeComponent = "3c5a2e1f000040008000000000000001"
+
+// buildBridge builds the Golem oplog-processor bridge with its script and
+// returns the transpiled module's path.
+func buildBridge(t *testing.T) string {
+	t.Helper()
+	out := t.TempDir()
+	cmd := exec.Command(filepath.Join("..", "..", "internal", "golembridge", "build.sh"), out)
+	b, err := cmd.CombinedOutput()
+	require.NoError(t, err, "building the bridge (needs node and npm):\n%s", b)
+	fi, err := os.Stat(filepath.Join(out, "golem-oplog-bridge.wasm"))
+	require.NoError(t, err)
+	t.Logf("the bridge component: %d bytes", fi.Size())
+	return filepath.Join(out, "js", "bridge.js")
+}
+
+// runHarness runs the harness over calls and returns its case names and
+// one result per call.
+func runHarness(t *testing.T, bridge string, calls []bridgeCall) ([]string, []bridgeResult) {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "calls.json")
+	b, err := json.Marshal(calls)
+	require.NoError(t, err)
+	require.NoError(t, os.WriteFile(path, b, 0o644))
+	out, err := exec.Command("node", filepath.Join("..", "..", "internal", "golembridge", "test", "harness.mjs"), bridge, path).Output()
+	if ee := (*exec.ExitError)(nil); errors.As(err, &ee) {
+		t.Fatalf("the harness: %v\n%s\n%s", err, out, ee.Stderr)
+	}
+	require.NoError(t, err)
+	var cases []string
+	var results []bridgeResult
+	sc := bufio.NewScanner(strings.NewReader(string(out)))
+	sc.Buffer(nil, 1<<20)
+	for sc.Scan() {
+		if cases == nil {
+			var head struct{ Cases []string }
+			require.NoError(t, json.Unmarshal(sc.Bytes(), &head))
+			cases = head.Cases
+			continue
+		}
+		var r bridgeResult
+		require.NoError(t, json.Unmarshal(sc.Bytes(), &r), "%s", sc.Text())
+		results = append(results, r)
+	}
+	require.Len(t, results, len(calls), "%s", out)
+	return cases, results
+}
+
+// TestGolemBridge runs the bridge, built from its source and transpiled by
+// jco, in Node against a real runner whose processor records what it is
+// handed: batches with every oplog-entry case of golem:api 1.3.0, each sent
+// twice; batches out of order from two bridge instances at once (a batch
+// ahead of its predecessor is refused, and Golem's retry brings it in
+// later); agent IDs that differ only in characters soplug's IDs forbid; and
+// a stream during which the runner is restarted. Every entry reaches the
+// processor once, in order, under its case's name, with its timestamp.
+func TestGolemBridge(t *testing.T) {
+	t.Parallel()
+	bridge := buildBridge(t)
+	work := t.TempDir()
+	oplogDir, seen := filepath.Join(work, "oplog"), filepath.Join(work, "seen.log")
+	dir := copyPlugins(t, "oplogrecorder=recorder_v1.0.0.so")
+	conf := filepath.Join(work, "plugins.toml")
+	require.NoError(t, os.WriteFile(conf, []byte(fmt.Sprintf("[plugins.recorder.config]\nfile = %q\n", seen)), 0o644))
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	addr := ln.Addr().String()
+	ln.Close()
+	run := func() *daemonProc {
+		d := startIn(t, "", "run", "--plugins", dir, "--config", conf, "--oplog-dir", oplogDir, "--listen", addr, "--min-uptime", "-1s")
+		d.waitLog(t, `msg=ready`)
+		return d
+	}
+	d := run()
+	cfg := map[string]string{"runner-url": "http://" + addr}
+	batch := func(agent string, from, to int) bridgeCall {
+		return bridgeCall{Component: bridgeComponent, Agent: agent, From: from, To: to, Config: cfg, Retries: 30, PauseMS: 100}
+	}
+	want := map[string]int{} // agent → its last index
+
+	// Every case, each batch twice.
+	var calls []bridgeCall
+	for _, b := range [][2]int{{1, 12}, {13, 25}, {26, 37}, {38, 80}} {
+		calls = append(calls, batch(`cart("all-cases")`, b[0], b[1]), batch(`cart("all-cases")`, b[0], b[1]))
+	}
+	want[`cart("all-cases")`] = 80
+	// IDs that differ only where soplug's rules forbid characters, and one
+	// too long to escape.
+	lookalikes := []string{"a.b", "a_b", "a/b", "a b", "a%2Eb", "a_2Eb", "ä", "a.*", strings.Repeat("long-agent/", 20)}
+	for _, a := range lookalikes {
+		calls = append(calls, batch(a, 1, 3))
+		want[a] = 3
+	}
+	cases, results := runHarness(t, bridge, calls)
+	require.Len(t, cases, 37, "every case of golem:api@1.3.0's oplog-entry")
+	for i, r := range results {
+		assert.True(t, r.OK, "call %d (%s %d-%d): %v", i, calls[i].Agent, calls[i].From, calls[i].To, r.Errors)
+		assert.Equal(t, 1, r.Attempts, "call %d: in order, nothing to retry", i)
+	}
+
+	t.Run("out of order from two instances", func(t *testing.T) {
+		const agent = `cart("raced")`
+		one := []bridgeCall{batch(agent, 21, 30), batch(agent, 1, 10), batch(agent, 31, 40)}
+		two := []bridgeCall{batch(agent, 11, 20), batch(agent, 21, 30), batch(agent, 41, 50)}
+		var wg sync.WaitGroup
+		var r1, r2 []bridgeResult
+		wg.Go(func() { _, r1 = runHarness(t, bridge, one) })
+		wg.Go(func() { _, r2 = runHarness(t, bridge, two) })
+		wg.Wait()
+		retried := 0
+		for i, r := range append(r1, r2...) {
+			assert.True(t, r.OK, "call %d: %v", i, r.Errors)
+			for _, e := range r.Errors {
+				assert.Contains(t, e, `"expected_index"`, "a batch ahead of its predecessor is refused as a gap")
+			}
+			retried += r.Attempts - 1
+		}
+		assert.Positive(t, retried, "batches that arrived early were retried, as Golem retries")
+		want[agent] = 50
+	})
+
+	t.Run("the runner restarted mid-stream", func(t *testing.T) {
+		const agent = `cart("restarted")`
+		var calls []bridgeCall
+		for from := 1; from <= 200; from += 5 {
+			calls = append(calls, batch(agent, from, from+4))
+		}
+		done := make(chan []bridgeResult)
+		go func() { _, r := runHarness(t, bridge, calls); done <- r }()
+		for !strings.Contains(readFile(t, seen), `restarted`) { // the stream has begun
+			time.Sleep(20 * time.Millisecond)
+		}
+		require.NoError(t, d.cmd.Process.Signal(syscall.SIGKILL))
+		<-d.done
+		assert.Less(t, len(deliveries(t, seen, bridgeWorker(agent))), 200, "killed mid-stream")
+		d = run()
+		for i, r := range <-done {
+			assert.True(t, r.OK, "call %d: %v", i, r.Errors)
+		}
+		want[agent] = 200
+	})
+
+	// Every entry delivered once, in order; the journals hold the cases.
+	// (Redeliveries after the kill count in the recorder's file too: wait
+	// for each worker's unflagged deliveries, not for a number of lines.)
+	delivered := func() bool {
+		for agent, last := range want {
+			if len(deliveries(t, seen, bridgeWorker(agent))) < last {
+				return false
+			}
+		}
+		return true
+	}
+	for deadline := time.Now().Add(time.Minute); !delivered() && time.Now().Before(deadline); {
+		time.Sleep(50 * time.Millisecond)
+	}
+	workers := map[string]string{}
+	for agent, last := range want {
+		id := bridgeWorker(agent)
+		require.NotContains(t, workers, id, "%q and %q share worker %s", agent, workers[id], id)
+		workers[id] = agent
+		order := deliveries(t, seen, id)
+		wantOrder := make([]uint64, last)
+		for i := range wantOrder {
+			wantOrder[i] = uint64(i + 1)
+		}
+		assert.Equal(t, wantOrder, order, "%s (%s): every index once, in order, unflagged", agent, id)
+		r, err := oplog.OpenReader(oplogDir, id)
+		require.NoError(t, err, agent)
+		entries, err := r.Read(1000, 64<<20)
+		r.Close()
+		require.NoError(t, err)
+		require.Equal(t, last, len(entries), agent)
+		for _, e := range entries {
+			k := int(e.Index)
+			assert.Equal(t, cases[(k-1)%len(cases)], e.Kind, "%s %d", agent, k)
+			assert.Equal(t, time.Unix(1700000000+int64(k), int64(k*1000)).UTC(), e.Timestamp.UTC(), "%s %d", agent, k)
+			assert.True(t, json.Valid(e.Payload), "%s %d: the payload is the case's fields as JSON: %s", agent, k, e.Payload)
+		}
+	}
+	assert.Len(t, workers, len(want), "one worker per agent")
+}
+
+// bridgeWorker is the worker ID the bridge gives an agent of
+// bridgeComponent (src/bridge.js's workerID, for IDs that fit).
+func bridgeWorker(agent string) string {
+	var esc strings.Builder
+	for _, b := range []byte(agent) {
+		switch {
+		case b >= 'a' && b <= 'z', b >= 'A' && b <= 'Z', b >= '0' && b <= '9', b == '-':
+			esc.WriteByte(b)
+		default:
+			fmt.Fprintf(&esc, "_%02X", b)
+		}
+	}
+	id := "g." + bridgeComponent + "." + esc.String()
+	if len(id) > 128 {
+		return hashedWorker(agent)
+	}
+	return id
+}
+
+// hashedWorker is the bridge's worker ID for an agent whose escaped ID
+// would be over 128 characters: the SHA-256 of the agent ID.
+func hashedWorker(agent string) string {
+	sum := sha256.Sum256([]byte(agent))
+	return "h." + bridgeComponent + "." + hex.EncodeToString(sum[:])
+}
+
+// deliveries lists the indexes the recorder saw for worker, in order,
+// flagged redeliveries left out.
+func deliveries(t *testing.T, path, worker string) []uint64 {
+	t.Helper()
+	var out []uint64
+	for _, line := range strings.Split(readFile(t, path), "\n") {
+		f := strings.Fields(line)
+		if len(f) != 3 || f[0] != worker || f[2] == "R" {
+			continue
+		}
+		n, err := strconv.ParseUint(f[1], 10, 64)
+		require.NoError(t, err)
+		out = append(out, n)
+	}
+	return out
+}
+
+func readFile(t *testing.T, path string) string {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if os.IsNotExist(err) {
+		return ""
+	}
+	require.NoError(t, err)
+	return string(b)
+}
