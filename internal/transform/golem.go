@@ -114,15 +114,15 @@ func (s *Service) serveGolem(w http.ResponseWriter, r *http.Request, route []*Pl
 		return
 	}
 	files, env := req.Files(), req.Env()
+	if raw && (len(files) > 0 || len(env) > 0) && !dropsExtras(route) {
+		fail(&failure{code: http.StatusUnprocessableEntity, p: first, msg: fmt.Sprintf(
+			"the plugins added files (%d) and environment entries (%d), which a raw answer cannot carry: Golem 1.1 and 1.2 (metadata without \"env\") take the component alone; set golem_drop_extras = true in the installation of %s to drop them, or register the URL with ?%s=json for Golem 1.3 or later",
+			len(files), len(env), names(route), QueryAnswer)})
+		return
+	}
 	h := w.Header()
 	setPluginHeaders(h, route)
 	if raw {
-		if (len(files) > 0 || len(env) > 0) && !dropsExtras(route) {
-			fail(&failure{code: http.StatusUnprocessableEntity, p: first, msg: fmt.Sprintf(
-				"the plugins added %d files and %d environment entries, which a raw answer cannot carry: Golem 1.1 and 1.2 (metadata without \"env\") take the component alone; set golem_drop_extras = true in the installation of %s to drop them, or register the URL with ?%s=json for Golem 1.3 or later",
-				len(files), len(env), names(route), QueryAnswer)})
-			return
-		}
 		h.Set("Content-Type", "application/wasm")
 		h.Set("Content-Length", strconv.Itoa(len(body)))
 		w.WriteHeader(http.StatusOK)

@@ -346,7 +346,7 @@ func TestGolemRawAnswer(t *testing.T) {
 	_, err := call(t, v12, "/v1/transform/adds")
 	require.Error(t, err)
 	assert.Contains(t, err.Error(), "422")
-	assert.Contains(t, err.Error(), `the plugins added 1 files and 1 environment entries, which a raw answer cannot carry: Golem 1.1 and 1.2 (metadata without \"env\") take the component alone; set golem_drop_extras = true in the installation of adds to drop them, or register the URL with ?soplug.answer=json`)
+	assert.Contains(t, err.Error(), `the plugins added files (1) and environment entries (1), which a raw answer cannot carry: Golem 1.1 and 1.2 (metadata without \"env\") take the component alone; set golem_drop_extras = true in the installation of adds to drop them, or register the URL with ?soplug.answer=json`)
 
 	a, err := call(t, v12, "/v1/transform/drops")
 	require.NoError(t, err)
