@@ -59,7 +59,7 @@ const usage = `usage:
              [--oplog-dir DIR | --oplog-nats URLS [--oplog-nats-replicas N] [--oplog-nats-creds FILE]
              [--oplog-nats-ca FILE] [--oplog-nats-cert FILE --oplog-nats-key FILE] [--oplog-nats-lease D]]
              [--oplog-batch N] [--oplog-commit-every N] [--oplog-parallel N]
-             [--oplog-park-after N] [--control-socket PATH]
+             [--oplog-park-after N] [--oplog-hang-after D] [--control-socket PATH]
              [--debounce D] [--drain-timeout D] [--min-uptime D] [--restart-sec D] [--quarantine-after N]
              [--read-header-timeout D] [--read-timeout D] [--tokens FILE] [--tls-cert FILE --tls-key FILE] [--log-level L]
   runner plugins check [--plugins DIR] [--config FILE] [--state-dir DIR] [--probe-timeout D] [--max-plugin-size BYTES] [--json]

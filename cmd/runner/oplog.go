@@ -25,6 +25,7 @@ func registerOplog(fs *flag.FlagSet, c *oplog.ServiceConfig) {
 	fs.IntVar(&c.CommitEvery, "oplog-commit-every", 0, "entries that may share one cursor write (0: one write per batch; see the README for what a crash then flags)")
 	fs.IntVar(&c.Parallel, "oplog-parallel", 0, "workers delivered at once (0: GOMAXPROCS)")
 	fs.IntVar(&c.ParkAfter, "oplog-park-after", oplog.DefaultParkAfter, "failures in a row that park a worker")
+	fs.DurationVar(&c.HangAfter, "oplog-hang-after", oplog.DefaultHangAfter, "how long a Process call may run before the daemon stops feeding systemd's watchdog, which then aborts it with every stack (0 or negative: never)")
 	fs.Int64Var(&c.MaxAppend, "oplog-max-body", oplog.DefaultMaxAppendBytes, "the largest append request body, in bytes")
 	fs.IntVar(&c.MaxOpen, "oplog-max-open", oplog.DefaultMaxOpenWriters, "workers' oplogs kept open for appends between requests (one file descriptor each)")
 	fs.TextVar(&c.Sync, "oplog-sync", oplog.SyncAuto, "how appends are made durable: filesystem (one syncfs shared by the appends to all workers), file (one fsync per oplog, shared by one worker's appends), each-append, or auto (filesystem, except on network and FUSE file systems)")

@@ -63,6 +63,9 @@ func runCmd(ctx context.Context, args []string, stderr io.Writer) int {
 	if !parse(fs, args, stderr) {
 		return exitcode.Usage
 	}
+	if of.HangAfter == 0 {
+		of.HangAfter = -1 // "0" on the command line: never, as --hang-after
+	}
 	if err := nf.check(of.Dir); err != nil {
 		fmt.Fprintf(stderr, "runner run: %v\n", err)
 		return exitcode.Usage

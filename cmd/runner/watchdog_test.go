@@ -1,6 +1,7 @@
 package main
 
 import (
+	"fmt"
 	"net"
 	"net/http"
 	"os"
@@ -104,4 +105,49 @@ func TestWatchdogCatchesAStuckCall(t *testing.T) {
 	assert.NotContains(t, d.text(), `with this version loaded" plugin=wasmtag`, "the bystander is not blamed")
 	require.NoError(t, d.cmd.Process.Signal(syscall.SIGTERM))
 	assert.Equal(t, 0, d.exitCode(t), d.text())
+}
+
+// TestWatchdogCatchesAStuckProcess: the same for an oplog processor's
+// Process call, which has no deadline: once it has run --oplog-hang-after,
+// the watchdog is no longer fed, the SIGABRT's stacks name the processor,
+// and the next start blames it by them.
+func TestWatchdogCatchesAStuckProcess(t *testing.T) {
+	n := listenNotify(t)
+	t.Setenv("NOTIFY_SOCKET", n.path)
+	t.Setenv("WATCHDOG_USEC", "1000000")
+	work := t.TempDir()
+	dir := copyPlugins(t, "oplogrecorder=recorder_v1.0.0.so", "wasmtag_v1.1.0.so")
+	conf := filepath.Join(work, "plugins.toml")
+	require.NoError(t, os.WriteFile(conf, []byte(fmt.Sprintf("[plugins.recorder.config]\nfile = %q\nhang_on = \"w-stuck\"\n", filepath.Join(work, "seen.log"))), 0o644))
+	state, oplogDir := filepath.Join(work, "state"), filepath.Join(work, "oplog")
+	d := start(t, dir, "--config", conf, "--state-dir", state, "--oplog-dir", oplogDir, "--oplog-hang-after", "1s")
+	addr := <-d.addr
+	d.waitLog(t, `msg=ready`)
+	require.Eventually(t, func() bool { return n.since(time.Time{}) > 0 }, 10*time.Second, 10*time.Millisecond, "the watchdog is fed")
+
+	for _, w := range []string{"w-stuck", "w-fine"} {
+		resp, err := http.Post("http://"+addr+"/v1/workers/"+w+"/oplog", "application/json",
+			strings.NewReader(`{"entries":[{"index":1,"kind":"k","payload":"aGk="}]}`))
+		require.NoError(t, err)
+		resp.Body.Close()
+		require.Equal(t, http.StatusOK, resp.StatusCode)
+	}
+	d.waitLog(t, `msg="a plugin call is stuck: the watchdog is no longer fed.*stuck="a Process call into recorder 1\.0\.0 for worker w-stuck has run`)
+	starved := time.Now()
+	time.Sleep(1500 * time.Millisecond) // past WatchdogSec
+	assert.Zero(t, n.since(starved), "no WATCHDOG=1 while the call is stuck")
+
+	require.NoError(t, d.cmd.Process.Signal(syscall.SIGABRT)) // systemd's WatchdogSignal=
+	assert.Equal(t, 2, d.exitCode(t), "the Go runtime's exit on SIGABRT:\n%s", d.text())
+	crash, err := os.ReadFile(filepath.Join(state, quarantine.CrashFile))
+	require.NoError(t, err)
+	assert.Contains(t, string(crash), "github.com/soplug/soplug/testdata/fixtures/oplogrecorder.(*recorder).Process(")
+
+	t.Setenv("NOTIFY_SOCKET", "")
+	t.Setenv("WATCHDOG_USEC", "")
+	d = start(t, dir, "--config", conf, "--state-dir", state, "--oplog-dir", oplogDir, "--oplog-hang-after", "1s")
+	d.waitLog(t, `msg=ready`)
+	assert.Regexp(t, `msg="the previous run ended uncleanly with this version loaded" plugin=recorder version=1\.0\.0 crashes=1 quarantined=false evidence="its code is in the crash stack: github\.com/soplug/soplug/testdata/fixtures/oplogrecorder\.\(\*recorder\)\.Process\(`, d.text())
+	assert.NotContains(t, d.text(), `with this version loaded" plugin=wasmtag`, "the bystander is not blamed")
+	require.NoError(t, d.cmd.Process.Signal(syscall.SIGKILL)) // its stuck call would hold a clean stop
 }

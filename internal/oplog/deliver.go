@@ -75,6 +75,12 @@ type Config struct {
 	// ParkAfter is how many failures in a row park a worker until it is
 	// activated again. Zero means DefaultParkAfter.
 	ParkAfter int
+	// HangAfter is how long a Process call may run before Stuck reports it:
+	// a Go function cannot be stopped, and the daemon then stops feeding
+	// systemd's watchdog, which aborts the runner with every goroutine's
+	// stack, the stuck call's naming the processor, which the next start
+	// blames. Zero means DefaultHangAfter; negative, never.
+	HangAfter time.Duration
 	// Paused are the workers whose delivery is paused. Nil means none, in
 	// memory.
 	Paused *PauseSet
@@ -102,6 +108,9 @@ func (c *Config) defaults(name string) {
 	}
 	if c.ParkAfter <= 0 {
 		c.ParkAfter = DefaultParkAfter
+	}
+	if c.HangAfter == 0 {
+		c.HangAfter = DefaultHangAfter
 	}
 	if c.Paused == nil {
 		c.Paused, _ = OpenPauseSet("")
@@ -142,6 +151,9 @@ type Deliverer struct {
 	// checkLeases watches them, from the first on.
 	leased   map[*worker]time.Time
 	checking bool
+
+	callMu sync.Mutex
+	calls  map[*worker]time.Time // Process calls running, by their start
 }
 
 // poolPerSlot is how many pool goroutines there are per delivery slot
@@ -212,7 +224,7 @@ func NewDeliverer(cfg Config, name, version string, proc contract.OplogProcessor
 		return nil, err
 	}
 	d := &Deliverer{cfg: cfg, name: name, version: version, proc: proc, journal: cfg.Journal, cursors: cs,
-		sem: make(chan struct{}, cfg.Parallel), workers: map[string]*worker{},
+		sem: make(chan struct{}, cfg.Parallel), workers: map[string]*worker{}, calls: map[*worker]time.Time{},
 		log: cfg.Logger.With("processor", name, "version", version)}
 	cfg.Paused.onResume(d.Resume)
 	if cfg.Metrics != nil {
@@ -312,6 +324,43 @@ func (d *Deliverer) Resume(worker string) {
 	d.mu.Unlock()
 	if w != nil {
 		w.unpark()
+	}
+}
+
+// DefaultHangAfter is Config.HangAfter when zero: far above any batch a
+// processor should need, so that only a call that will not return trips it.
+const DefaultHangAfter = 5 * time.Minute
+
+// Stuck reports the Process call that has run longest, when that is more
+// than Config.HangAfter: what it is, and true.
+func (d *Deliverer) Stuck() (string, bool) {
+	if d.cfg.HangAfter < 0 {
+		return "", false
+	}
+	d.callMu.Lock()
+	defer d.callMu.Unlock()
+	var oldest *worker
+	var since time.Time
+	for w, t := range d.calls {
+		if oldest == nil || t.Before(since) {
+			oldest, since = w, t
+		}
+	}
+	if oldest == nil || time.Since(since) <= d.cfg.HangAfter {
+		return "", false
+	}
+	return fmt.Sprintf("a Process call into %s %s for worker %s has run %v (--oplog-hang-after %v)",
+		d.name, d.version, oldest.id, time.Since(since).Round(time.Second), d.cfg.HangAfter), true
+}
+
+// calling marks w's Process call running (true) or ended (false).
+func (d *Deliverer) calling(w *worker, running bool) {
+	d.callMu.Lock()
+	defer d.callMu.Unlock()
+	if running {
+		d.calls[w] = time.Now()
+	} else {
+		delete(d.calls, w)
 	}
 }
 

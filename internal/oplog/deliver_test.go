@@ -385,3 +385,43 @@ func TestIdleWorkersCostNoGoroutine(t *testing.T) {
 	eventually(t, "and its goroutine ended", func() bool { return runtime.NumGoroutine() <= base+20 })
 	assert.Equal(t, 2, rec.count("w0001"), "the other workers were not delivered again")
 }
+
+// TestStuckProcess: a Process call that runs past HangAfter is reported by
+// Stuck, naming the processor and the worker, until it returns; with a
+// negative HangAfter never; other workers go on meanwhile.
+func TestStuckProcess(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		hangAfter time.Duration
+		reported  bool
+	}{{"past HangAfter", 50 * time.Millisecond, true}, {"never", -1, false}} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			appendN(t, dir, "stuck", 3)
+			appendN(t, dir, "fine", 3)
+			release := make(chan struct{})
+			rec := newRecorder()
+			rec.fail = func(b contract.Batch) error {
+				if b.WorkerID == "stuck" {
+					<-release
+				}
+				return nil
+			}
+			d, stop := run(t, oplog.Config{Dir: dir, Parallel: 2, HangAfter: tc.hangAfter}, rec)
+			eventually(t, "the other worker delivered", func() bool { return rec.count("fine") == 3 })
+			eventually(t, "the stuck call under way", func() bool { return status(d, "stuck").State == oplog.StateDelivering })
+			time.Sleep(100 * time.Millisecond) // past HangAfter
+			what, ok := d.Stuck()
+			assert.Equal(t, tc.reported, ok, what)
+			if tc.reported {
+				assert.Contains(t, what, "a Process call into rec 1.0.0 for worker stuck has run")
+				assert.Contains(t, what, "(--oplog-hang-after 50ms)")
+			}
+			close(release)
+			eventually(t, "the stuck call returned", func() bool { return rec.count("stuck") == 3 })
+			_, ok = d.Stuck()
+			assert.False(t, ok, "nothing stuck once it returned")
+			stop()
+		})
+	}
+}

@@ -9,7 +9,9 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -29,6 +31,8 @@ type ServiceConfig struct {
 	// Batch, CommitEvery, Parallel and ParkAfter are Config's
 	// BatchSize, CommitEvery, Parallel and ParkAfter.
 	Batch, CommitEvery, Parallel, ParkAfter int
+	// HangAfter is Config's HangAfter.
+	HangAfter time.Duration
 	// Control is the control socket's path (see ControlPath).
 	Control string
 	// MaxAppend is AppenderConfig's MaxBytes; MaxOpen and Sync are
@@ -83,6 +87,20 @@ type DaemonService struct {
 	stop         context.CancelFunc // ends delivery: no new batches
 	endProc      context.CancelFunc // ends the batches in flight
 	running      sync.WaitGroup
+	delivering   atomic.Pointer[[]*Deliverer] // once Start made them, for Stuck
+}
+
+// Stuck reports a Process call that has run longer than HangAfter (see
+// Config.HangAfter): the daemon stops feeding the watchdog for it.
+func (o *DaemonService) Stuck() (string, bool) {
+	if ds := o.delivering.Load(); ds != nil {
+		for _, d := range *ds {
+			if what, ok := d.Stuck(); ok {
+				return what, true
+			}
+		}
+	}
+	return "", false
 }
 
 // cursorRoot is where the processors' cursors and the pause set live.
@@ -143,7 +161,7 @@ func (o *DaemonService) Start(ctx context.Context, sel *loader.Selection, mux *h
 		o.procs = append(o.procs, p)
 		d, err := NewDeliverer(Config{
 			Journal:   o.journal,
-			BatchSize: o.Config.Batch, CommitEvery: o.Config.CommitEvery, Parallel: o.Config.Parallel, ParkAfter: o.Config.ParkAfter,
+			BatchSize: o.Config.Batch, CommitEvery: o.Config.CommitEvery, Parallel: o.Config.Parallel, ParkAfter: o.Config.ParkAfter, HangAfter: o.Config.HangAfter,
 			Paused: pauses, Metrics: m, Logger: o.Log,
 		}, c.Name, c.Version.String(), p)
 		if err != nil {
@@ -157,6 +175,8 @@ func (o *DaemonService) Start(ctx context.Context, sel *loader.Selection, mux *h
 		})
 		o.Log.Info("oplog delivery started", "processor", c.Name, "version", c.Version.String(), "dir", o.Config.Dir)
 	}
+	ds := slices.Clone(o.control.Deliverers)
+	o.delivering.Store(&ds)
 	mux.Handle("POST /v1/workers/{id}/oplog", NewAppender(AppenderConfig{Journal: o.journal,
 		MaxBytes: o.Config.MaxAppend, Budget: o.Budget, Metrics: m, Logger: o.Log}))
 	o.control.Register(mux, false)

@@ -427,7 +427,9 @@ func (w *worker) process(stop, procCtx context.Context, b contract.Batch) error 
 	failures := 0
 	for {
 		w.set(StateDelivering, nil)
+		d.calling(w, true)
 		err := safeProcess(procCtx, d.proc, b)
+		d.calling(w, false)
 		if err == nil {
 			w.release()
 			w.mu.Lock()
