@@ -151,3 +151,30 @@ func TestWatchdogCatchesAStuckProcess(t *testing.T) {
 	assert.NotContains(t, d.text(), `with this version loaded" plugin=wasmtag`, "the bystander is not blamed")
 	require.NoError(t, d.cmd.Process.Signal(syscall.SIGKILL)) // its stuck call would hold a clean stop
 }
+
+// TestKillDuringACallBlamesIt: a kill that leaves no stack (SIGKILL, as
+// the OOM killer's) in the middle of a Transform call, with two unproven
+// versions loaded: the next start blames the one whose call was in flight
+// (the count in the state directory's mapped file says so), not the
+// bystander; before the counts, neither could be told from the other.
+func TestKillDuringACallBlamesIt(t *testing.T) {
+	dir := copyPlugins(t, "faulty=faulty_v1.0.0.so", "wasmtag_v1.1.0.so")
+	state := t.TempDir()
+	d := start(t, dir, "--state-dir", state, "--transform-timeout", "200ms")
+	addr := <-d.addr
+	d.waitLog(t, `msg=ready status="serving faulty 1.0.0, wasmtag 1.1.0"`)
+	resp, _ := postWasm(t, "http://"+addr+"/v1/transform/wasmtag", wasmInput(t, "module.wasm"))
+	require.Equal(t, http.StatusOK, resp.StatusCode, "a finished call into the bystander")
+	stuck := wasm.AppendCustomSection(wasmInput(t, "module.wasm"), "soplug.test", []byte("stuck"))
+	resp, _ = postWasm(t, "http://"+addr+"/v1/transform/faulty", stuck)
+	require.Equal(t, http.StatusGatewayTimeout, resp.StatusCode, "the request ends; the call goes on")
+	require.NoError(t, d.cmd.Process.Signal(syscall.SIGKILL))
+	assert.Equal(t, -int(syscall.SIGKILL), d.exitCode(t))
+
+	d = start(t, dir, "--state-dir", state)
+	d.waitLog(t, `msg=ready`)
+	assert.Regexp(t, `msg="the previous run ended uncleanly with this version loaded" plugin=faulty version=1\.0\.0 crashes=1 quarantined=false evidence="a call into it was in flight when the run ended \(1 in flight\); no stack named a plugin"`, d.text())
+	assert.NotContains(t, d.text(), `with this version loaded" plugin=wasmtag`, "the bystander is not blamed")
+	require.NoError(t, d.cmd.Process.Signal(syscall.SIGTERM))
+	assert.Equal(t, 0, d.exitCode(t), d.text())
+}

@@ -165,6 +165,9 @@ func (l *life) startServices(ctx context.Context) error {
 	mux.Handle("GET /metrics", metricsHandler(reg, plugins))
 	mux.Handle("GET /v1/discovery", discoveryHandler(l.sel))
 	for i, s := range l.cfg.Services {
+		if cc, ok := s.(CallCounter); ok {
+			cc.CountCalls(l.store.Mark)
+		}
 		if err := s.Start(ctx, l.sel, mux, reg); err != nil {
 			stopServices(context.WithoutCancel(ctx), l.cfg.Services[:i], l.log)
 			return err

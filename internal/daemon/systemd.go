@@ -9,6 +9,8 @@ import (
 
 	"github.com/coreos/go-systemd/v22/activation"
 	sd "github.com/coreos/go-systemd/v22/daemon"
+
+	"github.com/soplug/soplug/internal/quarantine"
 )
 
 // notify sends state to systemd. Without systemd (no NOTIFY_SOCKET) it does
@@ -70,6 +72,17 @@ func watchdog(ctx context.Context, log *slog.Logger, stuck func() (string, bool)
 type Stucker interface {
 	// Stuck describes the stuck call, and reports whether there is one.
 	Stuck() (string, bool)
+}
+
+// CallCounter is a Service that counts its calls into each plugin version
+// while they run (quarantine.Mark), so that the next start knows which
+// calls a kill that leaves no stack interrupted. The daemon calls
+// CountCalls before Start.
+type CallCounter interface {
+	// CountCalls gives the service the counter of each version's calls;
+	// it returns nil, which counts nothing, for a version not loaded in
+	// process.
+	CountCalls(mark func(name, version string) *quarantine.Mark)
 }
 
 // stuck asks every service that is a Stucker.

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/soplug/soplug/contract"
+	"github.com/soplug/soplug/internal/quarantine"
 )
 
 // Defaults for the zero Config, chosen from the measurements in
@@ -81,6 +82,9 @@ type Config struct {
 	// stack, the stuck call's naming the processor, which the next start
 	// blames. Zero means DefaultHangAfter; negative, never.
 	HangAfter time.Duration
+	// Mark counts the processor's Process calls while they run; nil counts
+	// nothing.
+	Mark *quarantine.Mark
 	// Paused are the workers whose delivery is paused. Nil means none, in
 	// memory.
 	Paused *PauseSet

@@ -68,11 +68,12 @@ func (s *Store) RecordStop(stop Stop) error {
 	return atomicfile.Write(filepath.Join(s.Dir, StopFile), data, 0o600)
 }
 
-// evidence is what the previous run left: its crash output and systemd's
-// account of its end.
+// evidence is what the previous run left: its crash output, systemd's
+// account of its end, and the calls in flight (MarksFile) by version key.
 type evidence struct {
-	crash string
-	stop  *Stop
+	crash    string
+	stop     *Stop
+	inflight map[string]int64
 }
 
 // readEvidence reads dir's CrashFile and StopFile; missing ones are no

@@ -72,6 +72,7 @@ type run struct {
 	Started time.Time         `json:"started"`
 	Loaded  []string          `json:"loaded"`          // keys of Records
 	Paths   map[string]string `json:"paths,omitempty"` // key → plugin path, the package its stack frames name
+	Slots   map[string]int    `json:"slots,omitempty"` // key → its count of calls in flight in MarksFile
 	Settled bool              `json:"settled,omitempty"`
 }
 
@@ -95,6 +96,9 @@ type Store struct {
 	ReadOnly bool
 
 	mem *state // ReadOnly's state, once read
+
+	marks *marks         // this run's MarksFile, mapped by Begin
+	slots map[string]int // this run's slots, as Loading gave them
 }
 
 func (s *Store) enabled() bool { return s != nil && s.Dir != "" }
@@ -156,6 +160,10 @@ func (s *Store) Begin() (End, error) {
 	err = s.update(func(st *state) error {
 		if prev := st.Run; prev != nil && len(prev.Loaded) > 0 {
 			end.Unclean = true
+			var err error
+			if ev.inflight, err = readMarks(s.Dir, prev.Slots); err != nil {
+				return err
+			}
 			why := blame(prev, st.Versions, ev)
 			for _, k := range slices.Sorted(maps.Keys(why)) {
 				r := st.Versions[k]
@@ -173,7 +181,25 @@ func (s *Store) Begin() (End, error) {
 			err = fmt.Errorf("quarantine: %w", rerr)
 		}
 	}
+	if err == nil && !s.ReadOnly {
+		s.marks, err = openMarks(s.Dir)
+	}
 	return end, err
+}
+
+// Mark returns the count of calls in flight into the version this run
+// loaded (Loading) in process: the daemon's services count their calls into
+// it, so that the next start knows what a kill interrupted. Nil, which
+// counts nothing, for a version not loaded in process or without a store.
+func (s *Store) Mark(name, version string) *Mark {
+	if !s.enabled() {
+		return nil
+	}
+	slot, ok := s.slots[key(name, version)]
+	if !ok {
+		return nil
+	}
+	return s.marks.mark(slot)
 }
 
 // blame returns the keys of the versions prev loaded that the evidence
@@ -197,6 +223,21 @@ func blame(prev *run, versions map[string]*Record, ev evidence) map[string]strin
 		if !versions[k].Proven {
 			unproven = append(unproven, k)
 		}
+	}
+	// A kill leaves no stack: the calls it interrupted are the evidence,
+	// against versions not yet proven only (an OOM kill or a stop timeout
+	// in a proven version's call blames nothing).
+	for _, k := range unproven {
+		if n := ev.inflight[k]; n > 0 {
+			why := fmt.Sprintf("a call into it was in flight when the run ended (%d in flight); no stack named a plugin", n)
+			if ev.stop != nil {
+				why += "; systemd: " + ev.stop.String()
+			}
+			out[k] = why
+		}
+	}
+	if len(out) > 0 {
+		return out
 	}
 	if len(unproven) == 1 && !prev.Settled {
 		why := "the only unproven version loaded, and the run ended before it settled (during its load or first calls); no stack named a plugin"
@@ -261,6 +302,18 @@ func (s *Store) Loading(name, version, path, pluginPath string) error {
 				st.Run.Paths = map[string]string{}
 			}
 			st.Run.Paths[k] = pluginPath
+		}
+		if st.Run.Slots == nil {
+			st.Run.Slots = map[string]int{}
+		}
+		if _, ok := st.Run.Slots[k]; !ok && len(st.Run.Slots) < maxSlots {
+			st.Run.Slots[k] = len(st.Run.Slots)
+		}
+		if slot, ok := st.Run.Slots[k]; ok {
+			if s.slots == nil {
+				s.slots = map[string]int{}
+			}
+			s.slots[k] = slot
 		}
 	})
 }

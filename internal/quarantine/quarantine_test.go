@@ -4,6 +4,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -28,15 +29,31 @@ func TestHelperProcess(t *testing.T) {
 	if err := s.Loading("p", "2.0.0", file, ""); err != nil {
 		os.Exit(4)
 	}
+	// With QUARANTINE_HELPER_CALLS, it loads more versions (name:version:file,
+	// comma-separated) and dies in the middle of a call into each one listed
+	// in QUARANTINE_HELPER_INFLIGHT, after a finished call into every one.
+	for _, v := range strings.Split(os.Getenv("QUARANTINE_HELPER_CALLS"), ",") {
+		if f := strings.Split(v, ":"); len(f) == 3 {
+			if err := s.Loading(f[0], f[1], f[2], ""); err != nil {
+				os.Exit(5)
+			}
+			s.Mark(f[0], f[1]).Enter()
+			s.Mark(f[0], f[1]).Exit()
+			if strings.Contains(","+os.Getenv("QUARANTINE_HELPER_INFLIGHT")+",", ","+f[0]+",") {
+				s.Mark(f[0], f[1]).Enter()
+			}
+		}
+	}
 	_ = syscall.Kill(os.Getpid(), syscall.SIGKILL)
 	time.Sleep(time.Minute)
 }
 
-// crashRun runs the helper: a real process that loads p 2.0.0 and dies.
-func crashRun(t *testing.T, dir, file string) {
+// crashRun runs the helper: a real process that loads p 2.0.0 and dies,
+// with env (QUARANTINE_HELPER_CALLS, _INFLIGHT) besides.
+func crashRun(t *testing.T, dir, file string, env ...string) {
 	t.Helper()
 	cmd := exec.Command(os.Args[0], "-test.run=^TestHelperProcess$")
-	cmd.Env = append(os.Environ(), "QUARANTINE_HELPER_DIR="+dir, "QUARANTINE_HELPER_FILE="+file)
+	cmd.Env = append(append(os.Environ(), "QUARANTINE_HELPER_DIR="+dir, "QUARANTINE_HELPER_FILE="+file), env...)
 	err := cmd.Run()
 	var ee *exec.ExitError
 	require.ErrorAs(t, err, &ee)
@@ -311,4 +328,75 @@ func TestCorruptStateFile(t *testing.T) {
 	assert.Contains(t, err.Error(), "not valid JSON")
 	data, _ := os.ReadFile(path)
 	assert.Equal(t, "{not json", string(data), "the bad file is left for the operator")
+}
+
+// TestCallsInFlightAtAKill: a real process loads p, a and b (all unproven)
+// and q (proven), and dies by SIGKILL in the middle of calls into a and q:
+// the counts in its mapped MarksFile survive it, and the next start blames
+// a, whose call was in flight, and neither the bystanders nor q, which is
+// proven (an OOM kill in a proven version's call blames nothing). With no
+// call in flight, two unproven versions and no stack blame nothing.
+func TestCallsInFlightAtAKill(t *testing.T) {
+	state, plugins := t.TempDir(), t.TempDir()
+	p := plugin(t, plugins, "p_v2.0.0.so")
+	files := map[string]string{}
+	for _, n := range []string{"a", "b", "q"} {
+		files[n] = plugin(t, plugins, n+"_v1.0.0.so")
+	}
+	s := &quarantine.Store{Dir: state}
+	begin(t, s, version{"q", "1.0.0", files["q"], ""})
+	require.NoError(t, s.Clean()) // q is proven
+
+	calls := "QUARANTINE_HELPER_CALLS=a:1.0.0:" + files["a"] + ",b:1.0.0:" + files["b"] + ",q:1.0.0:" + files["q"]
+	for _, tc := range []struct {
+		name, inflight string
+		blamed         []string
+	}{
+		{"calls into a and q in flight", "a,q", []string{"a"}},
+		{"no call in flight", "", nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			crashRun(t, state, p, calls, "QUARANTINE_HELPER_INFLIGHT="+tc.inflight)
+			end, err := s.Begin()
+			require.NoError(t, err)
+			assert.True(t, end.Unclean)
+			var blamed []string
+			for _, r := range end.Blamed {
+				blamed = append(blamed, r.Name)
+				assert.Equal(t, "a call into it was in flight when the run ended (1 in flight); no stack named a plugin", r.Evidence)
+			}
+			assert.Equal(t, tc.blamed, blamed)
+			require.NoError(t, s.Clean())
+		})
+	}
+}
+
+// BenchmarkMark is the cost a call pays for being counted in flight: an
+// Enter and an Exit on the mapped count, from one goroutine and from
+// GOMAXPROCS at once (one count: the worst case, every call into one
+// version).
+func BenchmarkMark(b *testing.B) {
+	state, plugins := b.TempDir(), b.TempDir()
+	file := filepath.Join(plugins, "p_v1.0.0.so")
+	require.NoError(b, os.WriteFile(file, []byte("p"), 0o644))
+	s := &quarantine.Store{Dir: state}
+	_, err := s.Begin()
+	require.NoError(b, err)
+	require.NoError(b, s.Loading("p", "1.0.0", file, ""))
+	m := s.Mark("p", "1.0.0")
+	require.NotNil(b, m)
+	b.Run("serial", func(b *testing.B) {
+		for b.Loop() {
+			m.Enter()
+			m.Exit()
+		}
+	})
+	b.Run("parallel", func(b *testing.B) {
+		b.RunParallel(func(pb *testing.PB) {
+			for pb.Next() {
+				m.Enter()
+				m.Exit()
+			}
+		})
+	})
 }

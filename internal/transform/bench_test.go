@@ -21,6 +21,7 @@ import (
 	"github.com/soplug/soplug/internal/fixtures"
 	"github.com/soplug/soplug/internal/golemtest"
 	"github.com/soplug/soplug/internal/pluginconf"
+	"github.com/soplug/soplug/internal/quarantine"
 	"github.com/soplug/soplug/internal/transform"
 	"github.com/soplug/soplug/internal/wasm"
 	"github.com/soplug/soplug/loader"
@@ -187,4 +188,50 @@ func BenchmarkTransform1MiB(b *testing.B) {
 			}
 		})
 	}
+}
+
+// BenchmarkCallMark is the transform path for a small module without a
+// network (the handler on an httptest recorder), with the plugin's calls
+// counted in flight (quarantine.Mark, as the daemon does with a state
+// directory) and without: what the count costs a call. Whichever runs
+// second is slower, whatever it is (BENCHMARKS.md): compare runs of both
+// orders.
+func BenchmarkCallMark(b *testing.B) {
+	state, dir := b.TempDir(), b.TempDir()
+	file := filepath.Join(dir, "same_v1.0.0.so")
+	require.NoError(b, os.WriteFile(file, []byte("x"), 0o644))
+	store := &quarantine.Store{Dir: state}
+	_, err := store.Begin()
+	require.NoError(b, err)
+	require.NoError(b, store.Loading("same", "1.0.0", file, ""))
+	body := []byte("\x00asm\x01\x00\x00\x00")
+	for _, tc := range []struct {
+		name string
+		mark *quarantine.Mark
+	}{{"counted", store.Mark("same", "1.0.0")}, {"uncounted", nil}} {
+		b.Run(tc.name, func(b *testing.B) {
+			svc, err := transform.New(transform.Config{}, []transform.Plugin{{Name: "same", Version: "1.0.0", Mark: tc.mark,
+				Transformer: sameTransformer{}}})
+			require.NoError(b, err)
+			mux := http.NewServeMux()
+			svc.Register(mux)
+			for b.Loop() {
+				r := httptest.NewRequest(http.MethodPost, "/v1/transform/same", bytes.NewReader(body))
+				w := httptest.NewRecorder()
+				mux.ServeHTTP(w, r)
+				if w.Code != http.StatusOK {
+					b.Fatal(w.Code, w.Body.String())
+				}
+			}
+		})
+	}
+}
+
+// sameTransformer returns its input.
+type sameTransformer struct{}
+
+func (sameTransformer) Version() string    { return "1.0.0" }
+func (sameTransformer) IsAcceptable() bool { return true }
+func (sameTransformer) Transform(_ context.Context, b []byte, _ contract.Config) ([]byte, error) {
+	return b, nil
 }

@@ -10,6 +10,7 @@ import (
 
 	"github.com/soplug/soplug/contract"
 	"github.com/soplug/soplug/internal/pluginconf"
+	"github.com/soplug/soplug/internal/quarantine"
 	"github.com/soplug/soplug/loader"
 )
 
@@ -36,8 +37,13 @@ type DaemonService struct {
 	// set at Start.
 	Config Config
 
-	svc atomic.Pointer[Service]
+	svc   atomic.Pointer[Service]
+	marks func(name, version string) *quarantine.Mark
 }
+
+// CountCalls has Start give each transformer its count of calls in flight
+// (daemon.CallCounter).
+func (t *DaemonService) CountCalls(mark func(name, version string) *quarantine.Mark) { t.marks = mark }
 
 // Stuck reports a Transform call that has run HangAfter past its deadline
 // (see Config.HangAfter): the daemon stops feeding the watchdog for it.
@@ -65,7 +71,11 @@ func (t *DaemonService) Start(_ context.Context, sel *loader.Selection, mux *htt
 		if !ok {
 			continue
 		}
-		plugins = append(plugins, Plugin{Name: c.Name, Version: c.Version.String(), Transformer: tr, Installation: t.Conf.For(c.Name)})
+		p := Plugin{Name: c.Name, Version: c.Version.String(), Transformer: tr, Installation: t.Conf.For(c.Name)}
+		if t.marks != nil {
+			p.Mark = t.marks(p.Name, p.Version)
+		}
+		plugins = append(plugins, p)
 		have[c.Name] = true
 	}
 	for _, name := range t.Conf.Chain {

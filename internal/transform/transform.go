@@ -49,6 +49,7 @@ import (
 	"github.com/soplug/soplug/contract"
 	"github.com/soplug/soplug/internal/inflight"
 	"github.com/soplug/soplug/internal/pluginconf"
+	"github.com/soplug/soplug/internal/quarantine"
 	"github.com/soplug/soplug/internal/wasm"
 )
 
@@ -112,6 +113,8 @@ type Plugin struct {
 	Transformer contract.Transformer
 	// Installation is its configuration.
 	Installation pluginconf.Installation
+	// Mark counts its Transform calls while they run; nil counts nothing.
+	Mark *quarantine.Mark
 }
 
 // Service serves transform requests. Create it with New.
@@ -389,6 +392,8 @@ func (s *Service) call(ctx context.Context, p *Plugin, body []byte, cfg contract
 	}
 	done := make(chan result, 1)
 	go func() {
+		p.Mark.Enter()
+		defer p.Mark.Exit()
 		defer func() {
 			if v := recover(); v != nil {
 				done <- result{panic: v, stack: debug.Stack()}
