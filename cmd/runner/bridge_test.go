@@ -164,6 +164,30 @@ func TestGolemBridge(t *testing.T) {
 		want[agent] = 50
 	})
 
+	t.Run("first-index auto: a journal attached mid-life", func(t *testing.T) {
+		const agent = `cart("mid-life")`
+		auto := map[string]string{"runner-url": "http://" + addr, "first-index": "auto"}
+		calls := []bridgeCall{
+			{Component: bridgeComponent, Agent: agent, From: 100, To: 110, Config: auto},
+			{Component: bridgeComponent, Agent: agent, From: 111, To: 120, Config: auto},
+			{Component: bridgeComponent, Agent: agent, From: 121, To: 121, Config: map[string]string{"runner-url": "http://" + addr, "first-index": "7"}},
+			{Component: bridgeComponent, Agent: agent, From: 121, To: 121, Config: map[string]string{"runner-url": "ftp://" + addr}},
+		}
+		_, results := runHarness(t, bridge, calls)
+		assert.True(t, results[0].OK, "%v", results[0].Errors)
+		assert.True(t, results[1].OK, "%v", results[1].Errors)
+		require.False(t, results[2].OK)
+		assert.Contains(t, results[2].Errors[0], `soplug bridge: first-index "7": want 1 or auto`)
+		require.False(t, results[3].OK)
+		assert.Contains(t, results[3].Errors[0], `soplug bridge: the installation's runner-url "ftp://`)
+		r, err := oplog.OpenReader(oplogDir, bridgeWorker(agent))
+		require.NoError(t, err)
+		defer r.Close()
+		assert.Equal(t, uint64(100), r.First(), "the journal starts where the first batch did")
+		assert.Eventually(t, func() bool { return len(deliveries(t, seen, bridgeWorker(agent))) == 21 }, time.Minute, 20*time.Millisecond)
+		assert.Equal(t, seq(100, 120), deliveries(t, seen, bridgeWorker(agent)))
+	})
+
 	t.Run("the runner restarted mid-stream", func(t *testing.T) {
 		const agent = `cart("restarted")`
 		var calls []bridgeCall
@@ -277,4 +301,13 @@ func readFile(t *testing.T, path string) string {
 	}
 	require.NoError(t, err)
 	return string(b)
+}
+
+// seq is from..to.
+func seq(from, to uint64) []uint64 {
+	var out []uint64
+	for i := from; i <= to; i++ {
+		out = append(out, i)
+	}
+	return out
 }
