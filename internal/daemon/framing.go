@@ -78,12 +78,12 @@ func refuseSmuggling(next http.Handler) http.Handler {
 // framing follows HTTP/1.1 request framing over a stream: header sections,
 // then Content-Length bytes or chunks, then the next request.
 type framing struct {
-	state      int
-	line       []byte // the line read so far (headers, chunk sizes)
-	remain     int64  // body or chunk bytes still to skip
-	cl, te     bool   // the current request's headers
-	done       bool   // stopped following
-	headerSize int
+	state   int
+	line    []byte // the line read so far (headers, chunk sizes)
+	remain  int64  // body or chunk bytes still to skip
+	cl, te  bool   // the current request's headers
+	started bool   // its request line is read
+	done    bool   // stopped following
 }
 
 const (
@@ -141,12 +141,12 @@ func (f *framing) endLine(line []byte) bool {
 	switch f.state {
 	case inHeaders:
 		if len(line) == 0 {
-			if f.headerSize == 0 {
+			if !f.started {
 				return false // a CRLF before the request line
 			}
 			return f.endHeaders()
 		}
-		f.headerSize += len(line)
+		f.started = true
 		name, value, ok := bytes.Cut(line, []byte(":"))
 		if !ok {
 			return false // the request line, or one the server refuses
@@ -186,7 +186,7 @@ func (f *framing) endLine(line []byte) bool {
 // both headers, and otherwise moves on to its body.
 func (f *framing) endHeaders() bool {
 	cl, te := f.cl, f.te
-	f.cl, f.te, f.headerSize = false, false, 0
+	f.cl, f.te, f.started = false, false, false
 	switch {
 	case cl && te:
 		return true

@@ -80,7 +80,7 @@ type Stucker interface {
 // CountCalls before Start.
 type CallCounter interface {
 	// CountCalls gives the service the counter of each version's calls;
-	// it returns nil, which counts nothing, for a version not loaded in
+	// mark returns nil, which counts nothing, for a version not loaded in
 	// process.
 	CountCalls(mark func(name, version string) *quarantine.Mark)
 }

@@ -133,8 +133,9 @@ func (r Release) ComponentID() string {
 // multipart form (a fresh random boundary; the component as
 // Part::bytes, with neither file name nor content type; the metadata as
 // Part::text with application/json; each parameter as Part::text, in the
-// map's order, its name as name*=utf-8”… when reqwest's path-segment set
-// escapes any of it), a Content-Length and none of Golem's own headers.
+// map's order, its name in RFC 2231's name*= form when reqwest's
+// path-segment set escapes any of it), a Content-Length and none of
+// Golem's own headers.
 func (r Release) Request(ctx context.Context, url string, component, wit []byte, params map[string]string) (*http.Request, error) {
 	var rnd [32]byte
 	if _, err := rand.Read(rnd[:]); err != nil {

@@ -73,7 +73,7 @@ const AnyKey = "*"
 // CanOverride reports whether a request may set key: one Overridable
 // lists, or, when it lists AnyKey, any key Golem's installations may have
 // (any text without control characters but AnyKey itself: Golem sends
-// unusual names as name*=utf-8”…), so that a parameter reaches the plugin
+// unusual names in RFC 2231's name*= form), so that a parameter reaches the plugin
 // under its own name.
 func (in Installation) CanOverride(key string) bool {
 	if _, ok := slices.BinarySearch(in.Overridable, key); ok && key != AnyKey {

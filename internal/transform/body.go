@@ -106,7 +106,7 @@ func (s *Service) readAll(src io.Reader, size int64, exact bool, limit int64, ch
 			return nil, &failure{code: http.StatusBadRequest, p: p, msg: fmt.Sprintf("reading the body: it ended after %d of the %d bytes Content-Length announced", len(buf), size)}
 		case errors.Is(err, io.EOF):
 			return buf, nil
-		case err != nil && isTimeout(err):
+		case isTimeout(err):
 			return nil, &failure{code: http.StatusRequestTimeout, p: p, msg: "reading the body: it did not arrive within the server's read timeout: " + err.Error()}
 		case err != nil:
 			return nil, &failure{code: http.StatusBadRequest, p: p, msg: "reading the body: " + err.Error()}

@@ -15,7 +15,7 @@ import (
 // a ';' separator, an escape that is not %XX, a key with a control
 // character and a key or value that is not UTF-8 are errors naming the
 // key. A value may hold any text, newlines included (a PEM key). The
-// runner's own query parameters (Reserved) are left out.
+// runner's own query parameters (see reserved) are left out.
 func parseOverrides(raw string) (url.Values, error) {
 	q := url.Values{}
 	for _, pair := range strings.Split(raw, "&") {
