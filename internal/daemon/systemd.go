@@ -82,7 +82,7 @@ type CallCounter interface {
 	// CountCalls gives the service the counter of each version's calls;
 	// mark returns nil, which counts nothing, for a version not loaded in
 	// process.
-	CountCalls(mark func(name, version string) *quarantine.Mark)
+	CountCalls(mark quarantine.MarkFunc)
 }
 
 // stuck asks every service that is a Stucker.

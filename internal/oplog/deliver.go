@@ -357,13 +357,16 @@ func (d *Deliverer) Stuck() (string, bool) {
 		d.name, d.version, oldest.id, time.Since(since).Round(time.Second), d.cfg.HangAfter), true
 }
 
-// calling marks w's Process call running (true) or ended (false).
+// calling marks w's Process call running (true) or ended (false), for
+// Stuck and in the version's count of calls in flight (Config.Mark).
 func (d *Deliverer) calling(w *worker, running bool) {
 	d.callMu.Lock()
 	defer d.callMu.Unlock()
 	if running {
+		d.cfg.Mark.Enter()
 		d.calls[w] = time.Now()
 	} else {
+		d.cfg.Mark.Exit()
 		delete(d.calls, w)
 	}
 }

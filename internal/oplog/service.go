@@ -89,21 +89,12 @@ type DaemonService struct {
 	endProc      context.CancelFunc // ends the batches in flight
 	running      sync.WaitGroup
 	delivering   atomic.Pointer[[]*Deliverer] // once Start made them, for Stuck
-	marks        func(name, version string) *quarantine.Mark
-}
-
-// mark is the count of calls in flight for a processor version, nil when
-// none is kept.
-func (o *DaemonService) mark(name, version string) *quarantine.Mark {
-	if o.marks == nil {
-		return nil
-	}
-	return o.marks(name, version)
+	marks        quarantine.MarkFunc
 }
 
 // CountCalls has Start give each processor's delivery its count of
 // Process calls in flight (daemon.CallCounter).
-func (o *DaemonService) CountCalls(mark func(name, version string) *quarantine.Mark) { o.marks = mark }
+func (o *DaemonService) CountCalls(mark quarantine.MarkFunc) { o.marks = mark }
 
 // Stuck reports a Process call that has run longer than HangAfter (see
 // Config.HangAfter): the daemon stops feeding the watchdog for it.
@@ -177,7 +168,7 @@ func (o *DaemonService) Start(ctx context.Context, sel *loader.Selection, mux *h
 		d, err := NewDeliverer(Config{
 			Journal:   o.journal,
 			BatchSize: o.Config.Batch, CommitEvery: o.Config.CommitEvery, Parallel: o.Config.Parallel, ParkAfter: o.Config.ParkAfter, HangAfter: o.Config.HangAfter,
-			Paused: pauses, Metrics: m, Logger: o.Log, Mark: o.mark(c.Name, c.Version.String()),
+			Paused: pauses, Metrics: m, Logger: o.Log, Mark: o.marks.For(c.Name, c.Version.String()),
 		}, c.Name, c.Version.String(), p)
 		if err != nil {
 			return err

@@ -428,9 +428,7 @@ func (w *worker) process(stop, procCtx context.Context, b contract.Batch) error 
 	for {
 		w.set(StateDelivering, nil)
 		d.calling(w, true)
-		d.cfg.Mark.Enter()
 		err := safeProcess(procCtx, d.proc, b)
-		d.cfg.Mark.Exit()
 		d.calling(w, false)
 		if err == nil {
 			w.release()

@@ -40,6 +40,18 @@ func (m *Mark) Exit() {
 	}
 }
 
+// MarkFunc returns the Mark of a plugin version (Store.Mark), nil for one
+// whose calls are not counted.
+type MarkFunc func(name, version string) *Mark
+
+// For returns f's Mark of the version; a nil MarkFunc counts nothing.
+func (f MarkFunc) For(name, version string) *Mark {
+	if f == nil {
+		return nil
+	}
+	return f(name, version)
+}
+
 // marks is the mapped MarksFile of this run.
 type marks struct{ data []byte }
 

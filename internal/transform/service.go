@@ -38,12 +38,12 @@ type DaemonService struct {
 	Config Config
 
 	svc   atomic.Pointer[Service]
-	marks func(name, version string) *quarantine.Mark
+	marks quarantine.MarkFunc
 }
 
 // CountCalls has Start give each transformer its count of calls in flight
 // (daemon.CallCounter).
-func (t *DaemonService) CountCalls(mark func(name, version string) *quarantine.Mark) { t.marks = mark }
+func (t *DaemonService) CountCalls(mark quarantine.MarkFunc) { t.marks = mark }
 
 // Stuck reports a Transform call that has run HangAfter past its deadline
 // (see Config.HangAfter): the daemon stops feeding the watchdog for it.
@@ -71,11 +71,8 @@ func (t *DaemonService) Start(_ context.Context, sel *loader.Selection, mux *htt
 		if !ok {
 			continue
 		}
-		p := Plugin{Name: c.Name, Version: c.Version.String(), Transformer: tr, Installation: t.Conf.For(c.Name)}
-		if t.marks != nil {
-			p.Mark = t.marks(p.Name, p.Version)
-		}
-		plugins = append(plugins, p)
+		plugins = append(plugins, Plugin{Name: c.Name, Version: c.Version.String(), Transformer: tr, Installation: t.Conf.For(c.Name),
+			Mark: t.marks.For(c.Name, c.Version.String())})
 		have[c.Name] = true
 	}
 	for _, name := range t.Conf.Chain {
