@@ -63,6 +63,25 @@ func (n *notifySocket) since(t0 time.Time) int {
 	return c
 }
 
+// starveAndAbort waits for d to report the stuck call stuck (a regexp),
+// checks that the watchdog then goes unfed past WatchdogSec, aborts d as
+// systemd would (SIGABRT) and checks that the crash output in state names
+// frame, the stuck call's.
+func starveAndAbort(t *testing.T, d *daemonProc, n *notifySocket, state, stuck, frame string) {
+	t.Helper()
+	d.waitLog(t, `msg="a plugin call is stuck: the watchdog is no longer fed.*stuck="`+stuck)
+	starved := time.Now()
+	time.Sleep(1500 * time.Millisecond) // past WatchdogSec
+	assert.Zero(t, n.since(starved), "no WATCHDOG=1 while the call is stuck")
+
+	require.NoError(t, d.cmd.Process.Signal(syscall.SIGABRT)) // systemd's WatchdogSignal=
+	assert.Equal(t, 2, d.exitCode(t), "the Go runtime's exit on SIGABRT:\n%s", d.text())
+	crash, err := os.ReadFile(filepath.Join(state, quarantine.CrashFile))
+	require.NoError(t, err)
+	assert.Contains(t, string(crash), "SIGABRT: abort")
+	assert.Contains(t, string(crash), frame)
+}
+
 // TestWatchdogCatchesAStuckCall: a Transform call that ignores its
 // deadline is stuck once it runs --hang-after past it; the runner then
 // stops feeding the watchdog (the test plays systemd's notify socket, with
@@ -85,17 +104,7 @@ func TestWatchdogCatchesAStuckCall(t *testing.T) {
 	stuck := wasm.AppendCustomSection(wasmInput(t, "module.wasm"), "soplug.test", []byte("stuck"))
 	resp, _ := postWasm(t, "http://"+addr+"/v1/transform/faulty", stuck)
 	assert.Equal(t, http.StatusGatewayTimeout, resp.StatusCode, "the request ends at its deadline; the call goes on")
-	d.waitLog(t, `msg="a plugin call is stuck: the watchdog is no longer fed.*stuck="a Transform call into faulty 1\.0\.0 has run`)
-	starved := time.Now()
-	time.Sleep(1500 * time.Millisecond) // past WatchdogSec
-	assert.Zero(t, n.since(starved), "no WATCHDOG=1 while the call is stuck")
-
-	require.NoError(t, d.cmd.Process.Signal(syscall.SIGABRT)) // systemd's WatchdogSignal=
-	assert.Equal(t, 2, d.exitCode(t), "the Go runtime's exit on SIGABRT:\n%s", d.text())
-	crash, err := os.ReadFile(filepath.Join(state, quarantine.CrashFile))
-	require.NoError(t, err)
-	assert.Contains(t, string(crash), "SIGABRT: abort")
-	assert.Contains(t, string(crash), "github.com/soplug/soplug/testdata/fixtures/faulty.faulty.Transform(")
+	starveAndAbort(t, d, n, state, `a Transform call into faulty 1\.0\.0 has run`, "github.com/soplug/soplug/testdata/fixtures/faulty.faulty.Transform(")
 
 	t.Setenv("NOTIFY_SOCKET", "")
 	t.Setenv("WATCHDOG_USEC", "")
@@ -132,16 +141,7 @@ func TestWatchdogCatchesAStuckProcess(t *testing.T) {
 		resp.Body.Close()
 		require.Equal(t, http.StatusOK, resp.StatusCode)
 	}
-	d.waitLog(t, `msg="a plugin call is stuck: the watchdog is no longer fed.*stuck="a Process call into recorder 1\.0\.0 for worker w-stuck has run`)
-	starved := time.Now()
-	time.Sleep(1500 * time.Millisecond) // past WatchdogSec
-	assert.Zero(t, n.since(starved), "no WATCHDOG=1 while the call is stuck")
-
-	require.NoError(t, d.cmd.Process.Signal(syscall.SIGABRT)) // systemd's WatchdogSignal=
-	assert.Equal(t, 2, d.exitCode(t), "the Go runtime's exit on SIGABRT:\n%s", d.text())
-	crash, err := os.ReadFile(filepath.Join(state, quarantine.CrashFile))
-	require.NoError(t, err)
-	assert.Contains(t, string(crash), "github.com/soplug/soplug/testdata/fixtures/oplogrecorder.(*recorder).Process(")
+	starveAndAbort(t, d, n, state, `a Process call into recorder 1\.0\.0 for worker w-stuck has run`, "github.com/soplug/soplug/testdata/fixtures/oplogrecorder.(*recorder).Process(")
 
 	t.Setenv("NOTIFY_SOCKET", "")
 	t.Setenv("WATCHDOG_USEC", "")
