@@ -25,7 +25,7 @@
 //                it too late: use only where batches do not race)
 
 const MAX_ENTRIES = 1000; // per append: soplug takes up to 65,536
-const MAX_BYTES = 4 << 20; // per append, of payloads: under --oplog-max-body
+const MAX_BYTES = 4 << 20; // per append, of payloads (base64): under --oplog-max-body
 const ATTEMPTS = 6;
 
 export const oplogProcessor = {
@@ -44,19 +44,19 @@ export const oplogProcessor = {
     const headers = { 'content-type': 'application/json' };
     if (cfg.token) headers.authorization = `Bearer ${cfg.token}`;
 
-    let index = BigInt(firstEntryIndex);
-    for (const part of split(entries)) {
-      const body = { entries: part.map((e, i) => entry(index + BigInt(i), e)) };
+    const first = BigInt(firstEntryIndex);
+    for (const part of split(entries.map((e, i) => entry(first + BigInt(i), e)))) {
+      const from = part[0].index, to = part[part.length - 1].index;
+      const body = { entries: part };
       if (!auto) body.first_index = 1;
       let answer = await append(url, headers, body);
-      if (auto && answer.status === 409 && answer.json && answer.json.expected_index === 1 && index > 1n) {
-        body.first_index = Number(index); // a new journal, started here
+      if (auto && answer.status === 409 && answer.json && answer.json.expected_index === 1 && from > 1n) {
+        body.first_index = Number(from); // a new journal, started here
         answer = await append(url, headers, body);
       }
       if (answer.status !== 200) {
-        throw `soplug bridge: appending entries ${index} to ${index + BigInt(part.length) - 1n} of worker ${worker} to ${base}: ${answer.status}: ${answer.text}`;
+        throw `soplug bridge: appending entries ${from} to ${to} of worker ${worker} to ${base}: ${answer.status}: ${answer.text}`;
       }
-      index += BigInt(part.length);
     }
   },
 };
@@ -85,14 +85,15 @@ function sleep(ms) {
   return new Promise((resolve) => setTimeout(resolve, ms));
 }
 
-// split cuts a batch into appends of at most MAX_ENTRIES entries and about
-// MAX_BYTES of payload: each is idempotent on its own, so a failure in the
-// middle leaves a prefix that the retried batch resends as identical.
+// split cuts a batch's entries (as entry makes them) into appends of at
+// most MAX_ENTRIES entries and about MAX_BYTES of payload: each is
+// idempotent on its own, so a failure in the middle leaves a prefix that
+// the retried batch resends as identical.
 function split(entries) {
   const parts = [];
   let cur = [], bytes = 0;
   for (const e of entries) {
-    const n = JSON.stringify(e.val === undefined ? null : e.val, jsonValue).length;
+    const n = e.payload.length;
     if (cur.length > 0 && (cur.length >= MAX_ENTRIES || bytes + n > MAX_BYTES)) {
       parts.push(cur);
       cur = [];
