@@ -31,6 +31,39 @@ func Write(path string, data []byte, perm os.FileMode) error {
 	return SyncDir(filepath.Dir(path))
 }
 
+// WriteFor is Write for a folder that a less privileged user owns and can
+// write to, as a state directory is to a root process: nothing planted in
+// it is followed or reused. The temporary file gets a fresh random name
+// and is created exclusively (O_EXCL, so a symlink of that name fails the
+// create instead of being followed); it is given owner uid and group gid
+// on the open descriptor (uid < 0: left as created), and perm, before it
+// is renamed over path, which replaces a symlink at path rather than
+// writing through it.
+func WriteFor(path string, data []byte, perm os.FileMode, uid, gid int) error {
+	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*.tmp")
+	if err != nil {
+		return err
+	}
+	tmp := f.Name()
+	var cherr error
+	if uid >= 0 {
+		cherr = f.Chown(uid, gid)
+	}
+	merr := f.Chmod(perm)
+	_, werr := f.Write(data)
+	serr := f.Sync()
+	cerr := f.Close()
+	if err := errors.Join(cherr, merr, werr, serr, cerr); err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("writing %s: %w", tmp, err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		os.Remove(tmp)
+		return err
+	}
+	return SyncDir(filepath.Dir(path))
+}
+
 // SyncDir flushes dir's entries to disk, so that a file created, renamed or
 // removed in it stays so after a crash.
 func SyncDir(dir string) error {

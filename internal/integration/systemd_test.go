@@ -157,12 +157,13 @@ func TestUnderSystemd(t *testing.T) {
 			require.NoError(t, os.WriteFile(out+".log", []byte(d.serviceLog()), 0o644))
 			require.NoError(t, os.WriteFile(out+".console", []byte(d.sd.console()), 0o644))
 			// Every request during the changes: the change it fell in (from
-			// 0), when it started after that change, and how long it took.
+			// 0), when it started after that change, how long it took (ms),
+			// and when it started (Unix ms, to set beside the service log).
 			var rows strings.Builder
 			for _, s := range lat.all() {
 				for i, c := range changing {
 					if !s.at.Before(c[0]) && s.at.Before(c[1]) {
-						fmt.Fprintf(&rows, "%d %.3f %.3f\n", i, ms(s.at.Sub(c[0])), ms(s.took))
+						fmt.Fprintf(&rows, "%d %.3f %.3f %.3f\n", i, ms(s.at.Sub(c[0])), ms(s.took), float64(s.at.UnixMicro())/1000)
 					}
 				}
 			}

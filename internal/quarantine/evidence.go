@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/soplug/soplug/internal/atomicfile"
@@ -47,7 +48,12 @@ func (s Stop) killed() bool {
 }
 
 // RecordStop writes stop to dir's StopFile, durably, for the next run's
-// Begin. An empty Dir does nothing.
+// Begin. An empty Dir does nothing. It is safe as root in a folder the
+// service's user owns (the unit runs stop-post with "+", outside the
+// sandbox): the record is written with atomicfile.WriteFor, which follows
+// nothing planted there, and given to the folder's owner, so that the next
+// run, as that user, reads and replaces it. Root does not create a missing
+// folder: it would be root's, and the service could not write to it.
 func (s *Store) RecordStop(stop Stop) error {
 	if !s.enabled() {
 		return nil
@@ -62,10 +68,24 @@ func (s *Store) RecordStop(stop Stop) error {
 	if err != nil {
 		return err
 	}
-	if err := os.MkdirAll(s.Dir, 0o750); err != nil {
+	root := os.Geteuid() == 0
+	if !root {
+		if err := os.MkdirAll(s.Dir, 0o750); err != nil {
+			return fmt.Errorf("quarantine: state directory: %w", err)
+		}
+	}
+	st, err := os.Stat(s.Dir)
+	if err != nil {
 		return fmt.Errorf("quarantine: state directory: %w", err)
 	}
-	return atomicfile.Write(filepath.Join(s.Dir, StopFile), data, 0o600)
+	if !st.IsDir() {
+		return fmt.Errorf("quarantine: state directory %s: not a folder", s.Dir)
+	}
+	uid, gid := -1, -1
+	if sys, ok := st.Sys().(*syscall.Stat_t); ok && root {
+		uid, gid = int(sys.Uid), int(sys.Gid)
+	}
+	return atomicfile.WriteFor(filepath.Join(s.Dir, StopFile), data, 0o600, uid, gid)
 }
 
 // evidence is what the previous run left: its crash output, systemd's

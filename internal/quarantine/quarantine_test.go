@@ -305,6 +305,46 @@ func TestCleanRunResetsCrashes(t *testing.T) {
 	assert.NoError(t, s.Admit("p", "2.0.0", file), "the crashes were not in a row")
 }
 
+// TestRecordStopAsRoot: the unit runs stop-post as root ("+") in a state
+// directory the service's user owns: the record is that user's, so the
+// next run reads and removes it, and a symlink the service planted is
+// replaced, not written through. Root creates no missing folder.
+func TestRecordStopAsRoot(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root, as systemd runs ExecStopPost=+")
+	}
+	const uid, gid = 64787, 64787
+	state, outside := t.TempDir(), t.TempDir()
+	require.NoError(t, os.Chown(state, uid, gid))
+	victim := filepath.Join(outside, "shadow")
+	require.NoError(t, os.WriteFile(victim, []byte("root's"), 0o600))
+	require.NoError(t, os.Symlink(victim, filepath.Join(state, quarantine.StopFile)))
+	require.NoError(t, os.Symlink(victim, filepath.Join(state, quarantine.StopFile+".tmp")))
+
+	s := &quarantine.Store{Dir: state}
+	require.NoError(t, s.RecordStop(quarantine.Stop{Result: "oom-kill", ExitCode: "killed", ExitStatus: "KILL"}))
+	fi, err := os.Lstat(filepath.Join(state, quarantine.StopFile))
+	require.NoError(t, err)
+	require.True(t, fi.Mode().IsRegular())
+	st := fi.Sys().(*syscall.Stat_t)
+	assert.Equal(t, [2]uint32{uid, gid}, [2]uint32{st.Uid, st.Gid}, "the record is the state directory owner's")
+	assert.Equal(t, os.FileMode(0o600), fi.Mode().Perm())
+	data, err := os.ReadFile(victim)
+	require.NoError(t, err)
+	assert.Equal(t, "root's", string(data))
+
+	end, err := s.Begin()
+	require.NoError(t, err)
+	require.NotNil(t, end.Stop)
+	assert.Equal(t, "oom-kill", end.Stop.Result)
+
+	missing := filepath.Join(t.TempDir(), "state")
+	err = (&quarantine.Store{Dir: missing}).RecordStop(quarantine.Stop{Result: "success"})
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), missing)
+	assert.NoDirExists(t, missing, "root made no folder its service could not write to")
+}
+
 func TestDisabledStoreIsANoOp(t *testing.T) {
 	for _, s := range []*quarantine.Store{nil, {}} {
 		end, err := s.Begin()
