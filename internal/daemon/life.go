@@ -226,6 +226,7 @@ func (l *life) wait(ctx context.Context) error {
 		return nil
 	case why := <-changed:
 		l.log.Info("plugins folder changed; restarting onto the new set", "change", why)
+		l.unwatch()
 		l.prepare(ctx)
 		if wait := l.cfg.MinUptime - time.Since(l.start); wait > 0 {
 			l.log.Info("holding the restart until the minimum uptime", "wait", wait.Round(time.Millisecond))
@@ -238,11 +239,22 @@ func (l *life) wait(ctx context.Context) error {
 		return fmt.Errorf("%w: %s", ErrRestart, why)
 	case why := <-l.giveUp:
 		l.log.Error("restarting onto the next acceptable version", "cause", why)
+		l.unwatch()
 		l.alignExit(ctx)
 		return fmt.Errorf("%w: %s", ErrRestart, why)
 	case err := <-l.http.errs:
 		return fmt.Errorf("daemon: serving: %w", err)
 	}
+}
+
+// unwatch closes the watcher once a restart is decided, in the background:
+// the next process reads the folder as it then is, so no later change is
+// missed. Closing an inotify instance waits in the kernel for its marks to
+// be destroyed (an SRCU grace period): 12 to 17 ms measured here, which the
+// exit would otherwise spend between the drain and the process's end, with
+// the socket unserved. Run's deferred Close then returns at once.
+func (l *life) unwatch() {
+	go l.watch.Close()
 }
 
 // prepare checks and probes the new set while this process still serves,
