@@ -37,8 +37,12 @@ import (
 var ErrRestart = errors.New("daemon: plugins changed, restart")
 
 // DefaultAtomicDebounce ends a burst of folder events that only created,
-// renamed or removed files: an atomic drop needs no longer wait.
-const DefaultAtomicDebounce = 25 * time.Millisecond
+// renamed or removed files: an atomic drop needs no longer wait. It covers
+// the renames one tool makes one after another (microseconds apart); a
+// change split across two bursts costs no more than one more restart, as
+// the next process reads the folder as it is when it starts. Each drop and
+// rollback waits it out before anything else, so it is kept short.
+const DefaultAtomicDebounce = 10 * time.Millisecond
 
 // CacheFile is the verdict cache's name in the state directory.
 const CacheFile = "verdicts.json"
