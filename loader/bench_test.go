@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/soplug/soplug/loader"
 )
@@ -58,6 +59,29 @@ func BenchmarkProbe(b *testing.B) {
 	path := install(b, b.TempDir(), "good-1.0.0", "p_v1.0.0.so")
 	for b.Loop() {
 		if _, err := (loader.Prober{}).Probe(context.Background(), path); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkProbeSpare is BenchmarkProbe with a spare child started (out
+// of the timer) before each probe: what a probe costs the prepare stage
+// when the daemon's spare is waiting.
+func BenchmarkProbeSpare(b *testing.B) {
+	path := install(b, b.TempDir(), "good-1.0.0", "p_v1.0.0.so")
+	p := loader.Prober{Spare: &loader.Spare{}}
+	defer p.Spare.Close()
+	for b.Loop() {
+		b.StopTimer()
+		if err := p.Spare.Fill(p); err != nil {
+			b.Fatal(err)
+		}
+		if !p.Spare.Ready() {
+			b.Fatal("no spare")
+		}
+		time.Sleep(20 * time.Millisecond) // its start done
+		b.StartTimer()
+		if _, err := p.Probe(context.Background(), path); err != nil {
 			b.Fatal(err)
 		}
 	}

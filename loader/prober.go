@@ -33,9 +33,13 @@ type Prober struct {
 	Command []string
 	// Env is added to this process's environment for the child.
 	Env []string
-	// Timeout bounds the whole child, from start to verdict. Zero means
+	// Timeout bounds the whole child, from start to verdict (for a spare
+	// child, from when it is given its path). Zero means
 	// DefaultProbeTimeout.
 	Timeout time.Duration
+	// Spare, when set, holds a child started ahead of need; nil probes
+	// with a child started for each probe.
+	Spare *Spare
 }
 
 // timeout returns Timeout or its default.
@@ -50,76 +54,138 @@ func (p Prober) timeout() time.Duration {
 // everything when it is acceptable, and with a refusal whatever the child
 // learned before it (such as the kind). A refusal, a crash or a timeout of
 // the child is a *RejectError at StageProbe; an end of ctx is returned as
-// ctx's error.
+// ctx's error. With a Spare holding a child, that child probes path; the
+// Spare is then empty until filled again.
 func (p Prober) Probe(ctx context.Context, path string) (probe.Report, error) {
-	timeout := p.timeout()
+	if c := p.Spare.take(); c != nil {
+		return p.finish(ctx, c, path)
+	}
+	c, err := p.start(path)
+	if err != nil {
+		return probe.Report{}, reject(path, StageProbe, ErrProbe, "%v", err)
+	}
+	return p.finish(ctx, c, path)
+}
+
+// child is a started probe child.
+type child struct {
+	cmd   *exec.Cmd
+	stdin *os.File // the path goes here when the child was started with probe.StdinPath; else nil
+	rd    *os.File // the report pipe
+	out   *headBuffer
+	read  chan struct{} // closed when the report has been read to its end
+	last  probe.Step
+	final *probe.Message
+	bad   string
+}
+
+// start starts a probe child on path, or with path "" one that waits for
+// its path on standard input (probe.StdinPath).
+func (p Prober) start(path string) (*child, error) {
 	argv := p.Command
 	if len(argv) == 0 {
 		exe, err := os.Executable()
 		if err != nil {
-			return probe.Report{}, reject(path, StageProbe, ErrProbe, "finding this executable: %v", err)
+			return nil, fmt.Errorf("finding this executable: %w", err)
 		}
 		argv = []string{exe, probe.Arg}
 	}
-	cctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-
 	// The child gets a little less time for the plugin's calls than we
 	// give it, so that a hang it notices itself is reported by it.
-	args := append(append([]string{}, argv[1:]...), "-timeout", (timeout * 9 / 10).String(), path)
-	cmd := exec.CommandContext(cctx, argv[0], args...)
-	cmd.Env = append(os.Environ(), p.Env...)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
-	cmd.WaitDelay = time.Second
-	out := &headBuffer{max: 8 << 10}
-	cmd.Stdout, cmd.Stderr = out, out
+	arg := path
+	if path == "" {
+		arg = probe.StdinPath
+	}
+	args := append(append([]string{}, argv[1:]...), "-timeout", (p.timeout() * 9 / 10).String(), arg)
+	c := &child{cmd: exec.Command(argv[0], args...), out: &headBuffer{max: 8 << 10}, read: make(chan struct{})}
+	c.cmd.Env = append(os.Environ(), p.Env...)
+	c.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	c.cmd.WaitDelay = time.Second
+	c.cmd.Stdout, c.cmd.Stderr = c.out, c.out
 	rd, wr, err := os.Pipe()
 	if err != nil {
-		return probe.Report{}, reject(path, StageProbe, ErrProbe, "report pipe: %v", err)
+		return nil, fmt.Errorf("report pipe: %w", err)
 	}
-	defer rd.Close()
-	cmd.ExtraFiles = []*os.File{wr} // probe.ReportFD
-	err = cmd.Start()
+	c.rd = rd
+	c.cmd.ExtraFiles = []*os.File{wr} // probe.ReportFD
+	var inr *os.File
+	if path == "" {
+		if inr, c.stdin, err = os.Pipe(); err != nil {
+			rd.Close()
+			wr.Close()
+			return nil, fmt.Errorf("path pipe: %w", err)
+		}
+		c.cmd.Stdin = inr
+	}
+	err = c.cmd.Start()
 	wr.Close()
-	if err != nil {
-		return probe.Report{}, reject(path, StageProbe, ErrProbe, "starting %s: %v", argv[0], err)
+	if inr != nil {
+		inr.Close()
 	}
-
-	var (
-		last  probe.Step
-		final *probe.Message
-		bad   string
-	)
-	read := make(chan struct{})
+	if err != nil {
+		rd.Close()
+		if c.stdin != nil {
+			c.stdin.Close()
+		}
+		return nil, fmt.Errorf("starting %s: %w", argv[0], err)
+	}
 	go func() {
-		defer close(read)
+		defer close(c.read)
+		defer rd.Close()
 		sc := bufio.NewScanner(rd)
 		sc.Buffer(make([]byte, 0, 4096), 1<<20)
 		for sc.Scan() {
 			var m probe.Message
 			if err := json.Unmarshal(sc.Bytes(), &m); err != nil {
-				bad = fmt.Sprintf("unreadable report line %q", truncate(sc.Text(), 120))
+				c.bad = fmt.Sprintf("unreadable report line %q", truncate(sc.Text(), 120))
 				return
 			}
 			if m.Done {
-				final = &m
+				c.final = &m
 				return
 			}
-			last = m.Step
+			c.last = m.Step
 		}
 	}()
-	werr := cmd.Wait()
+	return c, nil
+}
+
+// kill ends the child's process group.
+func (c *child) kill() {
+	_ = syscall.Kill(-c.cmd.Process.Pid, syscall.SIGKILL)
+}
+
+// finish gives a waiting child its path, waits for its verdict within the
+// timeout and ctx, and reads it.
+func (p Prober) finish(ctx context.Context, c *child, path string) (probe.Report, error) {
+	timeout := p.timeout()
+	cctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	if c.stdin != nil {
+		_, _ = c.stdin.WriteString(path + "\n") // a child that died waiting is told by Wait
+		c.stdin.Close()
+	}
+	exited := make(chan struct{})
+	go func() {
+		select {
+		case <-cctx.Done():
+			c.kill()
+		case <-exited:
+		}
+	}()
+	werr := c.cmd.Wait()
+	close(exited)
 	// The child is gone, but what it wrote may still be in the pipe: read
-	// it to the end before closing, or the last step can be lost and a
-	// death in init reported as one before it. Only a grandchild that
+	// it to the end before giving up on it, or the last step can be lost
+	// and a death in init reported as one before it. Only a grandchild that
 	// holds the pipe open keeps it from ending; it gets a second.
 	select {
-	case <-read:
+	case <-c.read:
 	case <-time.After(time.Second):
+		c.rd.Close()
 	}
-	rd.Close()
-	<-read
+	<-c.read
+	last, final, bad, out := c.last, c.final, c.bad, c.out
 
 	if final != nil && final.Error == nil && final.Report != nil && final.ABI == contract.ABIVersion {
 		return *final.Report, nil

@@ -252,6 +252,8 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 	l.ready()
+	defer l.spare.Close() // after the timer's stop, below: a Fill that ran is undone
+	defer l.fillSpare()()
 	settle := time.AfterFunc(l.cfg.SettleAfter, func() {
 		if err := l.store.Settle(); err != nil {
 			l.log.Warn("recording that this run has settled", "err", err)

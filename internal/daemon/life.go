@@ -33,7 +33,8 @@ type life struct {
 	cache  *loader.Cache // nil without a state directory
 	health *health
 	http   *server
-	giveUp chan string // a plugin process died too often
+	giveUp chan string   // a plugin process died too often
+	spare  *loader.Spare // the prepare stage's probe child, started after ready
 }
 
 // record opens the quarantine records: the versions the previous run
@@ -132,7 +133,9 @@ func (l *life) selectPlugins(ctx context.Context) error {
 	lcfg.Admit = Admission(l.policy, l.store)
 	lcfg.Cache = l.cache
 	processes(&lcfg.Process, l.cfg, l.policy, l.store, l.cache, l.log, l.giveUp)
+	l.spare = &loader.Spare{}
 	l.lcfg = lcfg
+	l.lcfg.Prober.Spare = l.spare // the start's own probes, below, start their own children
 	lcfg.BeforeLoad = func(c *loader.Candidate) error {
 		return l.store.Loading(c.Name, c.Version.String(), c.Path, c.PluginPath())
 	}
@@ -245,6 +248,25 @@ func (l *life) wait(ctx context.Context) error {
 	case err := <-l.http.errs:
 		return fmt.Errorf("daemon: serving: %w", err)
 	}
+}
+
+// SpareAfter is how long after ready the daemon starts the probe child
+// that its next prepare stage will take (loader.Spare): not at once, when
+// the connections that waited out the restart are being answered.
+const SpareAfter = time.Second
+
+// fillSpare starts the spare probe child SpareAfter from now, when there
+// is a prepare stage to use it, and returns a stop for the timer.
+func (l *life) fillSpare() (stop func() bool) {
+	if l.cache == nil {
+		return func() bool { return false }
+	}
+	t := time.AfterFunc(SpareAfter, func() {
+		if err := l.spare.Fill(l.lcfg.Prober); err != nil {
+			l.log.Warn("starting a spare probe child: the next change starts its own", "err", err)
+		}
+	})
+	return t.Stop
 }
 
 // unwatch closes the watcher once a restart is decided, in the background:

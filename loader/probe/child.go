@@ -1,6 +1,7 @@
 package probe
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"flag"
@@ -67,9 +68,21 @@ func ReportWriter() io.Writer {
 
 // Main is the probe child: args are the arguments after Arg,
 // [-timeout D] PATH. It inspects the plugin at PATH with plugin.Open and
-// writes its Messages to report. It returns the process exit status: 0 when
-// it wrote a final message (whatever the verdict), 2 for bad arguments.
+// writes its Messages to report. PATH "-" reads the path as one line from
+// standard input first, so that a child can be started, its runtime and
+// packages initialised, before the path is known (the loader's spare
+// child); the timeout runs from when the path is read. It returns the
+// process exit status: 0 when it wrote a final message (whatever the
+// verdict), 2 for bad arguments.
 func Main(args []string, report io.Writer) int {
+	return run(args, os.Stdin, report)
+}
+
+// StdinPath is the PATH argument that makes Main read the path from
+// standard input.
+const StdinPath = "-"
+
+func run(args []string, stdin io.Reader, report io.Writer) int {
 	fs := flag.NewFlagSet(Arg, flag.ContinueOnError)
 	timeout := fs.Duration("timeout", 10*time.Second, "how long the plugin's calls may take in all")
 	enc := json.NewEncoder(report)
@@ -78,9 +91,19 @@ func Main(args []string, report io.Writer) int {
 			Code: CodeUsage, Msg: fmt.Sprintf("usage: %s [-timeout D] PATH (got %q)", Arg, args)}})
 		return 2
 	}
+	path := fs.Arg(0)
+	if path == StdinPath {
+		line, err := bufio.NewReader(io.LimitReader(stdin, 64<<10)).ReadString('\n')
+		if err != nil || len(line) < 2 {
+			_ = enc.Encode(Message{Done: true, ABI: contract.ABIVersion, Error: &Error{
+				Code: CodeUsage, Msg: fmt.Sprintf("no path on standard input (read %q: %v)", line, err)}})
+			return 2
+		}
+		path = line[:len(line)-1]
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
 	defer cancel()
-	rep, err := Inspect(ctx, fs.Arg(0), plugin.Open, func(s Step) { _ = enc.Encode(Message{Step: s}) })
+	rep, err := Inspect(ctx, path, plugin.Open, func(s Step) { _ = enc.Encode(Message{Step: s}) })
 	final := Message{Done: true, ABI: contract.ABIVersion, Report: &rep}
 	if err != nil {
 		final.Error = err.(*Error)
