@@ -12,23 +12,11 @@ import (
 // Write replaces path with data: it writes path.tmp with perm, syncs it,
 // renames it over path and syncs the folder.
 func Write(path string, data []byte, perm os.FileMode) error {
-	tmp := path + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, perm)
+	f, err := os.OpenFile(path+".tmp", os.O_CREATE|os.O_TRUNC|os.O_WRONLY, perm)
 	if err != nil {
 		return err
 	}
-	_, werr := f.Write(data)
-	serr := f.Sync()
-	cerr := f.Close()
-	if err := errors.Join(werr, serr, cerr); err != nil {
-		os.Remove(tmp)
-		return fmt.Errorf("writing %s: %w", tmp, err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		os.Remove(tmp)
-		return err
-	}
-	return SyncDir(filepath.Dir(path))
+	return commit(f, path, data)
 }
 
 // WriteFor is Write for a folder that a less privileged user owns and can
@@ -44,16 +32,22 @@ func WriteFor(path string, data []byte, perm os.FileMode, uid, gid int) error {
 	if err != nil {
 		return err
 	}
-	tmp := f.Name()
 	var cherr error
 	if uid >= 0 {
 		cherr = f.Chown(uid, gid)
 	}
-	merr := f.Chmod(perm)
+	return commit(f, path, data, cherr, f.Chmod(perm))
+}
+
+// commit writes data to the temporary file f, syncs and closes it, renames
+// it over path and syncs the folder. An error of that, or one in prep (of
+// what was done to f before), removes f instead.
+func commit(f *os.File, path string, data []byte, prep ...error) error {
+	tmp := f.Name()
 	_, werr := f.Write(data)
 	serr := f.Sync()
 	cerr := f.Close()
-	if err := errors.Join(cherr, merr, werr, serr, cerr); err != nil {
+	if err := errors.Join(append(prep, werr, serr, cerr)...); err != nil {
 		os.Remove(tmp)
 		return fmt.Errorf("writing %s: %w", tmp, err)
 	}
