@@ -390,6 +390,7 @@ func TestRunPreparesBeforeExit(t *testing.T) {
 	d := start(t, dir, "--state-dir", state, "--log-level", "DEBUG")
 	d.waitLog(t, `msg=ready status="serving wasmtag 1.1.0"`)
 	assert.Equal(t, 1, strings.Count(d.text(), `msg="probing plugin candidate"`), "a cold start probes")
+	d.waitLog(t, `msg="a spare probe child waits for the next change"`)
 
 	data, err := os.ReadFile(fixtures.Path(t, "good-1.2.0"))
 	require.NoError(t, err)
@@ -397,7 +398,8 @@ func TestRunPreparesBeforeExit(t *testing.T) {
 	require.NoError(t, os.WriteFile(tmp, data, 0o644))
 	require.NoError(t, os.Rename(tmp, filepath.Join(dir, "wasmtag_v1.2.0.so")))
 	assert.Equal(t, exitcode.Restart, d.exitCode(t), d.text())
-	assert.Regexp(t, `msg="prepared the new selection" took=\S+ selected=1 from_cache=0 checked=1 errors=0`, d.text())
+	assert.Regexp(t, `msg="prepared the new selection" took=\S+ selected=1 from_cache=0 checked=1 errors=0 spare_probe=true`, d.text(),
+		"the prepare stage took the spare probe child")
 	assert.Regexp(t, `msg="prepared the new selection"(.|\n)*msg="exiting for a restart"`, d.text(), "prepared before the exit")
 
 	next := start(t, dir, "--state-dir", state, "--log-level", "DEBUG")

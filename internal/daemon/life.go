@@ -264,7 +264,9 @@ func (l *life) fillSpare() (stop func() bool) {
 	t := time.AfterFunc(SpareAfter, func() {
 		if err := l.spare.Fill(l.lcfg.Prober); err != nil {
 			l.log.Warn("starting a spare probe child: the next change starts its own", "err", err)
+			return
 		}
+		l.log.Debug("a spare probe child waits for the next change")
 	})
 	return t.Stop
 }
@@ -290,11 +292,12 @@ func (l *life) prepare(ctx context.Context) {
 	}
 	start := time.Now()
 	hits, misses := l.cache.Hits(), l.cache.Misses()
+	spare := l.spare.Ready()
 	sel, err := loader.New(l.lcfg).Check(ctx)
 	l.saveCache()
 	l.log.Info("prepared the new selection", "took", time.Since(start).Round(time.Millisecond),
 		"selected", len(sel.Selected()), "from_cache", l.cache.Hits()-hits, "checked", l.cache.Misses()-misses,
-		"errors", len(loader.Errors(err)))
+		"errors", len(loader.Errors(err)), "spare_probe", spare)
 }
 
 // saveCache writes the verdict cache, logging a failure: the next
