@@ -7,18 +7,17 @@ import (
 // Spare holds one probe child started ahead of need: its runtime and the
 // program's package initialisation are done, and it waits for the path to
 // probe on its standard input. A Prober with a Spare takes that child
-// instead of starting one, and the Spare is empty until Fill starts the
-// next, when its owner chooses (not in the middle of a change); a probe
-// then costs the plugin's own open and calls, not a
-// program's start (here 7 of the 10 ms of CPU a probe child takes, spent
-// while the daemon still serves and a drop waits). The verdict is the
-// same: the child is the same program, and it opens one plugin and exits.
+// instead of starting one; the Spare is then empty until Fill starts the
+// next, when its owner chooses (not in the middle of a change). Such a
+// probe costs the plugin's open and calls, not a program's start (7 of the
+// 10 ms of CPU a runner's probe child takes, spent while the daemon still
+// serves and a drop waits). The verdict is the same: the child is the same
+// program, and it opens one plugin and exits.
 //
-// A waiting child costs a process and its memory (some 20 MB resident
-// for the runner). Fill starts it; Close ends it, and a child that died
-// while waiting is replaced by a child started for the probe. The zero
-// Spare holds nothing until filled; it is safe for concurrent use, and a
-// nil *Spare holds nothing.
+// A waiting child costs a process and its memory (25 MB resident for the
+// runner). Close ends it; a child that died while waiting is replaced by
+// one started for the probe. The zero Spare holds nothing until filled, a
+// nil *Spare holds nothing, and a Spare is safe for concurrent use.
 type Spare struct {
 	mu     sync.Mutex
 	child  *child
