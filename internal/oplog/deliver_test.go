@@ -201,6 +201,47 @@ func TestRedeliveryOfBatchInFlight(t *testing.T) {
 	assert.Equal(t, seq(101, 200), second.redel["w"], "exactly the batch in flight is flagged")
 }
 
+// TestNoRedeliveryFlagForNewEntries: after an unclean stop the entries up
+// to the in-flight mark that exist when delivery resumes come flagged; the
+// ones appended after that, which no earlier run can have seen, come
+// unflagged, though the mark covers them too.
+func TestNoRedeliveryFlagForNewEntries(t *testing.T) {
+	dir := t.TempDir()
+	appendN(t, dir, "w", 150)
+	first := newRecorder()
+	release := make(chan struct{})
+	got := make(chan struct{})
+	first.fail = func(b contract.Batch) error {
+		if b.FirstIndex == 101 {
+			close(got)
+			<-release
+			return errors.New("stopped in the middle")
+		}
+		return nil
+	}
+	d, err := oplog.NewDeliverer(oplog.Config{Dir: dir, BatchSize: 100, Poll: 20 * time.Millisecond}, "rec", "1.0.0", first)
+	require.NoError(t, err)
+	stopCtx, stop := context.WithCancel(context.Background())
+	procCtx, endProc := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- d.Run(stopCtx, procCtx) }()
+	<-got
+	stop()
+	endProc() // 101..150 in flight; the mark says up to 200
+	close(release)
+	require.NoError(t, <-done)
+
+	second := newRecorder()
+	d2, end := run(t, oplog.Config{Dir: dir, BatchSize: 100}, second)
+	defer end()
+	eventually(t, "the batch in flight", func() bool { return second.count("w") == 50 })
+	eventually(t, "idle", func() bool { return status(d2, "w").State == oplog.StateIdle })
+	appendN(t, dir, "w", 30) // 151..180: under the mark, never seen by the first run
+	eventually(t, "the new entries", func() bool { return second.count("w") == 80 })
+	assert.Equal(t, seq(101, 180), second.seen["w"])
+	assert.Equal(t, seq(101, 150), second.redel["w"], "only what existed at the restart is flagged")
+}
+
 // TestRetryAndPark: a failing batch is retried without holding up other
 // workers; after ParkAfter failures the worker is parked, and Resume tries
 // it again.

@@ -76,7 +76,7 @@ type position struct {
 	acked       uint64   // the last acknowledged index
 	next        Position // the entry after it
 	inflight    uint64   // the in-flight mark the cursor file holds
-	redeliverTo uint64   // entries up to it may have been delivered before a crash
+	redeliverTo uint64   // entries up to it may have been delivered before a crash (until a read finds the end)
 	stored      Cursor   // what the cursor store holds
 }
 
@@ -357,6 +357,11 @@ func (w *worker) deliver(stop, procCtx context.Context) bool {
 			case rerr != nil:
 				w.noteBlocked(rerr)
 			default:
+				// Read to the end: every entry an earlier run can have
+				// handed to the processor has been read since the open
+				// (and flagged); what is appended from now on is new, so
+				// the in-flight mark flags nothing more.
+				p.redeliverTo = min(p.redeliverTo, p.acked)
 				w.set(StateIdle, nil)
 			}
 			return true
