@@ -44,6 +44,13 @@ type FileCursors struct {
 	locks [64]sync.Mutex // a worker's Put reads, compares and writes under one
 }
 
+// Exclusive reports that no other process delivers the workers whose
+// cursors a FileCursors keeps (the daemon's lock on its folders keeps
+// other runners out), so that once delivery has read a worker to the end
+// after a crash, nothing appended later can have been handed to a
+// processor: see Config.CommitEvery.
+func (*FileCursors) Exclusive() bool { return true }
+
 // NewFileCursors returns the cursor store in dir, creating it, running at
 // most parallel loads and saves at once (at least one).
 func NewFileCursors(dir string, parallel int) (*FileCursors, error) {

@@ -61,7 +61,8 @@ type Config struct {
 	// crash, the entries between a worker's acknowledged index and its
 	// mark that exist then are delivered in one batch with
 	// Batch.Redelivery set: the batch that was with the processor, or
-	// entries that had not yet been delivered. Entries appended after
+	// entries that had not yet been delivered. With cursors no other
+	// process writes (FileCursors.Exclusive), entries appended after
 	// delivery has read to the end are not flagged. Zero means BatchSize.
 	CommitEvery int
 	// Parallel is how many workers' batches are read and processed at

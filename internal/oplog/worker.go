@@ -359,9 +359,14 @@ func (w *worker) deliver(stop, procCtx context.Context) bool {
 			default:
 				// Read to the end: every entry an earlier run can have
 				// handed to the processor has been read since the open
-				// (and flagged); what is appended from now on is new, so
-				// the in-flight mark flags nothing more.
-				p.redeliverTo = min(p.redeliverTo, p.acked)
+				// (and flagged), so what is appended from now on is new
+				// and the in-flight mark flags nothing more. Not so on a
+				// fleet, where the runner that held the worker may still
+				// deliver under its mark (paused past its lease, say):
+				// there the mark's entries stay flagged.
+				if ex, ok := d.cursors.(interface{ Exclusive() bool }); ok && ex.Exclusive() {
+					p.redeliverTo = min(p.redeliverTo, p.acked)
+				}
 				w.set(StateIdle, nil)
 			}
 			return true
