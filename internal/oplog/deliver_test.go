@@ -164,16 +164,17 @@ func TestResumeFromCursor(t *testing.T) {
 	assert.Equal(t, seq(1, 350), other.seen["w"])
 }
 
-// TestRedeliveryOfBatchInFlight: a batch the processor got but did not
-// acknowledge before the stop is delivered again, flagged, and only it.
-func TestRedeliveryOfBatchInFlight(t *testing.T) {
-	dir := t.TempDir()
-	appendN(t, dir, "w", 250)
+// stopInFlight delivers dir's oplogs with batches of 100 until the batch
+// from index from is with the processor, then stops the delivery with it
+// there, unacknowledged, as a drain deadline would; it returns what the
+// processor acknowledged.
+func stopInFlight(t *testing.T, dir string, from uint64) *recorder {
+	t.Helper()
 	first := newRecorder()
 	release := make(chan struct{})
 	got := make(chan struct{})
 	first.fail = func(b contract.Batch) error {
-		if b.FirstIndex == 101 {
+		if b.FirstIndex == from {
 			close(got)
 			<-release
 			return errors.New("stopped in the middle")
@@ -191,6 +192,15 @@ func TestRedeliveryOfBatchInFlight(t *testing.T) {
 	endProc() // the drain deadline passes with the batch in flight
 	close(release)
 	require.NoError(t, <-done)
+	return first
+}
+
+// TestRedeliveryOfBatchInFlight: a batch the processor got but did not
+// acknowledge before the stop is delivered again, flagged, and only it.
+func TestRedeliveryOfBatchInFlight(t *testing.T) {
+	dir := t.TempDir()
+	appendN(t, dir, "w", 250)
+	first := stopInFlight(t, dir, 101)
 	assert.Equal(t, seq(1, 100), first.seen["w"])
 
 	second := newRecorder()
@@ -208,28 +218,7 @@ func TestRedeliveryOfBatchInFlight(t *testing.T) {
 func TestNoRedeliveryFlagForNewEntries(t *testing.T) {
 	dir := t.TempDir()
 	appendN(t, dir, "w", 150)
-	first := newRecorder()
-	release := make(chan struct{})
-	got := make(chan struct{})
-	first.fail = func(b contract.Batch) error {
-		if b.FirstIndex == 101 {
-			close(got)
-			<-release
-			return errors.New("stopped in the middle")
-		}
-		return nil
-	}
-	d, err := oplog.NewDeliverer(oplog.Config{Dir: dir, BatchSize: 100, Poll: 20 * time.Millisecond}, "rec", "1.0.0", first)
-	require.NoError(t, err)
-	stopCtx, stop := context.WithCancel(context.Background())
-	procCtx, endProc := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- d.Run(stopCtx, procCtx) }()
-	<-got
-	stop()
-	endProc() // 101..150 in flight; the mark says up to 200
-	close(release)
-	require.NoError(t, <-done)
+	stopInFlight(t, dir, 101) // 101..150 in flight; the mark says up to 200
 
 	second := newRecorder()
 	d2, end := run(t, oplog.Config{Dir: dir, BatchSize: 100}, second)
