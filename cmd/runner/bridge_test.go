@@ -7,12 +7,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -301,32 +301,20 @@ func hashedWorker(agent string) string {
 	return "h." + bridgeComponent + "." + hex.EncodeToString(sum[:])
 }
 
-// deliveries lists the indexes the recorder saw for worker, in order,
-// flagged redeliveries left out.
+// deliveries lists the indexes the recorder saw unflagged for worker, in
+// order, from its complete frames (readRecorder: a frame a kill tore was
+// never acknowledged).
 func deliveries(t *testing.T, path, worker string) []uint64 {
-	return recordedBy(t, path, worker, false)
-}
-
-// redeliveries lists the indexes the recorder saw flagged for worker.
-func redeliveries(t *testing.T, path, worker string) []uint64 {
-	return recordedBy(t, path, worker, true)
-}
-
-// recordedBy lists the indexes the recorder saw for worker, in order, the
-// flagged ones or the others.
-func recordedBy(t *testing.T, path, worker string, flagged bool) []uint64 {
-	t.Helper()
-	var out []uint64
-	for _, line := range strings.Split(readFile(t, path), "\n") {
-		f := strings.Fields(line)
-		if len(f) != 3 || f[0] != worker || (f[2] == "R") != flagged {
-			continue
-		}
-		n, err := strconv.ParseUint(f[1], 10, 64)
-		require.NoError(t, err)
-		out = append(out, n)
+	if _, err := os.Stat(path); os.IsNotExist(err) {
+		return nil
 	}
-	return out
+	return readRecorder(t, path).order[worker]
+}
+
+// redeliveries lists the indexes the recorder saw flagged for worker,
+// from its complete frames.
+func redeliveries(t *testing.T, path, worker string) []uint64 {
+	return slices.Sorted(maps.Keys(readRecorder(t, path).flagged[worker]))
 }
 
 func readFile(t *testing.T, path string) string {

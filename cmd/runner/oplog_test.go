@@ -177,6 +177,7 @@ func countLines(t *testing.T, path string) int {
 // count: the processor never acknowledged them).
 type recorded struct {
 	plain, flagged     map[string]map[uint64]int
+	order              map[string][]uint64 // each worker's unflagged indexes, as delivered
 	total, redelivered int
 	torn               int
 }
@@ -188,7 +189,7 @@ func readRecorder(t *testing.T, path string) recorded {
 	t.Helper()
 	data, err := os.ReadFile(path)
 	require.NoError(t, err)
-	rec := recorded{plain: map[string]map[uint64]int{}, flagged: map[string]map[uint64]int{}}
+	rec := recorded{plain: map[string]map[uint64]int{}, flagged: map[string]map[uint64]int{}, order: map[string][]uint64{}}
 	lines := strings.Split(string(data), "\n")
 	for i := 0; i < len(lines); {
 		n, ok := frameStart(lines[i])
@@ -229,6 +230,8 @@ func readRecorder(t *testing.T, path string) recorded {
 			if parts[2] == "R" {
 				m = rec.flagged
 				rec.redelivered++
+			} else {
+				rec.order[parts[0]] = append(rec.order[parts[0]], idx)
 			}
 			if m[parts[0]] == nil {
 				m[parts[0]] = map[uint64]int{}
