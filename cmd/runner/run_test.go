@@ -398,8 +398,8 @@ func TestRunPreparesBeforeExit(t *testing.T) {
 	require.NoError(t, os.WriteFile(tmp, data, 0o644))
 	require.NoError(t, os.Rename(tmp, filepath.Join(dir, "wasmtag_v1.2.0.so")))
 	assert.Equal(t, exitcode.Restart, d.exitCode(t), d.text())
-	assert.Regexp(t, `msg="prepared the new selection" took=\S+ selected=1 from_cache=0 checked=1 errors=0 spare_probe=true`, d.text(),
-		"the prepare stage took the spare probe child")
+	assert.Regexp(t, `msg="prepared the new selection" took=\S+ selected=1 from_cache=0 checked=1 errors=0 spare_probe=true during_debounce=true`, d.text(),
+		"the prepare stage took the spare probe child, begun at the rename's event")
 	assert.Regexp(t, `msg="prepared the new selection"(.|\n)*msg="exiting for a restart"`, d.text(), "prepared before the exit")
 
 	next := start(t, dir, "--state-dir", state, "--log-level", "DEBUG")
@@ -409,10 +409,30 @@ func TestRunPreparesBeforeExit(t *testing.T) {
 	require.NoError(t, next.cmd.Process.Signal(syscall.SIGTERM))
 	assert.Equal(t, 0, next.exitCode(t))
 
+	// A burst that goes on after the prepare stage begun at its first
+	// event (a chmod of the serving file, whose changed ctime misses the
+	// cache; then, seen to have begun, a new file written in place): the
+	// set is checked again once the burst is over, and that is what the
+	// next runner takes. The debounce of 2 s holds the burst open.
+	next = start(t, dir, "--state-dir", state, "--log-level", "DEBUG", "--debounce", "2s")
+	next.waitLog(t, `msg=ready status="serving wasmtag 1.2.0"`)
+	require.NoError(t, os.Chmod(filepath.Join(dir, "wasmtag_v1.2.0.so"), 0o640))
+	next.waitLog(t, `msg="probing plugin candidate" file=wasmtag_v1.2.0.so`)
+	data, err = os.ReadFile(fixtures.Path(t, "good-2.0.0"))
+	require.NoError(t, err)
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "wasmtag_v2.0.0.so"), data, 0o644))
+	assert.Equal(t, exitcode.Restart, next.exitCode(t), next.text())
+	assert.Regexp(t, `msg="prepared the new selection" took=\S+ selected=1 .*during_debounce=false`, next.text())
+	next = start(t, dir, "--state-dir", state, "--log-level", "DEBUG")
+	next.waitLog(t, `msg=ready status="serving wasmtag 2.0.0"`)
+	assert.Zero(t, strings.Count(next.text(), `msg="probing plugin candidate"`), "no probe child:\n%s", next.text())
+	require.NoError(t, next.cmd.Process.Signal(syscall.SIGTERM))
+	assert.Equal(t, 0, next.exitCode(t))
+
 	// A cache that is not this runner's is not trusted.
 	require.NoError(t, os.WriteFile(filepath.Join(state, daemon.CacheFile), []byte(`{"format":"soplug-verdicts-1","runner":"another","entries":{}}`), 0o640))
 	again := start(t, dir, "--state-dir", state, "--log-level", "DEBUG")
-	again.waitLog(t, `msg=ready status="serving wasmtag 1.2.0"`)
+	again.waitLog(t, `msg=ready status="serving wasmtag 2.0.0"`)
 	assert.Equal(t, 1, strings.Count(again.text(), `msg="probing plugin candidate"`))
 	assert.Contains(t, again.text(), `msg="verdict cache of another runner build; ignored"`)
 }

@@ -11,6 +11,8 @@ import (
 	"os"
 	"path/filepath"
 	"runtime/debug"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/soplug/soplug/internal/quarantine"
@@ -35,6 +37,21 @@ type life struct {
 	http   *server
 	giveUp chan string   // a plugin process died too often
 	spare  *loader.Spare // the prepare stage's probe child, started after ready
+
+	specMu   sync.Mutex
+	spec     *speculation // the prepare stage begun during a debounce, if any
+	specOver bool         // no more: the process is on its way out
+	// restarting is set once a restart is decided: no spare child then.
+	restarting atomic.Bool
+}
+
+// speculation is a prepare stage begun at the first event of a burst,
+// while the debounce runs.
+type speculation struct {
+	done   chan struct{}
+	events uint64 // the watcher's count when it began
+	start  time.Time
+	prep   prepared
 }
 
 // record opens the quarantine records: the versions the previous run
@@ -217,6 +234,8 @@ func (l *life) ready() {
 // a plugin process is given up (ErrRestart), or serving fails.
 func (l *life) wait(ctx context.Context) error {
 	changed := make(chan string, 1)
+	l.watch.OnBurst(func() { l.speculate(ctx) })
+	defer l.awaitSpeculation() // on every way out: its probes end with it
 	go func() {
 		why, err := waitRestart(ctx, l.watch, l.fp, l.cfg)
 		if err == nil {
@@ -229,6 +248,7 @@ func (l *life) wait(ctx context.Context) error {
 		return nil
 	case why := <-changed:
 		l.log.Info("plugins folder changed; restarting onto the new set", "change", why)
+		l.restarting.Store(true)
 		l.unwatch()
 		l.prepare(ctx)
 		if wait := l.cfg.MinUptime - time.Since(l.start); wait > 0 {
@@ -242,6 +262,7 @@ func (l *life) wait(ctx context.Context) error {
 		return fmt.Errorf("%w: %s", ErrRestart, why)
 	case why := <-l.giveUp:
 		l.log.Error("restarting onto the next acceptable version", "cause", why)
+		l.restarting.Store(true)
 		l.unwatch()
 		l.alignExit(ctx)
 		return fmt.Errorf("%w: %s", ErrRestart, why)
@@ -261,14 +282,27 @@ func (l *life) fillSpare() (stop func() bool) {
 	if l.cache == nil {
 		return func() bool { return false }
 	}
-	t := time.AfterFunc(SpareAfter, func() {
-		if err := l.spare.Fill(l.lcfg.Prober); err != nil {
-			l.log.Warn("starting a spare probe child: the next change starts its own", "err", err)
-			return
+	return time.AfterFunc(SpareAfter, l.fill).Stop
+}
+
+// fillSpareLater starts a spare probe child again SpareAfter from now,
+// unless a restart has been decided by then: a prepare stage begun during
+// a debounce took it, and the burst may end with no change to restart on.
+func (l *life) fillSpareLater() {
+	time.AfterFunc(SpareAfter, func() {
+		if !l.restarting.Load() {
+			l.fill()
 		}
-		l.log.Debug("a spare probe child waits for the next change")
 	})
-	return t.Stop
+}
+
+// fill starts the spare probe child, logging a failure.
+func (l *life) fill() {
+	if err := l.spare.Fill(l.lcfg.Prober); err != nil {
+		l.log.Warn("starting a spare probe child: the next change starts its own", "err", err)
+		return
+	}
+	l.log.Debug("a spare probe child waits for the next change")
 }
 
 // unwatch closes the watcher once a restart is decided, in the background:
@@ -281,23 +315,98 @@ func (l *life) unwatch() {
 	go l.watch.Close()
 }
 
+// speculate begins the prepare stage at the first event of a burst, in
+// the background, while the debounce runs: a drop by rename is whole when
+// its event arrives, so the check and probe of the new file need not wait
+// for the quiet period. Its verdicts only fill the cache, which keys them
+// by the file's identity and content, so a burst that goes on, or ends
+// with no change, wastes the work and nothing else. One runs at a time.
+func (l *life) speculate(ctx context.Context) {
+	if l.cache == nil {
+		return
+	}
+	l.specMu.Lock()
+	defer l.specMu.Unlock()
+	if l.specOver {
+		return
+	}
+	if l.spec != nil {
+		select {
+		case <-l.spec.done:
+		default:
+			return // prepare sees the later events and checks again
+		}
+	}
+	s := &speculation{done: make(chan struct{}), events: l.watch.Events(), start: time.Now()}
+	l.spec = s
+	go func() {
+		defer close(s.done)
+		s.prep = l.check(ctx)
+		if !l.spare.Ready() {
+			l.fillSpareLater()
+		}
+	}()
+}
+
+// awaitSpeculation waits for a prepare stage begun during a debounce.
+func (l *life) awaitSpeculation() {
+	l.specMu.Lock()
+	s := l.spec
+	l.specOver = true
+	l.specMu.Unlock()
+	if s != nil {
+		<-s.done
+	}
+}
+
 // prepare checks and probes the new set while this process still serves,
 // in child processes as at start, and writes the verdicts to the cache:
 // the next process takes them from there and probes only what no cache
-// may hold. Without a state directory there is no cache, and nothing to
-// prepare.
+// may hold. A prepare stage begun during the debounce (speculate) counts
+// when no event came after it began; otherwise the set is checked again,
+// from the cache where the files did not change. Without a state
+// directory there is no cache, and nothing to prepare.
 func (l *life) prepare(ctx context.Context) {
 	if l.cache == nil {
 		return
 	}
+	l.specMu.Lock()
+	s := l.spec
+	l.specMu.Unlock()
+	if s != nil {
+		<-s.done
+		if l.watch.Events() == s.events {
+			l.logPrepared(s.prep, s.start, true)
+			return
+		}
+	}
 	start := time.Now()
+	l.logPrepared(l.check(ctx), start, false)
+}
+
+// prepared is what one check of the new set found.
+type prepared struct {
+	selected, hits, misses, errors int
+	spare                          bool
+}
+
+// check checks and probes the folder's set as the next process will
+// find it, and saves the verdicts.
+func (l *life) check(ctx context.Context) prepared {
 	hits, misses := l.cache.Hits(), l.cache.Misses()
-	spare := l.spare.Ready()
+	p := prepared{spare: l.spare.Ready()}
 	sel, err := loader.New(l.lcfg).Check(ctx)
 	l.saveCache()
+	p.selected, p.errors = len(sel.Selected()), len(loader.Errors(err))
+	p.hits, p.misses = int(l.cache.Hits()-hits), int(l.cache.Misses()-misses)
+	return p
+}
+
+// logPrepared logs a prepare stage, begun at start.
+func (l *life) logPrepared(p prepared, start time.Time, speculative bool) {
 	l.log.Info("prepared the new selection", "took", time.Since(start).Round(time.Millisecond),
-		"selected", len(sel.Selected()), "from_cache", l.cache.Hits()-hits, "checked", l.cache.Misses()-misses,
-		"errors", len(loader.Errors(err)), "spare_probe", spare)
+		"selected", p.selected, "from_cache", p.hits, "checked", p.misses,
+		"errors", p.errors, "spare_probe", p.spare, "during_debounce", speculative)
 }
 
 // saveCache writes the verdict cache, logging a failure: the next

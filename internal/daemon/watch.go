@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -113,6 +114,8 @@ type Watcher struct {
 	// files: a drop by rename or link is whole when it appears.
 	atomicQuiet time.Duration
 	fsw         *fsnotify.Watcher
+	events      atomic.Uint64 // relevant events and watch errors Wait has read
+	early       func()        // see OnBurst
 }
 
 // NewWatcher watches dir (the folder, not its files), each of files, and
@@ -173,16 +176,35 @@ func (w *Watcher) relevant(path string) bool {
 	return filepath.Dir(path) == w.dir && counts(filepath.Base(path)) || path == w.dir
 }
 
+// OnBurst sets f to be called by Wait, on Wait's goroutine, at the first
+// relevant event of each burst, before its quiet period: a caller can
+// begin work that the change will need (the daemon's prepare stage) while
+// the debounce runs. f must not block. Events tells whether the folder
+// moved on after f was called.
+func (w *Watcher) OnBurst(f func()) { w.early = f }
+
+// Events returns how many relevant events and watch errors Wait has read:
+// a count unchanged since some moment means no change was seen after it.
+func (w *Watcher) Events() uint64 { return w.events.Load() }
+
+// empty reports whether path is an empty regular file: one just created
+// by a copy or a write in place, its content to come (a drop by rename or
+// link is whole when it appears, and no plugin is empty).
+func empty(path string) bool {
+	fi, err := os.Lstat(path)
+	return err == nil && fi.Mode().IsRegular() && fi.Size() == 0
+}
+
 // Close stops watching.
 func (w *Watcher) Close() error { return w.fsw.Close() }
 
 // Wait blocks until the fingerprint of the folder and files, taken after a
 // quiet period, differs from since, and says how. The quiet period is the
 // Watcher's debounce once the burst has written to a file (a copy in
-// progress); a burst of creations, renames and removals only (a drop by
-// rename or link, a removal) ends after DefaultAtomicDebounce. Events on temporary,
-// partial or hidden names in the folder, and on other files in the files'
-// folders, are ignored; a lost-events overflow or a watch error counts as an
+// progress, or a file created empty); a burst of creations, renames and
+// removals only (a drop by rename or link, a removal) ends after
+// DefaultAtomicDebounce. Events on temporary, partial or hidden names in
+// the folder, and on other files in the files' folders, are ignored; a lost-events overflow or a watch error counts as an
 // event, so the fingerprint decides. Wait returns ctx's error when ctx ends.
 func (w *Watcher) Wait(ctx context.Context, since Fingerprint) (string, error) {
 	var quiet <-chan time.Time
@@ -191,6 +213,10 @@ func (w *Watcher) Wait(ctx context.Context, since Fingerprint) (string, error) {
 	defer timer.Stop()
 	written := false // the burst wrote to a file: wait the whole debounce
 	arm := func() {
+		w.events.Add(1)
+		if quiet == nil && w.early != nil {
+			w.early()
+		}
 		d := w.atomicQuiet
 		if written {
 			d = w.quiet
@@ -209,7 +235,7 @@ func (w *Watcher) Wait(ctx context.Context, since Fingerprint) (string, error) {
 			if !w.relevant(ev.Name) {
 				continue
 			}
-			if ev.Has(fsnotify.Write) || ev.Has(fsnotify.Chmod) {
+			if ev.Has(fsnotify.Write) || ev.Has(fsnotify.Chmod) || ev.Has(fsnotify.Create) && empty(ev.Name) {
 				written = true
 			}
 			arm()
