@@ -22,6 +22,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/soplug/soplug/internal/access/accesstest"
 	"github.com/soplug/soplug/internal/oplog"
 )
 
@@ -60,15 +61,18 @@ func buildBridge(t *testing.T) string {
 	return filepath.Join(out, "js", "bridge.js")
 }
 
-// runHarness runs the harness over calls and returns its case names and
-// one result per call.
-func runHarness(t *testing.T, bridge string, calls []bridgeCall) ([]string, []bridgeResult) {
+// runHarness runs the harness over calls, with env added to this
+// process's environment, and returns its case names and one result per
+// call.
+func runHarness(t *testing.T, bridge string, calls []bridgeCall, env ...string) ([]string, []bridgeResult) {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "calls.json")
 	b, err := json.Marshal(calls)
 	require.NoError(t, err)
 	require.NoError(t, os.WriteFile(path, b, 0o644))
-	out, err := exec.Command("node", filepath.Join("..", "..", "internal", "golembridge", "test", "harness.mjs"), bridge, path).Output()
+	cmd := exec.Command("node", filepath.Join("..", "..", "internal", "golembridge", "test", "harness.mjs"), bridge, path)
+	cmd.Env = append(os.Environ(), env...)
+	out, err := cmd.Output()
 	if ee := (*exec.ExitError)(nil); errors.As(err, &ee) {
 		t.Fatalf("the harness: %v\n%s\n%s", err, out, ee.Stderr)
 	}
@@ -198,6 +202,52 @@ func TestGolemBridge(t *testing.T) {
 		assert.Equal(t, uint64(100), r.First(), "the journal starts where the first batch did")
 		assert.Eventually(t, func() bool { return len(deliveries(t, seen, bridgeWorker(agent))) == 21 }, time.Minute, 20*time.Millisecond)
 		assert.Equal(t, seq(100, 120), deliveries(t, seen, bridgeWorker(agent)))
+	})
+
+	t.Run("over TLS with a token", func(t *testing.T) {
+		// A runner on another host, as the README registers it: https and
+		// a bearer token of scope append. The harness trusts the runner's
+		// self-signed certificate through Node's NODE_EXTRA_CA_CERTS, as a
+		// host would through its CA store.
+		work := t.TempDir()
+		cert := accesstest.WriteCert(t, work, "runner")
+		tokens := tokensFile(t, "bridge append "+appendTok, "golem transform "+golemToken)
+		seenTLS := filepath.Join(work, "seen.log")
+		confTLS := filepath.Join(work, "plugins.toml")
+		require.NoError(t, os.WriteFile(confTLS, []byte(fmt.Sprintf("[plugins.recorder.config]\nfile = %q\n", seenTLS)), 0o644))
+		tlsDir := filepath.Join(work, "oplog")
+		r := start(t, dir, "--config", confTLS, "--oplog-dir", tlsDir, "--tokens", tokens, "--tls-cert", cert.CertFile, "--tls-key", cert.KeyFile)
+		runners = append(runners, r)
+		base := "https://" + <-r.addr
+		r.waitLog(t, `msg=ready`)
+		with := func(agent, token string) bridgeCall {
+			return bridgeCall{Component: bridgeComponent, Agent: agent, From: 1, To: 10, Config: map[string]string{"runner-url": base, "token": token}}
+		}
+		trusted := "NODE_EXTRA_CA_CERTS=" + cert.CertFile
+		_, res := runHarness(t, bridge, []bridgeCall{
+			with("tls", appendTok),
+			with("tls-wrong-token", appendTok+"x"),
+			with("tls-wrong-scope", golemToken),
+			with("tls-no-token", ""),
+		}, trusted)
+		assert.True(t, res[0].OK, "%v", res[0].Errors)
+		for i, code := range map[int]string{1: "401", 2: "403", 3: "401"} {
+			require.False(t, res[i].OK, "call %d", i)
+			assert.Equal(t, 1, res[i].Attempts, "call %d: a 4xx is Golem's error at once, not retried", i)
+			assert.Contains(t, res[i].Errors[0], base+": "+code+": ", "call %d", i)
+		}
+		// Without the certificate trusted, the connection fails: retried,
+		// then an error; nothing reached the runner.
+		_, res = runHarness(t, bridge, []bridgeCall{with("tls-untrusted", appendTok)}, "NODE_EXTRA_CA_CERTS=")
+		require.False(t, res[0].OK)
+		assert.Contains(t, res[0].Errors[0], ": 0: the request failed: ")
+		assert.Eventually(t, func() bool { return len(deliveries(t, seenTLS, bridgeWorker("tls"))) == 10 }, time.Minute, 20*time.Millisecond)
+		assert.Equal(t, seq(1, 10), deliveries(t, seenTLS, bridgeWorker("tls")))
+		for _, agent := range []string{"tls-wrong-token", "tls-wrong-scope", "tls-no-token", "tls-untrusted"} {
+			_, err := oplog.OpenReader(tlsDir, bridgeWorker(agent))
+			assert.ErrorIs(t, err, os.ErrNotExist, "%s: no journal: nothing was appended", agent)
+		}
+		assert.NotContains(t, r.text(), appendTok, "the token is never logged")
 	})
 
 	const restarted = `cart("restarted")`
