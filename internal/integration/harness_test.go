@@ -20,7 +20,7 @@ import (
 // exact host PID of that PID 1 when the test ends, whatever happens; a
 // reaper in the script stops it after 15 minutes if the test process dies.
 type systemd struct {
-	t      *testing.T
+	t      testing.TB
 	script string
 	home   string
 	pid    int
@@ -45,7 +45,7 @@ func canBoot() string {
 }
 
 // bootSystemd boots systemd on the units in unitDir.
-func bootSystemd(t *testing.T, unitDir, home string) *systemd {
+func bootSystemd(t testing.TB, unitDir, home string) *systemd {
 	t.Helper()
 	script, err := filepath.Abs(filepath.Join("testdata", "sdns.sh"))
 	require.NoError(t, err)
