@@ -14,6 +14,7 @@ import (
 
 	"github.com/soplug/soplug/contract"
 	"github.com/soplug/soplug/loader"
+	"github.com/soplug/soplug/loader/buildcheck"
 )
 
 // badFixtures are fixture plugins the probe must reject.
@@ -305,4 +306,13 @@ func TestParallelProbesKeepTheOrder(t *testing.T) {
 	one := table(1)
 	assert.Equal(t, one, table(4))
 	assert.Contains(t, one[len(one)-1], "p_v0.5.0.so not tried", "older than the winner: not tried, even if probed alongside")
+}
+
+// TestWarm reads this executable's build ahead of a check, as a daemon
+// does once it is ready: what the build check then compares plugins with.
+func TestWarm(t *testing.T) {
+	require.NoError(t, loader.Warm())
+	self, err := buildcheck.Self()
+	require.NoError(t, err)
+	assert.NotEmpty(t, self.PkgHashes, "the package hashes a plugin's build is checked against")
 }

@@ -296,8 +296,14 @@ func (l *life) fillSpareLater() {
 	})
 }
 
-// fill starts the spare probe child, logging a failure.
+// fill starts the spare probe child, logging a failure, and reads what
+// the prepare stage's build check needs from this executable (loader.Warm),
+// which every drop's prepare stage would read first: each drop is the first
+// change a process sees.
 func (l *life) fill() {
+	if err := loader.Warm(); err != nil {
+		l.log.Debug("the build check cannot read this executable", "err", err)
+	}
 	if err := l.spare.Fill(l.lcfg.Prober); err != nil {
 		l.log.Warn("starting a spare probe child: the next change starts its own", "err", err)
 		return
