@@ -436,3 +436,34 @@ func TestRunPreparesBeforeExit(t *testing.T) {
 	assert.Equal(t, 1, strings.Count(again.text(), `msg="probing plugin candidate"`))
 	assert.Contains(t, again.text(), `msg="verdict cache of another runner build; ignored"`)
 }
+
+// TestRunRefillsTheSpareAfterABurstWithNoChange takes the spare probe child
+// in a prepare stage begun at a burst's first event (a chmod that keeps the
+// mode: the serving file's ctime changes, so its verdict is checked again,
+// while the folder's fingerprint does not) and ends the burst with nothing
+// to restart on: a second later a new spare waits, and the next drop's
+// prepare stage takes it.
+func TestRunRefillsTheSpareAfterABurstWithNoChange(t *testing.T) {
+	t.Parallel()
+	dir := copyPlugins(t, "wasmtag_v1.1.0.so")
+	d := start(t, dir, "--state-dir", t.TempDir(), "--log-level", "DEBUG")
+	d.waitLog(t, `msg=ready status="serving wasmtag 1.1.0"`)
+	const waiting = `msg="a spare probe child waits for the next change"`
+	d.waitLog(t, waiting)
+	serving := filepath.Join(dir, "wasmtag_v1.1.0.so")
+	fi, err := os.Stat(serving)
+	require.NoError(t, err)
+	require.NoError(t, os.Chmod(serving, fi.Mode().Perm()))
+	d.waitLog(t, `msg="probing plugin candidate" file=wasmtag_v1.1.0.so(.|\n)*`+waiting+`(.|\n)*`+waiting)
+	assert.NotContains(t, d.text(), "plugins folder changed", "the burst changed nothing to restart on")
+	assert.Equal(t, 2, strings.Count(d.text(), `msg="probing plugin candidate"`), "the cold start's probe, then the spare's")
+
+	data, err := os.ReadFile(fixtures.Path(t, "good-1.2.0"))
+	require.NoError(t, err)
+	tmp := filepath.Join(dir, ".wasmtag_v1.2.0.so.tmp")
+	require.NoError(t, os.WriteFile(tmp, data, 0o644))
+	require.NoError(t, os.Rename(tmp, filepath.Join(dir, "wasmtag_v1.2.0.so")))
+	assert.Equal(t, exitcode.Restart, d.exitCode(t), d.text())
+	assert.Regexp(t, `msg="prepared the new selection" took=\S+ selected=1 from_cache=0 checked=1 errors=0 spare_probe=true during_debounce=true`, d.text(),
+		"the refilled spare took the drop's probe")
+}
