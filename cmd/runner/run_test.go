@@ -379,6 +379,22 @@ func TestStaleInstallCopiesRemoved(t *testing.T) {
 	assert.FileExists(t, other, "only install's own copies are removed")
 }
 
+// preparedWithSpare is the log record of a drop's prepare stage that
+// checked the one new file with the spare probe child, begun at the
+// rename's event.
+const preparedWithSpare = `msg="prepared the new selection" took=\S+ selected=1 from_cache=0 checked=1 errors=0 spare_probe=true during_debounce=true`
+
+// renameIn drops the fixture into dir as name the way a deploy does: a
+// dotfile copy, then a rename.
+func renameIn(t *testing.T, dir, fixture, name string) {
+	t.Helper()
+	data, err := os.ReadFile(fixtures.Path(t, fixture))
+	require.NoError(t, err)
+	tmp := filepath.Join(dir, "."+name+".tmp")
+	require.NoError(t, os.WriteFile(tmp, data, 0o644))
+	require.NoError(t, os.Rename(tmp, filepath.Join(dir, name)))
+}
+
 // TestRunPreparesBeforeExit: on a drop, the serving runner checks and
 // probes the new set before it exits, and the next runner takes those
 // verdicts from the cache in the state directory: it starts no probe
@@ -392,13 +408,9 @@ func TestRunPreparesBeforeExit(t *testing.T) {
 	assert.Equal(t, 1, strings.Count(d.text(), `msg="probing plugin candidate"`), "a cold start probes")
 	d.waitLog(t, `msg="a spare probe child waits for the next change"`)
 
-	data, err := os.ReadFile(fixtures.Path(t, "good-1.2.0"))
-	require.NoError(t, err)
-	tmp := filepath.Join(dir, ".wasmtag_v1.2.0.so.tmp")
-	require.NoError(t, os.WriteFile(tmp, data, 0o644))
-	require.NoError(t, os.Rename(tmp, filepath.Join(dir, "wasmtag_v1.2.0.so")))
+	renameIn(t, dir, "good-1.2.0", "wasmtag_v1.2.0.so")
 	assert.Equal(t, exitcode.Restart, d.exitCode(t), d.text())
-	assert.Regexp(t, `msg="prepared the new selection" took=\S+ selected=1 from_cache=0 checked=1 errors=0 spare_probe=true during_debounce=true`, d.text(),
+	assert.Regexp(t, preparedWithSpare, d.text(),
 		"the prepare stage took the spare probe child, begun at the rename's event")
 	assert.Regexp(t, `msg="prepared the new selection"(.|\n)*msg="exiting for a restart"`, d.text(), "prepared before the exit")
 
@@ -418,7 +430,7 @@ func TestRunPreparesBeforeExit(t *testing.T) {
 	next.waitLog(t, `msg=ready status="serving wasmtag 1.2.0"`)
 	require.NoError(t, os.Chmod(filepath.Join(dir, "wasmtag_v1.2.0.so"), 0o640))
 	next.waitLog(t, `msg="probing plugin candidate" file=wasmtag_v1.2.0.so`)
-	data, err = os.ReadFile(fixtures.Path(t, "good-2.0.0"))
+	data, err := os.ReadFile(fixtures.Path(t, "good-2.0.0"))
 	require.NoError(t, err)
 	require.NoError(t, os.WriteFile(filepath.Join(dir, "wasmtag_v2.0.0.so"), data, 0o644))
 	assert.Equal(t, exitcode.Restart, next.exitCode(t), next.text())
@@ -458,12 +470,8 @@ func TestRunRefillsTheSpareAfterABurstWithNoChange(t *testing.T) {
 	assert.NotContains(t, d.text(), "plugins folder changed", "the burst changed nothing to restart on")
 	assert.Equal(t, 2, strings.Count(d.text(), `msg="probing plugin candidate"`), "the cold start's probe, then the spare's")
 
-	data, err := os.ReadFile(fixtures.Path(t, "good-1.2.0"))
-	require.NoError(t, err)
-	tmp := filepath.Join(dir, ".wasmtag_v1.2.0.so.tmp")
-	require.NoError(t, os.WriteFile(tmp, data, 0o644))
-	require.NoError(t, os.Rename(tmp, filepath.Join(dir, "wasmtag_v1.2.0.so")))
+	renameIn(t, dir, "good-1.2.0", "wasmtag_v1.2.0.so")
 	assert.Equal(t, exitcode.Restart, d.exitCode(t), d.text())
-	assert.Regexp(t, `msg="prepared the new selection" took=\S+ selected=1 from_cache=0 checked=1 errors=0 spare_probe=true during_debounce=true`, d.text(),
+	assert.Regexp(t, preparedWithSpare, d.text(),
 		"the refilled spare took the drop's probe")
 }
