@@ -405,11 +405,11 @@ func pluginPathOf(bi *debug.BuildInfo) string {
 
 // Warm reads, once per process, what checking a new plugin file needs from
 // this executable: its own build (build info and package hashes,
-// buildcheck.Self), which the first check of a file would otherwise read
-// first (3 to 6 ms for the runner here). A daemon that checks files while
-// it serves calls it once it is ready, off the path of any request. The
-// error is the one the build check would meet; the checks then go on
-// without it.
+// buildcheck.Self), which the first check of a file would otherwise have
+// to read before comparing (3 to 6 ms for the runner here). A daemon that
+// checks files while it serves calls it once it is ready, off the path of
+// any request. The error is the one the build check would meet; the
+// checks then go on without it.
 func Warm() error {
 	_, err := buildcheck.Self()
 	return err
