@@ -305,6 +305,41 @@ func TestCleanRunResetsCrashes(t *testing.T) {
 	assert.NoError(t, s.Admit("p", "2.0.0", file), "the crashes were not in a row")
 }
 
+// TestBeginAfterACleanEnd: a start after a clean end writes nothing (the
+// state file is the same file, unchanged: no replace, no sync on the way
+// to ready); a kill before its first Loading blames nothing; the run's
+// record begins with Loading.
+func TestBeginAfterACleanEnd(t *testing.T) {
+	state, plugins := t.TempDir(), t.TempDir()
+	file := plugin(t, plugins, "p_v2.0.0.so")
+	s := &quarantine.Store{Dir: state}
+	begin(t, s, version{"p", "2.0.0", file, ""})
+	require.NoError(t, s.Clean())
+	path := filepath.Join(state, "quarantine.json")
+	before, err := os.Stat(path)
+	require.NoError(t, err)
+	data, err := os.ReadFile(path)
+	require.NoError(t, err)
+
+	end := begin(t, s)
+	assert.False(t, end.Unclean)
+	after, err := os.Stat(path)
+	require.NoError(t, err)
+	assert.True(t, os.SameFile(before, after) && before.ModTime().Equal(after.ModTime()), "Begin replaced the state file")
+	got, err := os.ReadFile(path)
+	require.NoError(t, err)
+	assert.Equal(t, string(data), string(got))
+
+	// Killed before it loaded anything: nothing to blame, nothing kept.
+	end = begin(t, s)
+	assert.False(t, end.Unclean)
+	assert.Empty(t, end.Blamed)
+	// The record begins with Loading, and a kill after it is unclean.
+	begin(t, s, version{"p", "2.0.0", file, ""})
+	end = begin(t, s)
+	assert.True(t, end.Unclean, "a run that loaded a version and did not end cleanly")
+}
+
 // TestRecordStopAsRoot: the unit runs stop-post as root ("+") in a state
 // directory the service's user owns: the record is that user's, so the
 // next run reads and removes it, and a symlink the service planted is
