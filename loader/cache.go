@@ -162,7 +162,11 @@ func (c *Cache) Forget(name, version string) {
 	}
 }
 
-// Save writes the cache, when it changed, durably.
+// Save writes the cache, when it changed, for the next process to read. It
+// does not sync it (atomicfile.Replace): the cache is checked as it is
+// read, and one that a machine's crash left empty, torn or old costs only
+// the probes it would have saved; a drop's prepare stage, which saves it,
+// waits two syncs less.
 func (c *Cache) Save() error {
 	if c == nil {
 		return nil
@@ -179,7 +183,7 @@ func (c *Cache) Save() error {
 	if err := os.MkdirAll(filepath.Dir(c.path), 0o750); err != nil {
 		return fmt.Errorf("loader: verdict cache: %w", err)
 	}
-	if err := atomicfile.Write(c.path, data, 0o640); err != nil {
+	if err := atomicfile.Replace(c.path, data, 0o640); err != nil {
 		return fmt.Errorf("loader: verdict cache: %w", err)
 	}
 	c.dirty = false

@@ -1,5 +1,7 @@
-// Package atomicfile replaces small files durably: a crash leaves the old
-// content or the new, never a mix, and a new file survives it.
+// Package atomicfile replaces small files so that a reader sees the old
+// content or the new, never a mix: durably (Write, WriteFor: a crash of the
+// machine leaves one of the two, and a new file survives it), or only for
+// readers (Replace, for a cache).
 package atomicfile
 
 import (
@@ -16,7 +18,21 @@ func Write(path string, data []byte, perm os.FileMode) error {
 	if err != nil {
 		return err
 	}
-	return commit(f, path, data)
+	return commit(f, path, data, true)
+}
+
+// Replace replaces path with data as Write does, without syncing the file
+// or the folder: a reader sees the old content or the new, and a crash of
+// the process keeps what was written, but a crash of the machine may leave
+// the old file, the new, or an empty or partly written one. It is for a
+// cache, which a reader checks and whose loss costs only the work of
+// filling it again; it saves Write's two syncs.
+func Replace(path string, data []byte, perm os.FileMode) error {
+	f, err := os.OpenFile(path+".tmp", os.O_CREATE|os.O_TRUNC|os.O_WRONLY, perm)
+	if err != nil {
+		return err
+	}
+	return commit(f, path, data, false)
 }
 
 // WriteFor is Write for a folder that a less privileged user owns and can
@@ -36,16 +52,20 @@ func WriteFor(path string, data []byte, perm os.FileMode, uid, gid int) error {
 	if uid >= 0 {
 		cherr = f.Chown(uid, gid)
 	}
-	return commit(f, path, data, cherr, f.Chmod(perm))
+	return commit(f, path, data, true, cherr, f.Chmod(perm))
 }
 
-// commit writes data to the temporary file f, syncs and closes it, renames
-// it over path and syncs the folder. An error of that, or one in prep (of
-// what was done to f before), removes f instead.
-func commit(f *os.File, path string, data []byte, prep ...error) error {
+// commit writes data to the temporary file f, syncs it when durable,
+// closes it, renames it over path and, when durable, syncs the folder. An
+// error of that, or one in prep (of what was done to f before), removes f
+// instead.
+func commit(f *os.File, path string, data []byte, durable bool, prep ...error) error {
 	tmp := f.Name()
 	_, werr := f.Write(data)
-	serr := f.Sync()
+	var serr error
+	if durable {
+		serr = f.Sync()
+	}
 	cerr := f.Close()
 	if err := errors.Join(append(prep, werr, serr, cerr)...); err != nil {
 		os.Remove(tmp)
@@ -54,6 +74,9 @@ func commit(f *os.File, path string, data []byte, prep ...error) error {
 	if err := os.Rename(tmp, path); err != nil {
 		os.Remove(tmp)
 		return err
+	}
+	if !durable {
+		return nil
 	}
 	return SyncDir(filepath.Dir(path))
 }

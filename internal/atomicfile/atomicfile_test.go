@@ -86,3 +86,40 @@ func TestWriteForErrors(t *testing.T) {
 	require.Error(t, err)
 	assert.Contains(t, err.Error(), filepath.Dir(path))
 }
+
+// TestReplace: Replace and Write give readers the same: the new content in
+// a new file of the mode asked for, no temporary left; a failure leaves the
+// old content and no temporary.
+func TestReplace(t *testing.T) {
+	for name, write := range map[string]func(string, []byte, os.FileMode) error{
+		"Replace": atomicfile.Replace,
+		"Write":   atomicfile.Write,
+	} {
+		t.Run(name, func(t *testing.T) {
+			dir := t.TempDir()
+			path := filepath.Join(dir, "verdicts.json")
+			require.NoError(t, os.WriteFile(path, []byte("old"), 0o600))
+			before, err := os.Stat(path)
+			require.NoError(t, err)
+
+			require.NoError(t, write(path, []byte("new"), 0o640))
+			data, err := os.ReadFile(path)
+			require.NoError(t, err)
+			assert.Equal(t, "new", string(data))
+			after, err := os.Stat(path)
+			require.NoError(t, err)
+			assert.False(t, os.SameFile(before, after), "a new file renamed over the old, not the old rewritten")
+			assert.Equal(t, os.FileMode(0o640), after.Mode().Perm())
+			left, err := filepath.Glob(filepath.Join(dir, "*.tmp"))
+			require.NoError(t, err)
+			assert.Empty(t, left)
+
+			// A temporary that cannot be written: a folder in its place.
+			require.NoError(t, os.Mkdir(path+".tmp", 0o700))
+			assert.Error(t, write(path, []byte("newer"), 0o640))
+			data, err = os.ReadFile(path)
+			require.NoError(t, err)
+			assert.Equal(t, "new", string(data), "the old content stays")
+		})
+	}
+}
