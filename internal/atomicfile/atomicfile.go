@@ -14,11 +14,7 @@ import (
 // Write replaces path with data: it writes path.tmp with perm, syncs it,
 // renames it over path and syncs the folder.
 func Write(path string, data []byte, perm os.FileMode) error {
-	f, err := os.OpenFile(path+".tmp", os.O_CREATE|os.O_TRUNC|os.O_WRONLY, perm)
-	if err != nil {
-		return err
-	}
-	return commit(f, path, data, true)
+	return replace(path, data, perm, true)
 }
 
 // Replace replaces path with data as Write does, without syncing the file
@@ -28,11 +24,17 @@ func Write(path string, data []byte, perm os.FileMode) error {
 // cache, which a reader checks and whose loss costs only the work of
 // filling it again; it saves Write's two syncs.
 func Replace(path string, data []byte, perm os.FileMode) error {
+	return replace(path, data, perm, false)
+}
+
+// replace writes path.tmp with perm and commits it over path, durably or
+// not.
+func replace(path string, data []byte, perm os.FileMode, durable bool) error {
 	f, err := os.OpenFile(path+".tmp", os.O_CREATE|os.O_TRUNC|os.O_WRONLY, perm)
 	if err != nil {
 		return err
 	}
-	return commit(f, path, data, false)
+	return commit(f, path, data, durable)
 }
 
 // WriteFor is Write for a folder that a less privileged user owns and can
