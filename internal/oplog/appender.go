@@ -117,7 +117,7 @@ func (a *Appender) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	charge := a.cfg.Budget.Charge()
 	defer charge.Release() // the decoded entries live until they are written
-	entries, start, code, err := a.decode(w, r, worker, charge)
+	entries, start, dec, code, err := a.decode(w, r, worker, charge)
 	if err != nil {
 		switch code {
 		case http.StatusServiceUnavailable:
@@ -129,6 +129,8 @@ func (a *Appender) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	n, err := a.cfg.Journal.Append(r.Context(), worker, start, entries)
+	next := entries[len(entries)-1].Index + 1
+	dec.free() // the journal keeps nothing of entries (Journal.Append)
 	if err == nil {
 		if a.cfg.Metrics != nil {
 			a.cfg.Metrics.appended.Add(float64(n))
@@ -136,7 +138,7 @@ func (a *Appender) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		// A resend is answered as its first send was, however much of it
 		// was already there.
 		w.Header().Set("Content-Type", "application/json")
-		_ = json.NewEncoder(w).Encode(AppendResponse{Worker: worker, Appended: len(entries), NextIndex: entries[len(entries)-1].Index + 1})
+		_ = json.NewEncoder(w).Encode(AppendResponse{Worker: worker, Appended: len(entries), NextIndex: next})
 		return
 	}
 	msg := err.Error()
@@ -172,46 +174,49 @@ func (a *Appender) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // decode reads the request's entries within MaxBytes and the budget,
 // charging what they hold to charge, with the records they will be
 // written as, and returns the status and error of a body it refuses.
-func (a *Appender) decode(w http.ResponseWriter, r *http.Request, worker string, charge *inflight.Charge) ([]contract.Entry, uint64, int, error) {
+func (a *Appender) decode(w http.ResponseWriter, r *http.Request, worker string, charge *inflight.Charge) ([]contract.Entry, uint64, *decoder, int, error) {
 	tooBig := fmt.Errorf("the body is larger than %d bytes", a.cfg.MaxBytes)
 	if r.ContentLength > a.cfg.MaxBytes {
-		return nil, 0, http.StatusRequestEntityTooLarge, tooBig
+		return nil, 0, nil, http.StatusRequestEntityTooLarge, tooBig
 	}
 	// An append holds at least its payloads and their records, 3/4 of the
 	// body each: a body the budget cannot hold that much of is refused
 	// before it is read.
 	if err := a.cfg.Budget.Admit(r.ContentLength / 2 * 3); err != nil {
-		return nil, 0, http.StatusServiceUnavailable, fmt.Errorf("%w; retry", err)
+		return nil, 0, nil, http.StatusServiceUnavailable, fmt.Errorf("%w; retry", err)
 	}
-	entries, start, err := decodeAppend(http.MaxBytesReader(w, r.Body, a.cfg.MaxBytes), r.ContentLength, worker, charge)
+	entries, start, dec, err := decodeAppend(http.MaxBytesReader(w, r.Body, a.cfg.MaxBytes), r.ContentLength, worker, charge)
 	if err == nil && len(entries) == 0 {
 		err = errNoEntries
 	}
 	if err == nil {
 		err = charge.Grow(charge.Held() + RecordBytes(entries))
 	}
+	if err != nil && dec != nil {
+		dec.free()
+	}
 	var mbe *http.MaxBytesError
 	switch {
 	case err == nil:
-		return entries, start, 0, nil
+		return entries, start, dec, 0, nil
 	case errors.As(err, &mbe):
-		return nil, 0, http.StatusRequestEntityTooLarge, tooBig
+		return nil, 0, nil, http.StatusRequestEntityTooLarge, tooBig
 	case errors.Is(err, inflight.ErrExhausted):
-		return nil, 0, http.StatusServiceUnavailable, fmt.Errorf("%w; retry", err)
+		return nil, 0, nil, http.StatusServiceUnavailable, fmt.Errorf("%w; retry", err)
 	case errors.Is(err, errNoEntries), errors.Is(err, ErrEntry):
-		return nil, 0, http.StatusBadRequest, err
+		return nil, 0, nil, http.StatusBadRequest, err
 	case isSyntax(err) || errors.Is(err, errSyntax):
-		return nil, 0, http.StatusBadRequest, fmt.Errorf("the body is not an append request: %w", err)
+		return nil, 0, nil, http.StatusBadRequest, fmt.Errorf("the body is not an append request: %w", err)
 	case errors.Is(err, errTrailing):
-		return nil, 0, http.StatusBadRequest, err
+		return nil, 0, nil, http.StatusBadRequest, err
 	case isTimeout(err):
-		return nil, 0, http.StatusRequestTimeout, fmt.Errorf("reading the body: it did not arrive within the server's read timeout: %w", err)
+		return nil, 0, nil, http.StatusRequestTimeout, fmt.Errorf("reading the body: it did not arrive within the server's read timeout: %w", err)
 	default:
 		var ne net.Error
 		if errors.As(err, &ne) || errors.Is(err, io.ErrUnexpectedEOF) {
-			return nil, 0, http.StatusBadRequest, fmt.Errorf("reading the body: %w", err)
+			return nil, 0, nil, http.StatusBadRequest, fmt.Errorf("reading the body: %w", err)
 		}
-		return nil, 0, http.StatusBadRequest, fmt.Errorf("the body is not an append request: %w", err)
+		return nil, 0, nil, http.StatusBadRequest, fmt.Errorf("the body is not an append request: %w", err)
 	}
 }
 

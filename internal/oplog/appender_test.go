@@ -28,6 +28,20 @@ func openFDs(t *testing.T) int {
 	return len(ents)
 }
 
+// openOplogs counts this process's open descriptors of oplog files.
+func openOplogs(t *testing.T) int {
+	t.Helper()
+	ents, err := os.ReadDir("/proc/self/fd")
+	require.NoError(t, err)
+	n := 0
+	for _, e := range ents {
+		if l, err := os.Readlink("/proc/self/fd/" + e.Name()); err == nil && strings.HasSuffix(l, oplog.Suffix) {
+			n++
+		}
+	}
+	return n
+}
+
 // oplogFiles lists the oplog files in dir.
 func oplogFiles(t *testing.T, dir string) []string {
 	t.Helper()
@@ -62,7 +76,7 @@ func TestAppenderManyWorkers(t *testing.T) {
 
 	var wg sync.WaitGroup
 	var mu sync.Mutex
-	peak := 0
+	peak, peakOplogs := 0, 0
 	each := func(n int, fn func(i int)) {
 		next := make(chan int)
 		for range clients {
@@ -70,9 +84,9 @@ func TestAppenderManyWorkers(t *testing.T) {
 				for i := range next {
 					fn(i)
 					if i%50 == 0 {
-						fds := openFDs(t)
+						fds, oplogs := openFDs(t), openOplogs(t)
 						mu.Lock()
-						peak = max(peak, fds)
+						peak, peakOplogs = max(peak, fds), max(peakOplogs, oplogs)
 						mu.Unlock()
 					}
 				}
@@ -88,9 +102,13 @@ func TestAppenderManyWorkers(t *testing.T) {
 		assert.Equal(t, http.StatusOK, post(fmt.Sprintf("worker-%04d", i), appendBody(1, 2, "x")))
 	})
 	assert.LessOrEqual(t, j.OpenWriters(), maxOpen)
-	// Each client may hold one oplog over the limit while its request runs,
-	// and opens its connection anew at most once.
-	assert.LessOrEqual(t, peak, base+maxOpen+2*clients, "open descriptors stay bounded (base %d)", base)
+	// Each client may hold one oplog over the limit while its request
+	// runs. Its connection is two descriptors here (both ends), and its
+	// transport may dial a new one before the last is back in its idle
+	// pool (seen: 20 sockets for 8 clients), so the whole is bounded more
+	// loosely: by the clients, never by the workers.
+	assert.LessOrEqual(t, peakOplogs, maxOpen+clients, "open oplogs stay bounded")
+	assert.LessOrEqual(t, peak, base+maxOpen+clients+4*clients, "open descriptors stay bounded (base %d)", base)
 	assert.Len(t, oplogFiles(t, dir), workers+1)
 
 	// A thousand new IDs whose first append is refused: no file, no

@@ -1,7 +1,6 @@
 package oplog
 
 import (
-	"bufio"
 	"errors"
 	"fmt"
 	"io"
@@ -69,9 +68,11 @@ var (
 // every byte it keeps is charged, as it is allocated, to charge. Its
 // rules are encoding/json's for AppendRequest with unknown fields
 // disallowed (FuzzDecodeAppend compares the two); a field name is matched
-// without regard to case, and for a field given twice the last wins.
+// without regard to case, and for a field given twice the last wins. Its
+// read window, chunks and entries slice are taken from pools and given
+// back by free, once the journal has the entries.
 type decoder struct {
-	r       *bufio.Reader
+	r       window
 	window  int   // r's size
 	size    int64 // the body's announced length; -1 when unknown
 	chunk   int   // the size of the last payload chunk
@@ -81,35 +82,50 @@ type decoder struct {
 	arena   []byte // the free part of the current payload chunk
 	scratch []byte // a string read whole
 	kinds   map[string]string
+	chunks  [][]byte         // the payload chunks taken from chunkPool
+	out     []contract.Entry // the entries slice, from entryPool when it grew
 }
 
 // decodeAppend decodes body's AppendRequest into entries of worker; size
-// is the body's announced length, -1 when unknown.
-func decodeAppend(body io.Reader, size int64, worker string, charge *inflight.Charge) ([]contract.Entry, uint64, error) {
-	d := &decoder{size: size, charge: charge, kinds: map[string]string{}, window: decodeWindow}
-	if size >= 0 {
-		d.window = int(min(max(size, minWindow), decodeWindow))
-	}
+// is the body's announced length, -1 when unknown. The entries' memory is
+// the decoder's: once they are no longer used, free gives it back for the
+// next append's decoding.
+func decodeAppend(body io.Reader, size int64, worker string, charge *inflight.Charge) ([]contract.Entry, uint64, *decoder, error) {
+	d := &decoder{size: size, charge: charge, kinds: map[string]string{}, window: windowSize(size)}
 	if err := d.hold(int64(d.window)); err != nil {
-		return nil, 0, err
+		return nil, 0, nil, err
 	}
-	d.r = bufio.NewReaderSize(body, d.window)
+	d.r = newWindow(body, d.window)
 	req, first, err := d.request()
-	if err != nil {
-		return nil, 0, err
+	if err == nil {
+		// Nothing but white space may follow.
+		switch _, serr := d.skipSpace(); {
+		case errors.Is(serr, io.EOF):
+		case serr != nil:
+			err = serr
+		default:
+			err = errTrailing
+		}
 	}
-	// Nothing but white space may follow.
-	switch _, err := d.skipSpace(); {
-	case errors.Is(err, io.EOF):
-	case err != nil:
-		return nil, 0, err
-	default:
-		return nil, 0, errTrailing
+	d.r.free() // nothing decoded points into it
+	if err != nil {
+		d.free()
+		return nil, 0, nil, err
 	}
 	for i := range req {
 		req[i].WorkerID = worker
 	}
-	return req, first, nil
+	return req, first, d, nil
+}
+
+// free gives back the memory of the entries decoded: nothing may use them
+// after it.
+func (d *decoder) free() {
+	for _, c := range d.chunks {
+		putSlice(chunkPool, c)
+	}
+	d.chunks, d.arena = nil, nil
+	d.release()
 }
 
 // hold charges n more bytes.
@@ -136,7 +152,7 @@ func (d *decoder) readByte() (byte, error) {
 }
 
 func (d *decoder) unread() {
-	_ = d.r.UnreadByte()
+	d.r.unreadByte()
 	d.off--
 }
 
@@ -262,6 +278,14 @@ func (d *decoder) object(names []string, field func(i int) error) error {
 // key reads an object key, whose '"' was read, and returns which of names
 // it is: the same, or the same but for case, as encoding/json matches.
 func (d *decoder) key(names []string) (int, error) {
+	// The common case: exactly a name, and its closing quote, buffered.
+	buf := d.r.buffered()
+	for i, n := range names {
+		if len(buf) > len(n) && buf[len(n)] == '"' && string(buf[:len(n)]) == n {
+			d.discard(len(n) + 1)
+			return i, nil
+		}
+	}
 	k, plain := d.plainBuffered()
 	if plain {
 		defer d.discard(len(k) + 1)
@@ -288,10 +312,20 @@ func (d *decoder) key(names []string) (int, error) {
 	return -1, fmt.Errorf("json: unknown field %q", k)
 }
 
-// discard consumes n buffered bytes.
+// release gives back the entries slice, cleared, so that a later
+// decoding starts from zero entries.
+func (d *decoder) release() {
+	if d.out != nil {
+		clear(d.out[:cap(d.out)])
+		putSlice(entryPool, d.out)
+		d.out = nil
+	}
+}
+
+// discard consumes n bytes of what is buffered.
 func (d *decoder) discard(n int) {
-	m, _ := d.r.Discard(n)
-	d.off += int64(m)
+	d.r.discard(n)
+	d.off += int64(n)
 }
 
 // entries decodes the entries array into prev's elements and more, as
@@ -325,12 +359,14 @@ func (d *decoder) entries(prev []contract.Entry) ([]contract.Entry, error) {
 			return nil, fmt.Errorf("%w: more than %d entries in one append", ErrEntry, MaxAppendEntries)
 		}
 		if len(out) == cap(out) {
-			grown := make([]contract.Entry, len(out), max(2*cap(out), 16))
-			copy(grown, out)
+			grown := getSlice[contract.Entry](entryPool, max(2*cap(out), minEntries))
 			if err := d.hold(int64(cap(grown)) * entrySize); err != nil {
+				putSlice(entryPool, grown)
 				return nil, err
 			}
-			out = grown
+			grown = grown[:copy(grown, out)]
+			d.release() // out's array is always d.out's
+			d.out, out = grown, grown
 		}
 		out = out[:len(out)+1]
 		if err := d.entry(&out[len(out)-1], len(out)-1); err != nil {

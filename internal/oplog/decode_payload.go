@@ -68,12 +68,12 @@ func (d *decoder) payload(p *[]byte) error {
 // toQuote returns the buffered bytes up to the next '"', when the read
 // buffer holds one.
 func (d *decoder) toQuote() ([]byte, bool) {
-	buf, _ := d.r.Peek(d.r.Buffered())
+	buf := d.r.buffered()
 	if i := bytes.IndexByte(buf, '"'); i >= 0 {
 		return buf[:i], true
 	}
 	if len(buf) < d.window { // fill, and look again
-		buf, _ = d.r.Peek(d.window)
+		buf = d.r.peek(d.window)
 		if i := bytes.IndexByte(buf, '"'); i >= 0 {
 			return buf[:i], true
 		}
@@ -85,9 +85,9 @@ func (d *decoder) toQuote() ([]byte, bool) {
 // when the read buffer holds all of it and it has no escape, no control
 // character and nothing but ASCII.
 func (d *decoder) plainBuffered() ([]byte, bool) {
-	buf, _ := d.r.Peek(d.r.Buffered())
+	buf := d.r.buffered()
 	if len(buf) == 0 {
-		buf, _ = d.r.Peek(d.window) // fills the buffer
+		buf = d.r.peek(d.window) // fills the buffer
 	}
 	for i, c := range buf {
 		switch {
@@ -98,7 +98,7 @@ func (d *decoder) plainBuffered() ([]byte, bool) {
 		}
 	}
 	if len(buf) < d.window { // the string may end past what is buffered: fill and look again
-		if more, _ := d.r.Peek(d.window); len(more) > len(buf) {
+		if more := d.r.peek(d.window); len(more) > len(buf) {
 			for i, c := range more[len(buf):] {
 				switch {
 				case c == '"':
@@ -124,7 +124,8 @@ func (d *decoder) newChunk(n int) error {
 	if err := d.hold(int64(size)); err != nil {
 		return err
 	}
-	d.chunk, d.arena = size, make([]byte, size)
+	d.chunk, d.arena = size, getSlice[byte](chunkPool, size)
+	d.chunks = append(d.chunks, d.arena)
 	return nil
 }
 

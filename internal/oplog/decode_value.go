@@ -56,6 +56,10 @@ func (d *decoder) uint(v *uint64, name string) error {
 	case c == 'n':
 		return d.literal("ull")
 	case c == '-' || (c >= '0' && c <= '9'):
+		if n, ok := d.plainUint(c); ok {
+			*v = n
+			return nil
+		}
 		num, err := d.number(c)
 		if err != nil {
 			return err
@@ -72,14 +76,42 @@ func (d *decoder) uint(v *uint64, name string) error {
 	return d.syntax("invalid character %q looking for the beginning of a value", c)
 }
 
+// plainUint is the common case of uint: a number of digits alone, the
+// first of them c, at most 19 (no overflow), whose end the read buffer
+// holds. Anything else (ok false, nothing consumed) is number's.
+func (d *decoder) plainUint(c byte) (uint64, bool) {
+	if c < '0' || c > '9' {
+		return 0, false
+	}
+	buf := d.r.buffered()
+	i := 0
+	for i < len(buf) && i < 19 && buf[i] >= '0' && buf[i] <= '9' {
+		i++
+	}
+	if i == len(buf) || (c == '0' && i > 0) || i+1 > 19 {
+		return 0, false
+	}
+	switch buf[i] {
+	case ' ', '\t', '\n', '\r', ',', '}', ']':
+	default:
+		return 0, false
+	}
+	n := uint64(c - '0')
+	for _, b := range buf[:i] {
+		n = n*10 + uint64(b-'0')
+	}
+	d.discard(i)
+	return n, true
+}
+
 // number reads a JSON number that starts with c.
 func (d *decoder) number(c byte) (string, error) {
 	buf := append(d.scratch[:0], c)
 	defer func() { d.scratch = buf[:0] }()
 	// peek returns the next byte without consuming it; 0 at the end.
 	peek := func() byte {
-		b, err := d.r.Peek(1)
-		if err != nil {
+		b := d.r.peek(1)
+		if len(b) == 0 {
 			return 0
 		}
 		return b[0]

@@ -31,9 +31,22 @@ func (j *FileJournal) Waiting(worker string) int {
 }
 
 // DecodeAppend decodes an append body of worker "w" as the Appender does,
-// with no budget; size is the announced length (-1: unknown).
+// with no budget; size is the announced length (-1: unknown). It returns
+// copies and frees the decoding's memory, as the Appender does, so that
+// the next decoding reuses it.
 func DecodeAppend(body io.Reader, size int64) ([]contract.Entry, uint64, error) {
-	return decodeAppend(body, size, "w", inflight.New(0).Charge())
+	entries, first, d, err := decodeAppend(body, size, "w", inflight.New(0).Charge())
+	if err != nil {
+		return nil, 0, err
+	}
+	out := append([]contract.Entry(nil), entries...)
+	for i := range out {
+		if out[i].Payload != nil {
+			out[i].Payload = append([]byte{}, out[i].Payload...)
+		}
+	}
+	d.free()
+	return out, first, nil
 }
 
 // SetSyncFault makes each syncfs round of j (SyncFileSystem) call fault

@@ -20,7 +20,9 @@ type Journal interface {
 	// gap is an *OrderError. A journal that does not exist yet is created
 	// by an append that starts at start (1 when start is zero), and starts
 	// there; start on a journal that starts elsewhere wraps ErrConflict.
-	// On any error nothing of the append is visible to Read, ever.
+	// On any error nothing of the append is visible to Read, ever. It
+	// keeps nothing of entries (their payloads included) once it returns:
+	// the HTTP appender reuses their memory.
 	Append(ctx context.Context, worker string, start uint64, entries []contract.Entry) (int, error)
 	// Head returns where worker's journal starts: its first index, and the
 	// position of that entry. ErrNoJournal when it does not exist.

@@ -53,6 +53,7 @@ var cases = []struct {
 	{"Cursors", testCursors},
 	{"ConcurrentResends", testConcurrentResends},
 	{"Reopen", testReopen},
+	{"KeepsNothingOfAnAppend", testKeepsNothing},
 }
 
 var ctx = context.Background()
@@ -129,6 +130,41 @@ func testAppendHeadRead(t *testing.T, b Backend) {
 	assert.ErrorIs(t, err, oplog.ErrNoJournal)
 	_, err = j.Append(ctx, "../escape", 0, entries("../escape", 1, 1))
 	assert.ErrorIs(t, err, oplog.ErrWorkerID)
+}
+
+// testKeepsNothing: once Append returns, the caller's entries are its own
+// again (the HTTP appender reuses their memory for the next request's).
+func testKeepsNothing(t *testing.T, b Backend) {
+	j := b.New(t)
+	scribble := func(es []contract.Entry) {
+		for i := range es {
+			for k := range es[i].Payload {
+				es[i].Payload[k] = '!'
+			}
+			es[i].Index, es[i].Kind = 0, "scribbled"
+		}
+	}
+	first := entries("w", 1, 20)
+	_, err := j.Append(ctx, "w", 0, first)
+	require.NoError(t, err)
+	scribble(first)
+	// A resend that overlaps and extends, and one that conflicts, each
+	// scribbled on once answered.
+	more := entries("w", 11, 20)
+	n, err := j.Append(ctx, "w", 0, more)
+	require.NoError(t, err)
+	require.Equal(t, 10, n)
+	scribble(more)
+	bad := entries("w", 25, 2)
+	bad[0].Payload = []byte("different")
+	_, err = j.Append(ctx, "w", 0, bad)
+	require.ErrorIs(t, err, oplog.ErrConflict)
+	scribble(bad)
+
+	same(t, entries("w", 1, 30), readAll(t, j, "w"))
+	n, err = j.Append(ctx, "w", 0, entries("w", 1, 30))
+	require.NoError(t, err, "the journal compares a resend with what it stored, not with the scribbled entries")
+	assert.Zero(t, n)
 }
 
 func testStartIndex(t *testing.T, b Backend) {
