@@ -2,6 +2,8 @@ package oplog_test
 
 import (
 	"bytes"
+	"context"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"os"
@@ -257,4 +259,78 @@ func TestVanishedOplogsAreForgotten(t *testing.T) {
 	require.NoError(t, os.Remove(oplog.Path(dir, "ghost-007")))
 	eventually(t, "a removed oplog's worker is forgotten", func() bool { return len(d.Status()) == 0 })
 	assert.Zero(t, workers())
+}
+
+// TestAppenderReusesNothingInUse: many clients at once append entries
+// whose payloads all differ (sizes across the decoder's chunks, some past
+// its window, some refused for a gap), so that each request's decoding
+// reuses the memory of one before it: every journal then holds exactly
+// what its client sent.
+func TestAppenderReusesNothingInUse(t *testing.T) {
+	const clients, requests = 8, 40
+	dir := t.TempDir()
+	j := oplog.NewFileJournal(oplog.FileJournalConfig{Dir: dir})
+	defer j.Close()
+	url, _ := serveAppender(t, oplog.AppenderConfig{Journal: j})
+	client := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: clients}}
+	payload := func(worker string, idx uint64) []byte {
+		n := int(idx*7919) % 9000 // up to past the 4 KiB first chunk and between the chunk sizes
+		if idx%37 == 0 {
+			n = 70 << 10 // past the window and the chunks: a buffer of its own
+		}
+		return append(fmt.Appendf(nil, "%s#%d:", worker, idx), bytes.Repeat([]byte{byte(idx)}, n)...)
+	}
+	post := func(worker string, first uint64, n int) int {
+		var req oplog.AppendRequest
+		for i := range n {
+			idx := first + uint64(i)
+			req.Entries = append(req.Entries, oplog.AppendEntry{Index: idx, Kind: fmt.Sprintf("kind-%d", idx%5), Payload: payload(worker, idx)})
+		}
+		body, err := json.Marshal(req)
+		require.NoError(t, err)
+		resp, err := client.Post(url+"/v1/workers/"+worker+"/oplog", "application/json", bytes.NewReader(body))
+		if !assert.NoError(t, err) {
+			return 0
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	var wg sync.WaitGroup
+	for c := range clients {
+		wg.Go(func() {
+			worker := fmt.Sprintf("reuse-%d", c)
+			next := uint64(1)
+			for r := range requests {
+				n := 1 + (r*13+c)%60
+				if r%9 == 4 { // a gap: refused, and its memory reused all the same
+					assert.Equal(t, http.StatusConflict, post(worker, next+5, n))
+				}
+				if assert.Equal(t, http.StatusOK, post(worker, next, n)) {
+					next += uint64(n)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	for c := range clients {
+		worker := fmt.Sprintf("reuse-%d", c)
+		at, err := j.Head(context.Background(), worker)
+		require.NoError(t, err)
+		want := uint64(1)
+		for {
+			got, next, err := j.Read(context.Background(), worker, at, 1000, 1<<20)
+			require.NoError(t, err)
+			if len(got) == 0 {
+				break
+			}
+			for _, e := range got {
+				require.Equal(t, want, e.Index)
+				require.Equal(t, fmt.Sprintf("kind-%d", e.Index%5), e.Kind)
+				require.True(t, bytes.Equal(payload(worker, e.Index), e.Payload), "%s entry %d: payload differs from what was sent", worker, e.Index)
+				want++
+			}
+			at = next
+		}
+		assert.Greater(t, want, uint64(requests), "%s: its entries were read", worker)
+	}
 }

@@ -65,8 +65,11 @@ const minEntries = 16
 // windowSize is the read buffer for a body of size bytes (-1: unknown): a
 // power of two from minWindow to decodeWindow, so that it can be kept.
 func windowSize(size int64) int {
-	if size < 0 || size >= decodeWindow {
+	switch {
+	case size < 0 || size >= decodeWindow:
 		return decodeWindow
+	case size <= minWindow:
+		return minWindow
 	}
-	return max(1<<bits.Len64(uint64(size-1)), minWindow)
+	return 1 << bits.Len64(uint64(size-1))
 }
