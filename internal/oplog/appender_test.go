@@ -25,23 +25,22 @@ import (
 // openFDs counts this process's open file descriptors.
 func openFDs(t *testing.T) int {
 	t.Helper()
-	ents, err := os.ReadDir("/proc/self/fd")
-	require.NoError(t, err)
-	return len(ents)
+	all, _ := countFDs(t)
+	return all
 }
 
-// openOplogs counts this process's open descriptors of oplog files.
-func openOplogs(t *testing.T) int {
+// countFDs counts this process's open file descriptors, all and those of
+// oplog files, in one reading.
+func countFDs(t *testing.T) (all, oplogs int) {
 	t.Helper()
 	ents, err := os.ReadDir("/proc/self/fd")
 	require.NoError(t, err)
-	n := 0
 	for _, e := range ents {
 		if l, err := os.Readlink("/proc/self/fd/" + e.Name()); err == nil && strings.HasSuffix(l, oplog.Suffix) {
-			n++
+			oplogs++
 		}
 	}
-	return n
+	return len(ents), oplogs
 }
 
 // oplogFiles lists the oplog files in dir.
@@ -86,7 +85,7 @@ func TestAppenderManyWorkers(t *testing.T) {
 				for i := range next {
 					fn(i)
 					if i%50 == 0 {
-						fds, oplogs := openFDs(t), openOplogs(t)
+						fds, oplogs := countFDs(t)
 						mu.Lock()
 						peak, peakOplogs = max(peak, fds), max(peakOplogs, oplogs)
 						mu.Unlock()

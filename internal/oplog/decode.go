@@ -73,7 +73,6 @@ var (
 // back by free, once the journal has the entries.
 type decoder struct {
 	r       window
-	window  int   // r's size
 	size    int64 // the body's announced length; -1 when unknown
 	chunk   int   // the size of the last payload chunk
 	off     int64 // bytes consumed
@@ -91,11 +90,12 @@ type decoder struct {
 // the decoder's: once they are no longer used, free gives it back for the
 // next append's decoding.
 func decodeAppend(body io.Reader, size int64, worker string, charge *inflight.Charge) ([]contract.Entry, uint64, *decoder, error) {
-	d := &decoder{size: size, charge: charge, kinds: map[string]string{}, window: windowSize(size)}
-	if err := d.hold(int64(d.window)); err != nil {
+	d := &decoder{size: size, charge: charge, kinds: map[string]string{}}
+	n := windowSize(size)
+	if err := d.hold(int64(n)); err != nil {
 		return nil, 0, nil, err
 	}
-	d.r = newWindow(body, d.window)
+	d.r = newWindow(body, n)
 	req, first, err := d.request()
 	if err == nil {
 		// Nothing but white space may follow.

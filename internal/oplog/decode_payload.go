@@ -72,8 +72,8 @@ func (d *decoder) toQuote() ([]byte, bool) {
 	if i := bytes.IndexByte(buf, '"'); i >= 0 {
 		return buf[:i], true
 	}
-	if len(buf) < d.window { // fill, and look again
-		buf = d.r.peek(d.window)
+	if len(buf) < d.r.size() { // fill, and look again
+		buf = d.r.peek(d.r.size())
 		if i := bytes.IndexByte(buf, '"'); i >= 0 {
 			return buf[:i], true
 		}
@@ -87,7 +87,7 @@ func (d *decoder) toQuote() ([]byte, bool) {
 func (d *decoder) plainBuffered() ([]byte, bool) {
 	buf := d.r.buffered()
 	if len(buf) == 0 {
-		buf = d.r.peek(d.window) // fills the buffer
+		buf = d.r.peek(d.r.size()) // fills the buffer
 	}
 	for i, c := range buf {
 		switch {
@@ -97,8 +97,8 @@ func (d *decoder) plainBuffered() ([]byte, bool) {
 			return nil, false
 		}
 	}
-	if len(buf) < d.window { // the string may end past what is buffered: fill and look again
-		if more := d.r.peek(d.window); len(more) > len(buf) {
+	if len(buf) < d.r.size() { // the string may end past what is buffered: fill and look again
+		if more := d.r.peek(d.r.size()); len(more) > len(buf) {
 			for i, c := range more[len(buf):] {
 				switch {
 				case c == '"':

@@ -71,6 +71,9 @@ func (b *window) peek(n int) []byte {
 	return b.buf[b.r:min(b.r+n, b.w)]
 }
 
+// size is how many bytes the window holds at most.
+func (b *window) size() int { return len(b.buf) }
+
 // buffered returns what is read and not consumed.
 func (b *window) buffered() []byte { return b.buf[b.r:b.w] }
 
