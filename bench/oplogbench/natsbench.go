@@ -185,7 +185,7 @@ func barePublish(nc *nats.Conn, requests, clients int, payload []byte) (float64,
 		for i := range es {
 			es[i] = contract.Entry{Index: uint64(k*100 + i + 1), Timestamp: now, Kind: "invoke", Payload: payload}
 		}
-		data[k] = oplog.AppendRecords(nil, es)
+		data[k] = oplog.AppendRecords(nil, es, now)
 	}
 	start := time.Now()
 	for i := range requests {

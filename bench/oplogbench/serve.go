@@ -97,6 +97,9 @@ func serve(args []string) error {
 		return errors.New("usage: oplogbench serve [-sync MODE] [-budget BYTES] DIR")
 	}
 	if path := os.Getenv("OPLOGBENCH_CPU"); path != "" && mode == oplog.SyncAuto {
+		if *memory {
+			path += ".memory" // beside the durable server's, which runs at the same time
+		}
 		f, err := os.Create(path)
 		if err != nil {
 			return err

@@ -8,6 +8,7 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/soplug/soplug/contract"
 	"github.com/soplug/soplug/internal/oplog"
@@ -36,7 +37,7 @@ type recordsJournal struct {
 }
 
 func (j *recordsJournal) Append(_ context.Context, _ string, _ uint64, entries []contract.Entry) (int, error) {
-	j.buf = oplog.AppendRecords(j.buf[:0], entries)
+	j.buf = oplog.AppendRecords(j.buf[:0], entries, time.Now())
 	return len(entries), nil
 }
 

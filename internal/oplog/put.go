@@ -142,6 +142,22 @@ func Stamp(worker string, entries []contract.Entry, now time.Time) error {
 	return nil
 }
 
+// CheckStamped reports what Stamp would (an error wrapping ErrEntry) of
+// entries stamped with now, and leaves them as they are: for a journal
+// that records them with AppendRecords.
+func CheckStamped(worker string, entries []contract.Entry, now time.Time) error {
+	for i := range entries {
+		e := entries[i]
+		if e.Timestamp.IsZero() {
+			e.Timestamp = now
+		}
+		if err := CheckEntry(worker, &e); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // Same returns the *ConflictError of sent, a resent entry, unless it is
 // held, the entry the journal named name holds at its index: the same kind
 // and payload, and the same timestamp unless sent's is zero.

@@ -4,16 +4,25 @@ import (
 	"encoding/binary"
 	"fmt"
 	"hash/crc32"
+	"time"
 
 	"github.com/soplug/soplug/contract"
 )
 
 // AppendRecords appends entries to b as oplog records (the format in the
 // package comment), for a Journal that stores runs of entries in messages
-// of its own. The entries must have passed CheckEntry.
-func AppendRecords(b []byte, entries []contract.Entry) []byte {
+// of its own; an entry without a timestamp is recorded with now, as Stamp
+// would stamp it, and entries are left as they are. The entries must have
+// passed CheckStamped with the same now.
+func AppendRecords(b []byte, entries []contract.Entry, now time.Time) []byte {
 	for i := range entries {
-		b = appendRecord(b, &entries[i])
+		e := &entries[i]
+		if e.Timestamp.IsZero() {
+			stamped := *e
+			stamped.Timestamp = now
+			e = &stamped
+		}
+		b = appendRecord(b, e)
 	}
 	return b
 }

@@ -343,17 +343,19 @@ func (j *Journal) append(ctx context.Context, worker string, start uint64, entri
 			}
 		}
 	}
-	tailEntries := slices.Clone(entries[overlap:])
+	tailEntries := entries[overlap:] // left unstamped: a retry judges them as sent
 	if len(tailEntries) == 0 {
 		return 0, nil
 	}
-	if err := oplog.Stamp(worker, tailEntries, time.Now().UTC()); err != nil {
+	now := time.Now().UTC()
+	if err := oplog.CheckStamped(worker, tailEntries, now); err != nil {
 		return 0, err
 	}
-	msgs, err := j.messages(worker, tailEntries)
+	msgs, err := j.messages(worker, tailEntries, now)
 	if err != nil {
 		return 0, err
 	}
+	defer freeMessages(msgs)
 	cctx, cancel := j.ctx(ctx)
 	defer cancel()
 	var seq uint64

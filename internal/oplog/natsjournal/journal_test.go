@@ -3,6 +3,7 @@ package natsjournal_test
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"os/exec"
 	"path/filepath"
 	"strconv"
@@ -116,9 +117,17 @@ func TestAtomicBatches(t *testing.T) {
 	require.ErrorIs(t, err, oplog.ErrEntry)
 	assert.Contains(t, err.Error(), "entry 1: its record is")
 
-	for round := range 20 {
+	// Rounds of two runners appending at once: differing entries, or the
+	// same ones (a client's resend through another runner), with
+	// timestamps or without (the journal stamps them): in two messages
+	// (an atomic batch) or in one.
+	for round := range 24 {
 		w := "race." + strconv.Itoa(round)
-		same := round%2 == 0
+		same, unstamped := round%2 == 0, round%4 == 0
+		count, size := 60, 2000
+		if round%3 == 0 {
+			count, size = 10, 100
+		}
 		var wg sync.WaitGroup
 		errs := make([]error, 2)
 		for i, j := range []*natsjournal.Journal{a, b} {
@@ -126,14 +135,27 @@ func TestAtomicBatches(t *testing.T) {
 			if same {
 				tag = 's'
 			}
-			wg.Go(func() { _, errs[i] = j.Append(ctx, w, 0, payloadEntries(w, 60, 2000, tag)) })
+			es := payloadEntries(w, count, size, tag)
+			if unstamped {
+				for k := range es {
+					es[k].Timestamp = time.Time{}
+				}
+			}
+			wg.Go(func() {
+				_, errs[i] = j.Append(ctx, w, 0, es)
+				for k := range es {
+					if unstamped && !es[k].Timestamp.IsZero() {
+						errs[i] = fmt.Errorf("entry %d was stamped in the caller's slice", es[k].Index)
+					}
+				}
+			})
 		}
 		wg.Wait()
 		head, err := a.Head(ctx, w)
 		require.NoError(t, err)
 		got, _, err := a.Read(ctx, w, head, 1000, 1<<30)
 		require.NoError(t, err)
-		require.Len(t, got, 60, "one append's entries, once")
+		require.Len(t, got, count, "one append's entries, once")
 		for _, e := range got {
 			assert.Equal(t, got[0].Payload, e.Payload, "entries of one append only")
 		}
@@ -310,7 +332,7 @@ func TestForeignMessages(t *testing.T) {
 		for i := range es {
 			es[i] = contract.Entry{Index: uint64(from + i), Timestamp: time.Unix(1, 0), Kind: "k", Payload: []byte("p")}
 		}
-		return oplog.AppendRecords(nil, es)
+		return oplog.AppendRecords(nil, es, time.Time{})
 	}
 	for i, tc := range []struct {
 		name         string
@@ -340,5 +362,49 @@ func TestForeignMessages(t *testing.T) {
 			assert.ErrorContains(t, err, tc.want)
 			assert.ErrorContains(t, err, worker+" message ")
 		})
+	}
+}
+
+// TestMessageDataReused: message data goes back to a pool once published,
+// and eight runners' goroutines appending at once, in single messages and
+// in batches, still store exactly what each sent.
+func TestMessageDataReused(t *testing.T) {
+	srv := natstest.StartWith(t, natstest.Options{MaxPayload: 64 << 10})
+	ctx := context.Background()
+	j, err := natsjournal.New(ctx, srv.Connect(t), natsjournal.Config{})
+	require.NoError(t, err)
+	const writers, rounds = 8, 12
+	var wg sync.WaitGroup
+	sent := make([][]contract.Entry, writers)
+	for c := range writers {
+		wg.Go(func() {
+			w := "reuse-" + strconv.Itoa(c)
+			for r := range rounds {
+				size := []int{10, 3000, 200, 9000}[(c+r)%4] // 9000 B x 10: two messages
+				es := payloadEntries(w, 10, size, byte('A'+c))
+				for k := range es {
+					es[k].Index = uint64(r*10 + k + 1)
+					es[k].Payload[0] = byte(r) // each append's payloads its own
+				}
+				if _, err := j.Append(ctx, w, 0, es); err != nil {
+					t.Errorf("%s append %d: %v", w, r, err)
+					return
+				}
+				sent[c] = append(sent[c], es...)
+			}
+		})
+	}
+	wg.Wait()
+	for c := range writers {
+		w := "reuse-" + strconv.Itoa(c)
+		head, err := j.Head(ctx, w)
+		require.NoError(t, err)
+		got, _, err := j.Read(ctx, w, head, 1000, 1<<30)
+		require.NoError(t, err)
+		require.Len(t, got, len(sent[c]), w)
+		for i := range got {
+			assert.Equal(t, sent[c][i].Index, got[i].Index)
+			assert.True(t, bytes.Equal(sent[c][i].Payload, got[i].Payload), "%s entry %d holds what was sent", w, got[i].Index)
+		}
 	}
 }

@@ -10,6 +10,8 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"sync"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -26,10 +28,12 @@ func isWrongLast(err error) bool {
 		ae.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant)
 }
 
-// messages splits entries' records into messages the server takes (its
-// max_payload, less room for headers), each naming its first index and
-// count.
-func (j *Journal) messages(worker string, entries []contract.Entry) ([]*nats.Msg, error) {
+// messages splits entries' records (zero timestamps recorded as now)
+// into messages the server takes (its max_payload, less room for
+// headers), each naming its first index and count. Their data is lent by
+// a pool: freeMessages gives it back once they are published (nats.go
+// copies what it sends).
+func (j *Journal) messages(worker string, entries []contract.Entry, now time.Time) ([]*nats.Msg, error) {
 	limit := int(j.nc.MaxPayload()) - 4096
 	var out []*nats.Msg
 	for start := 0; start < len(entries); {
@@ -47,16 +51,45 @@ func (j *Journal) messages(worker string, entries []contract.Entry) ([]*nats.Msg
 			end++
 		}
 		m := nats.NewMsg(j.subject(worker))
-		m.Data = oplog.AppendRecords(make([]byte, 0, size), entries[start:end])
+		m.Data = oplog.AppendRecords(getData(size), entries[start:end], now)
 		m.Header.Set(hdrFirst, strconv.FormatUint(entries[start].Index, 10))
 		m.Header.Set(hdrCount, strconv.Itoa(end-start))
 		out = append(out, m)
 		start = end
 	}
 	if len(out) > maxBatch {
+		freeMessages(out)
 		return nil, fmt.Errorf("%w: an append of %d messages of records, at most %d: send fewer entries at once", oplog.ErrEntry, len(out), maxBatch)
 	}
 	return out, nil
+}
+
+// dataPool holds message data for reuse: an append's records are
+// about its request's size, the same from one request to the next.
+var dataPool sync.Pool
+
+// maxPooled is the largest data kept for reuse (a message's default
+// max_payload); larger is left to the collector.
+const maxPooled = 1 << 20
+
+// getData returns an empty slice with room for size bytes.
+func getData(size int) []byte {
+	if p, ok := dataPool.Get().(*[]byte); ok && cap(*p) >= size {
+		return (*p)[:0]
+	}
+	return make([]byte, 0, size)
+}
+
+// freeMessages gives msgs' data back for reuse; msgs must not be used
+// after.
+func freeMessages(msgs []*nats.Msg) {
+	for _, m := range msgs {
+		if cap(m.Data) <= maxPooled {
+			d := m.Data[:0]
+			dataPool.Put(&d)
+		}
+		m.Data = nil
+	}
 }
 
 // maxBatch is the most messages of an atomic batch (the server's default
