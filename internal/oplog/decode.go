@@ -159,16 +159,20 @@ func (d *decoder) unread() {
 // skipSpace returns the first byte that is not white space, consumed;
 // io.EOF at the end.
 func (d *decoder) skipSpace() (byte, error) {
+	b := &d.r
 	for {
-		c, err := d.r.ReadByte()
-		if err != nil {
-			return 0, err
+		for b.r < b.w { // the buffer itself: no call per byte
+			c := b.buf[b.r]
+			b.r++
+			d.off++
+			switch c {
+			case ' ', '\t', '\n', '\r':
+			default:
+				return c, nil
+			}
 		}
-		d.off++
-		switch c {
-		case ' ', '\t', '\n', '\r':
-		default:
-			return c, nil
+		if b.fill(1); b.r == b.w {
+			return 0, b.err
 		}
 	}
 }
@@ -176,7 +180,7 @@ func (d *decoder) skipSpace() (byte, error) {
 // next is skipSpace inside a value: the end is unexpected.
 func (d *decoder) next() (byte, error) {
 	c, err := d.skipSpace()
-	if errors.Is(err, io.EOF) {
+	if err != nil && errors.Is(err, io.EOF) { // the nil check inlines; errors.Is does not
 		return 0, io.ErrUnexpectedEOF
 	}
 	return c, err

@@ -5,9 +5,10 @@ package oplog
 import "io"
 
 // window is the decoder's read buffer over a body: what the decoder needs
-// of bufio.Reader, with ReadByte, buffered and discard small enough to be
-// inlined into its byte-by-byte walk. Its buffer is taken from chunkPool
-// and given back by free.
+// of bufio.Reader, with buffered and discard small enough to be inlined
+// into its byte-by-byte walk (ReadByte is not: the walk's hottest loop,
+// skipSpace, reads buf itself). Its buffer is taken from chunkPool and
+// given back by free.
 type window struct {
 	src  io.Reader
 	buf  []byte
