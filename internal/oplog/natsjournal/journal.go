@@ -109,6 +109,7 @@ type Journal struct {
 	js     jetstream.JetStream
 	stream jetstream.Stream
 	kv     jetstream.KeyValue
+	direct *directReader // nil when the stream does not allow direct gets
 
 	lastErr atomic.Pointer[error] // the last request the cluster did not answer, until one it does
 
@@ -140,7 +141,7 @@ func New(ctx context.Context, nc *nats.Conn, cfg Config) (*Journal, error) {
 	want := jetstream.StreamConfig{
 		Name: cfg.Stream, Subjects: []string{cfg.Prefix + ".>"}, Storage: jetstream.FileStorage,
 		Replicas: cfg.Replicas, Retention: jetstream.LimitsPolicy, Discard: jetstream.DiscardNew,
-		AllowAtomicPublish: true, Description: "soplug oplog journals, one subject per worker",
+		AllowAtomicPublish: true, AllowDirect: true, Description: "soplug oplog journals, one subject per worker",
 	}
 	s, err := js.Stream(sctx, cfg.Stream)
 	switch {
@@ -159,6 +160,13 @@ func New(ctx context.Context, nc *nats.Conn, cfg Config) (*Journal, error) {
 		}
 	}
 	j.stream = s
+	if s.CachedInfo().Config.AllowDirect {
+		if j.direct, err = newDirectReader(nc, cfg.Stream); err != nil {
+			return nil, err
+		}
+	} else {
+		cfg.Logger.Info("the journals' stream does not allow direct gets: reads go to its leader one message at a time (nats stream edit --allow-direct reads them in batches)", "stream", cfg.Stream)
+	}
 	kv, err := js.KeyValue(sctx, cfg.Bucket)
 	switch {
 	case errors.Is(err, jetstream.ErrBucketNotFound):
@@ -438,53 +446,74 @@ func (j *Journal) Head(ctx context.Context, worker string) (oplog.Position, erro
 // Read returns up to limit entries (and about maxBytes of payload, at
 // least one entry) of worker from at, and the position after them. at.At
 // is the stream sequence from which the message holding at.Next is looked
-// for.
+// for. Messages are read in batches from any replica where the stream
+// allows it, and the end from the leader (direct.go).
 func (j *Journal) Read(ctx context.Context, worker string, at oplog.Position, limit, maxBytes int) ([]contract.Entry, oplog.Position, error) {
 	var out []contract.Entry
 	size := 0
 	seq := uint64(max(at.At, 1))
+	leader := j.direct == nil
+read:
 	for len(out) < limit && (size < maxBytes || len(out) == 0) {
-		cctx, cancel := j.ctx(ctx)
-		m, err := j.get(cctx, j.cfg.Stream, msgGet{Seq: seq, NextFor: j.subject(worker)})
-		cancel()
-		if errors.Is(err, jetstream.ErrMsgNotFound) {
-			if len(out) == 0 && !j.known(worker) {
-				if _, herr := j.Head(ctx, worker); herr != nil {
-					return nil, at, herr // ErrNoJournal: not an empty read
+		var msgs []*jetstream.RawStreamMsg
+		if !leader {
+			cctx, cancel := j.ctx(ctx)
+			got, more, err := j.direct.batch(cctx, j.subject(worker), seq, min(limit-len(out), maxDirectBatch), max(maxBytes-size, 1))
+			cancel()
+			if err != nil && !errors.Is(err, nats.ErrNoResponders) {
+				return out, at, j.unavailable("reading "+worker, err)
+			}
+			msgs = got
+			// At the end of what the replica holds, the leader says
+			// whether it is the stream's end.
+			leader = more == 0
+		}
+		if len(msgs) == 0 {
+			cctx, cancel := j.ctx(ctx)
+			m, err := j.get(cctx, j.cfg.Stream, msgGet{Seq: seq, NextFor: j.subject(worker)})
+			cancel()
+			if errors.Is(err, jetstream.ErrMsgNotFound) {
+				if len(out) == 0 && !j.known(worker) {
+					if _, herr := j.Head(ctx, worker); herr != nil {
+						return nil, at, herr // ErrNoJournal: not an empty read
+					}
 				}
-			}
-			break
-		}
-		if err != nil {
-			return out, at, j.unavailable("reading "+worker, err)
-		}
-		es, err := j.decode(m, worker)
-		if err != nil {
-			return out, at, err
-		}
-		taken := 0
-		for _, e := range es {
-			if e.Index < at.Next {
-				taken++
-				continue
-			}
-			if e.Index != at.Next {
-				return out, at, fmt.Errorf("%w: %s message %d: entry %d where %d was next", oplog.ErrCorrupt, worker, m.Sequence, e.Index, at.Next)
-			}
-			if len(out) == limit || (size >= maxBytes && len(out) > 0) {
 				break
 			}
-			out = append(out, e)
-			size += len(e.Payload)
-			at.Next++
-			taken++
+			if err != nil {
+				return out, at, j.unavailable("reading "+worker, err)
+			}
+			msgs = []*jetstream.RawStreamMsg{m}
 		}
-		if taken < len(es) {
-			at.At = int64(m.Sequence) // more of this message next time
-			break
+		for _, m := range msgs {
+			es, err := j.decode(m, worker)
+			if err != nil {
+				return out, at, err
+			}
+			taken := 0
+			for _, e := range es {
+				if e.Index < at.Next {
+					taken++
+					continue
+				}
+				if e.Index != at.Next {
+					return out, at, fmt.Errorf("%w: %s message %d: entry %d where %d was next", oplog.ErrCorrupt, worker, m.Sequence, e.Index, at.Next)
+				}
+				if len(out) == limit || (size >= maxBytes && len(out) > 0) {
+					break
+				}
+				out = append(out, e)
+				size += len(e.Payload)
+				at.Next++
+				taken++
+			}
+			if taken < len(es) {
+				at.At = int64(m.Sequence) // more of this message next time
+				break read
+			}
+			seq = m.Sequence + 1
+			at.At = int64(seq)
 		}
-		seq = m.Sequence + 1
-		at.At = int64(seq)
 	}
 	return out, at, nil
 }
