@@ -13,14 +13,16 @@ import (
 )
 
 // A stream with AllowDirect (a KV bucket always has it, and the journals'
-// stream had it before this) answers nats.go's GetMsg, GetLastMsgForSubject and
+// stream has it too) answers nats.go's GetMsg, GetLastMsgForSubject and
 // KeyValue.Get from any replica, one that has not yet applied the latest
 // messages included: seen under load on a three-node cluster, a worker
 // woken for an append read nothing and went idle with the entry
 // undelivered, and a cursor a runner had just written was read back as
-// the one before ("the cursor moved"). So every read of a journal or a
-// cursor goes to $JS.API.STREAM.MSG.GET, which the stream's leader
-// answers from what the stream has committed.
+// the one before ("the cursor moved"). So a journal's start and end and
+// every cursor are read through $JS.API.STREAM.MSG.GET, which the
+// stream's leader answers from what the stream has committed; only the
+// messages before a journal's end come in batches from any replica
+// (direct.go).
 
 // apiPrefix is the JetStream API's subject prefix (jetstream.New's
 // default, which New uses).
