@@ -5,6 +5,7 @@ package natstest
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -110,6 +111,9 @@ func Start(t T) *Server {
 type Options struct {
 	// MaxPayload is its max_payload; zero means MaxPayload.
 	MaxPayload int
+	// Config is more of its configuration file (an authorization block,
+	// say), appended to what Start writes.
+	Config string
 }
 
 // StartWith is Start with opts.
@@ -123,8 +127,8 @@ func StartWith(t T, opts Options) *Server {
 	// max_payload: the largest oplog entry (16 MiB of payload) fits in one
 	// message, as the README asks of a production server.
 	conf := filepath.Join(dir, "nats.conf")
-	if err := os.WriteFile(conf, fmt.Appendf(nil, "listen: \"127.0.0.1:-1\"\nmax_payload: %d\njetstream { store_dir: %q }\n",
-		opts.MaxPayload, filepath.Join(dir, "store")), 0o644); err != nil {
+	if err := os.WriteFile(conf, fmt.Appendf(nil, "listen: \"127.0.0.1:-1\"\nmax_payload: %d\njetstream { store_dir: %q }\n%s\n",
+		opts.MaxPayload, filepath.Join(dir, "store"), opts.Config), 0o644); err != nil {
 		t.Fatalf("natstest: %v", err)
 	}
 	cmd := exec.Command(bin, "-c", conf, "--ports_file_dir", dir)
@@ -156,6 +160,9 @@ func StartWith(t T, opts Options) *Server {
 		if err == nil {
 			nc.Close()
 			return s
+		}
+		if errors.Is(err, nats.ErrAuthorization) {
+			return s // up, and asking for credentials
 		}
 		if time.Now().After(deadline) {
 			t.Fatalf("natstest: nats-server at %s: %v", s.URL, err)
