@@ -124,6 +124,7 @@ func main() {
 	budget := fs.Int64("budget", 256<<20, "the server's budget of bodies in flight, in bytes (memory)")
 	rounds := fs.Int("rounds", 3, "bodies each client sends (memory)")
 	replicasFlag := fs.Int("replicas", 1, "1: one nats-server; 3: a three-node cluster (nats)")
+	pending := fs.Int("pending", 256, "the bare publisher's most async publishes awaiting acknowledgement (nats)")
 	if os.Args[1] == "serve" {
 		if err := serve(os.Args[2:]); err != nil {
 			fmt.Fprintln(os.Stderr, "oplogbench serve:", err)
@@ -137,7 +138,7 @@ func main() {
 			fmt.Fprintln(os.Stderr, "usage: oplogbench nats [-replicas 1|3] [-clients N] [-requests N] DIR")
 			os.Exit(64)
 		}
-		if err := natsBench(fs.Arg(0), *replicasFlag, *clients, *requests); err != nil {
+		if err := natsBench(fs.Arg(0), *replicasFlag, *clients, *requests, *pending); err != nil {
 			fmt.Fprintln(os.Stderr, "oplogbench:", err)
 			os.Exit(1)
 		}

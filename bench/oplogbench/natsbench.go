@@ -52,9 +52,11 @@ func (b *benchT) done() {
 
 // natsBench measures, on a local nats-server (replicas 1) or three-node
 // cluster (3), in one run:
-//   - durable HTTP appends of 100 entries of 256 B from 64 clients to 64
-//     workers through the daemon's appender on the JetStream journal;
-//   - bare nats.go async publishes of the same records to the same stream;
+//   - durable HTTP appends of 100 entries of 256 B from -clients clients
+//     (64) to as many workers through the daemon's appender on the
+//     JetStream journal, each client waiting for its answer;
+//   - bare nats.go async publishes of the same records to the same
+//     stream, at most -pending (256) awaiting acknowledgement;
 //   - the same HTTP appends to a journal in memory: what the HTTP front
 //     end and its decoder allow on this machine, whatever the journal;
 //   - delivery of what both wrote to a processor that does nothing,
@@ -63,7 +65,7 @@ func (b *benchT) done() {
 //   - with three replicas, the stream leader killed with SIGKILL while
 //     clients append over HTTP and a bare publisher publishes: the time
 //     from the kill to the first success of each.
-func natsBench(dir string, replicas, clients, requests int) error {
+func natsBench(dir string, replicas, clients, requests, pending int) error {
 	bt := &benchT{dir: dir}
 	defer bt.done()
 	var urls string
@@ -93,7 +95,7 @@ func natsBench(dir string, replicas, clients, requests int) error {
 		return err
 	}
 	defer nc.Close()
-	bareRate, err := barePublish(nc, requests, clients, payload)
+	bareRate, err := barePublish(nc, requests, clients, pending, payload)
 	if err != nil {
 		return err
 	}
@@ -154,8 +156,8 @@ func natsBench(dir string, replicas, clients, requests int) error {
 	if err != nil {
 		return err
 	}
-	line := fmt.Sprintf("nats replicas=%d clients=%d entries=%d entry_bytes=%d http_entries_per_second=%.0f bare_async_entries_per_second=%.0f http_over_bare=%.2f memory_journal_entries_per_second=%.0f http_over_memory_journal=%.2f delivered_entries=%d deliver_entries_per_second=%.0f latency_p50_ms=%.2f latency_p99_ms=%.2f",
-		replicas, clients, n, appendPayload, httpRate, bareRate, httpRate/bareRate, rm.rate(), httpRate/rm.rate(), backlog, deliverRate, p50, p99)
+	line := fmt.Sprintf("nats replicas=%d clients=%d bare_pending=%d entries=%d entry_bytes=%d http_entries_per_second=%.0f bare_async_entries_per_second=%.0f http_over_bare=%.2f memory_journal_entries_per_second=%.0f http_over_memory_journal=%.2f delivered_entries=%d deliver_entries_per_second=%.0f latency_p50_ms=%.2f latency_p99_ms=%.2f",
+		replicas, clients, pending, n, appendPayload, httpRate, bareRate, httpRate/bareRate, rm.rate(), httpRate/rm.rate(), backlog, deliverRate, p50, p99)
 	if cl != nil {
 		h, b, err := failover(cl, nc, srv, j.Config())
 		if err != nil {
@@ -168,10 +170,10 @@ func natsBench(dir string, replicas, clients, requests int) error {
 }
 
 // barePublish publishes requests messages of 100 records each, async (at
-// most 256 pending), over clients subjects of the journals' stream, and
-// returns the entries per second acknowledged.
-func barePublish(nc *nats.Conn, requests, clients int, payload []byte) (float64, error) {
-	js, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(256))
+// most pending unacknowledged), over clients subjects of the journals'
+// stream, and returns the entries per second acknowledged.
+func barePublish(nc *nats.Conn, requests, clients, pending int, payload []byte) (float64, error) {
+	js, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(pending))
 	if err != nil {
 		return 0, err
 	}

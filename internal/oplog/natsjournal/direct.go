@@ -66,8 +66,13 @@ func newDirectReader(nc *nats.Conn, stream string) (*directReader, error) {
 	if err != nil {
 		return nil, fmt.Errorf("natsjournal: subscribing to the answers of batched reads: %w", err)
 	}
-	// A batch is at most maxBytes of a read and a message over it: the
-	// default pending limits (64 MiB) hold several reads' worth.
+	// What waits here is bounded by the reads in flight (each at most its
+	// maxBytes and one message more), not by the client's default limits
+	// (64 MiB), past which it would drop answers of --oplog-parallel
+	// reads at once, each then ending in a timeout.
+	if err := sub.SetPendingLimits(-1, -1); err != nil {
+		return nil, fmt.Errorf("natsjournal: %w", err)
+	}
 	d.sub = sub
 	return d, nil
 }

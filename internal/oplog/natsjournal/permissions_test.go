@@ -52,7 +52,7 @@ func TestPermissions(t *testing.T) {
 	}
 
 	nc, errs := connect("runner")
-	j, err := natsjournal.New(ctx, nc, natsjournal.Config{Timeout: 2 * time.Second})
+	j, err := natsjournal.New(ctx, nc, natsjournal.Config{})
 	require.NoError(t, err)
 	for i := range 300 {
 		_, err := j.Append(ctx, "w", 0, []contract.Entry{{Index: uint64(i + 1), Kind: "k", Payload: []byte("p")}})
