@@ -22,6 +22,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	version "github.com/hashicorp/go-version"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -131,6 +132,9 @@ type tail struct {
 // when they are missing, and checking them when they exist.
 func New(ctx context.Context, nc *nats.Conn, cfg Config) (*Journal, error) {
 	cfg.defaults()
+	if err := checkServerVersion(nc.ConnectedServerVersion()); err != nil {
+		return nil, fmt.Errorf("%w (connected to %s)", err, nc.ConnectedUrlRedacted())
+	}
 	js, err := jetstream.New(nc)
 	if err != nil {
 		return nil, fmt.Errorf("natsjournal: %w", err)
@@ -188,6 +192,28 @@ func New(ctx context.Context, nc *nats.Conn, cfg Config) (*Journal, error) {
 	}
 	j.kv = kv
 	return j, nil
+}
+
+// MinServerVersion is the oldest nats-server a Journal works with: 2.12
+// added atomic batches, which appends larger than a message use, and 2.11
+// batched direct gets, which reads use.
+const MinServerVersion = "2.12.0"
+
+// ErrServerVersion is a nats-server older than MinServerVersion.
+var ErrServerVersion = errors.New("natsjournal: nats-server too old")
+
+// checkServerVersion returns ErrServerVersion, saying what is needed,
+// unless v (as the server's INFO gives it) is MinServerVersion or later;
+// a pre-release of a new enough version passes.
+func checkServerVersion(v string) error {
+	have, err := version.NewVersion(v)
+	if err != nil {
+		return fmt.Errorf("%w: its version %q does not parse (%v); %s or later is needed", ErrServerVersion, v, err, MinServerVersion)
+	}
+	if have.Core().LessThan(version.Must(version.NewVersion(MinServerVersion))) {
+		return fmt.Errorf("%w: %s, and %s or later is needed (atomic batches, batched direct gets)", ErrServerVersion, v, MinServerVersion)
+	}
+	return nil
 }
 
 // unavailable wraps a failed request to the cluster in
