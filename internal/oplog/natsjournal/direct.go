@@ -147,13 +147,15 @@ func (d *directReader) batch(ctx context.Context, subject string, seq uint64, n,
 		return nil, 0, fmt.Errorf("natsjournal: a batched read of %s from %d: its end says %q pending", subject, seq, b.end.Header.Get(hdrNumPending))
 	}
 	out := make([]*jetstream.RawStreamMsg, len(b.msgs))
+	after := seq - 1 // each message's sequence is past the one before
 	for i, m := range b.msgs {
 		s, err := strconv.ParseUint(m.Header.Get(jetstream.SequenceHeader), 10, 64)
-		if err != nil || m.Header.Get(jetstream.SubjectHeader) != subject {
-			return nil, 0, fmt.Errorf("natsjournal: a batched read of %s from %d: message %d of the answer is of %q, sequence %q",
-				subject, seq, i, m.Header.Get(jetstream.SubjectHeader), m.Header.Get(jetstream.SequenceHeader))
+		if err != nil || s <= after || m.Header.Get(jetstream.SubjectHeader) != subject {
+			return nil, 0, fmt.Errorf("natsjournal: a batched read of %s from %d: message %d of the answer is of %q, sequence %q, not a sequence of it past %d",
+				subject, seq, i, m.Header.Get(jetstream.SubjectHeader), m.Header.Get(jetstream.SequenceHeader), after)
 		}
 		out[i] = &jetstream.RawStreamMsg{Subject: subject, Sequence: s, Header: m.Header, Data: m.Data}
+		after = s
 	}
 	return out, more, nil
 }
