@@ -68,6 +68,9 @@ func (l *life) record() error {
 	if l.cfg.StateDir != "" {
 		l.cache = loader.OpenCache(filepath.Join(l.cfg.StateDir, CacheFile), loader.RunnerBuild(), l.log)
 	}
+	if end.Unreadable != "" {
+		l.log.Warn("the previous run's record was cut short", "reason", end.Unreadable)
+	}
 	if end.Unclean {
 		attrs := []any{"crash_output", end.Crash, "blamed", len(end.Blamed)}
 		if end.Stop != nil {

@@ -38,8 +38,15 @@ import (
 // when Store.Threshold is zero.
 const DefaultThreshold = 2
 
-// stateFile is the store's file in the state directory.
+// stateFile is the store's file of records in the state directory,
+// written durably (synced) whenever a record changes.
 const stateFile = "quarantine.json"
+
+// runFile holds the current run's record (what it loaded, and where its
+// calls are counted). It is replaced by rename without syncs, since it is
+// evidence of a process's crash, which leaves the page cache whole; one cut
+// short by a power loss or a kernel crash (no plugin's doing) is ignored.
+const runFile = "run.json"
 
 // ErrQuarantined is wrapped by Admit's error for a quarantined version.
 var ErrQuarantined = errors.New("quarantine: quarantined")
@@ -68,17 +75,61 @@ type Record struct {
 func (r Record) Quarantined(threshold int) bool { return r.Crashes >= threshold }
 
 type run struct {
-	PID     int               `json:"pid"`
-	Started time.Time         `json:"started"`
-	Loaded  []string          `json:"loaded"`          // keys of Records
-	Paths   map[string]string `json:"paths,omitempty"` // key → plugin path, the package its stack frames name
-	Slots   map[string]int    `json:"slots,omitempty"` // key → its count of calls in flight in MarksFile
-	Settled bool              `json:"settled,omitempty"`
+	PID     int                `json:"pid"`
+	Started time.Time          `json:"started"`
+	Loaded  []string           `json:"loaded"`          // keys of Records
+	Files   map[string]fileRef `json:"files,omitempty"` // key → the file loaded
+	Paths   map[string]string  `json:"paths,omitempty"` // key → plugin path, the package its stack frames name
+	Slots   map[string]int     `json:"slots,omitempty"` // key → its count of calls in flight in MarksFile
+	Settled bool               `json:"settled,omitempty"`
 }
 
+// fileRef is a version a run loaded, and the identity of its file.
+type fileRef struct {
+	Name    string `json:"name"`
+	Version string `json:"version"`
+	File    string `json:"file"`
+}
+
+// id names the run: its PID and start.
+func (r *run) id() string { return fmt.Sprintf("%d@%s", r.PID, r.Started.Format(time.RFC3339Nano)) }
+
+// state is the store's state: the records and the last blamed run, kept
+// in stateFile, and the current run's record, kept in runFile (in
+// stateFile, under "run", before this run's record had a file of its own:
+// read, and moved out at the next write).
 type state struct {
 	Run      *run               `json:"run,omitempty"`
 	Versions map[string]*Record `json:"versions"`
+	// LastBlamed is the run (run.id) whose unclean end was last counted:
+	// a runFile whose removal a power loss undid is not counted twice.
+	LastBlamed string `json:"last_blamed,omitempty"`
+}
+
+// recordFor returns the record about the file r loaded as key k: nil when
+// there is none, or the record is about another file.
+func (st *state) recordFor(r *run, k string) *Record {
+	rec := st.Versions[k]
+	if ref, ok := r.Files[k]; ok && rec != nil && rec.File != ref.File {
+		return nil
+	}
+	return rec
+}
+
+// ensure returns the record about the file r loaded as key k, made anew
+// (replacing one about another file) when there is none; nil for a run
+// recorded without its files that has no record of k.
+func (st *state) ensure(r *run, k string) *Record {
+	if rec := st.recordFor(r, k); rec != nil {
+		return rec
+	}
+	ref, ok := r.Files[k]
+	if !ok {
+		return nil
+	}
+	rec := &Record{Name: ref.Name, Version: ref.Version, File: ref.File}
+	st.Versions[k] = rec
+	return rec
 }
 
 // Store is the quarantine state of one state directory. A nil *Store, or one
@@ -95,7 +146,8 @@ type Store struct {
 	// exactly, without being that start.
 	ReadOnly bool
 
-	mem *state // ReadOnly's state, once read
+	mem        *state // ReadOnly's state, once read
+	unreadable string // why the run's record last read was ignored
 
 	marks *marks         // this run's MarksFile, mapped by Begin
 	slots map[string]int // this run's slots, as Loading gave them
@@ -143,6 +195,10 @@ type End struct {
 	// Blamed are the records of the versions the evidence points at, their
 	// Evidence saying why.
 	Blamed []Record
+	// Unreadable says why the previous run's record (runFile) was
+	// ignored: cut short, which only a power loss or a kernel crash does
+	// to it. Empty when it was read or absent.
+	Unreadable string
 }
 
 // Begin starts a run: it blames, by the evidence, the versions loaded by a
@@ -159,28 +215,30 @@ func (s *Store) Begin() (End, error) {
 	}
 	end.Crash, end.Stop = strings.TrimSpace(ev.crash) != "", ev.stop
 	err = s.update(func(st *state) error {
-		if prev := st.Run; prev != nil && len(prev.Loaded) > 0 {
+		if prev := st.Run; prev != nil && len(prev.Loaded) > 0 && prev.id() != st.LastBlamed {
 			end.Unclean = true
 			var err error
 			if ev.inflight, err = readMarks(s.Dir, prev.Slots); err != nil {
 				return err
 			}
-			why := blame(prev, st.Versions, ev)
+			why := blame(prev, st, ev)
 			for _, k := range slices.Sorted(maps.Keys(why)) {
-				r := st.Versions[k]
+				r := st.ensure(prev, k)
 				r.Crashes++
 				r.LastCrash = time.Now().UTC()
 				r.Evidence = why[k]
 				end.Blamed = append(end.Blamed, *r)
 			}
+			if len(why) > 0 {
+				st.LastBlamed = prev.id()
+			}
 		}
 		// This run's record begins with its first Loading: until a version
-		// is loaded there is nothing to blame, and after a clean end (no
-		// run recorded) the state is then unchanged and not written, a
-		// file replaced and two syncs fewer in every start.
+		// is loaded there is nothing to blame.
 		st.Run = nil
 		return nil
 	})
+	end.Unreadable = s.unreadable
 	if err == nil && !s.ReadOnly && ev.stop != nil {
 		if rerr := os.Remove(filepath.Join(s.Dir, StopFile)); rerr != nil && !errors.Is(rerr, os.ErrNotExist) {
 			err = fmt.Errorf("quarantine: %w", rerr)
@@ -209,12 +267,16 @@ func (s *Store) Mark(name, version string) *Mark {
 
 // blame returns the keys of the versions prev loaded that the evidence
 // points at, each with why.
-func blame(prev *run, versions map[string]*Record, ev evidence) map[string]string {
+func blame(prev *run, st *state, ev evidence) map[string]string {
 	paths := map[string]string{}
+	proven := map[string]bool{}
 	for _, k := range prev.Loaded {
-		if versions[k] != nil {
-			paths[k] = prev.Paths[k]
+		r := st.recordFor(prev, k)
+		if _, ok := prev.Files[k]; r == nil && !ok {
+			continue // a run recorded without its files, and no record of this one
 		}
+		paths[k] = prev.Paths[k]
+		proven[k] = r != nil && r.Proven
 	}
 	out := map[string]string{}
 	for k, line := range inStacks(ev.crash, paths) {
@@ -225,7 +287,7 @@ func blame(prev *run, versions map[string]*Record, ev evidence) map[string]strin
 	}
 	var unproven []string
 	for k := range paths {
-		if !versions[k].Proven {
+		if !proven[k] {
 			unproven = append(unproven, k)
 		}
 	}
@@ -291,17 +353,32 @@ func (s *Store) Admit(name, version, path string) error {
 	return nil
 }
 
-// Loading records, durably, that this run is about to open the version in
-// the file at path in its own process; pluginPath is its plugin path (the
-// package its functions are named by in a stack), "" when unknown.
+// Loading records that this run is about to open the version in the file
+// at path in its own process; pluginPath is its plugin path (the package
+// its functions are named by in a stack), "" when unknown. The record is
+// the run's (runFile), replaced without syncs: a crash of this process
+// leaves it in the page cache for the next start, and a power loss is no
+// version's doing. No record of the version changes until the run ends.
 func (s *Store) Loading(name, version, path, pluginPath string) error {
-	return s.updateRecord(name, version, path, func(st *state, k string, _ *Record) {
+	if !s.enabled() {
+		return nil
+	}
+	id, err := FileID(path)
+	if err != nil {
+		return err
+	}
+	return s.update(func(st *state) error {
+		k := key(name, version)
 		if st.Run == nil {
 			st.Run = &run{PID: os.Getpid(), Started: time.Now().UTC()}
 		}
 		if !slices.Contains(st.Run.Loaded, k) {
 			st.Run.Loaded = append(st.Run.Loaded, k)
 		}
+		if st.Run.Files == nil {
+			st.Run.Files = map[string]fileRef{}
+		}
+		st.Run.Files[k] = fileRef{Name: name, Version: version, File: id}
 		if pluginPath != "" {
 			if st.Run.Paths == nil {
 				st.Run.Paths = map[string]string{}
@@ -320,10 +397,11 @@ func (s *Store) Loading(name, version, path, pluginPath string) error {
 			}
 			s.slots[k] = slot
 		}
+		return nil
 	})
 }
 
-// Settle records, durably, that this run has served a while: an unclean
+// Settle records, in the run's record, that this run has served a while: an unclean
 // end after it is no longer blamed on a newcomer for being the only one
 // (only a stack that names a version blames it then).
 func (s *Store) Settle() error {
@@ -375,7 +453,8 @@ func (s *Store) updateRecord(name, version, path string, fn func(st *state, k st
 }
 
 // Clean records that this run is ending cleanly: every version it loaded is
-// proven and its crash count reset.
+// proven and its crash count reset (durably, when that changes a record),
+// and the run's record is removed.
 func (s *Store) Clean() error {
 	if !s.enabled() {
 		return nil
@@ -383,7 +462,7 @@ func (s *Store) Clean() error {
 	return s.update(func(st *state) error {
 		if st.Run != nil {
 			for _, k := range st.Run.Loaded {
-				if r := st.Versions[k]; r != nil {
+				if r := st.ensure(st.Run, k); r != nil {
 					r.Proven, r.Crashes = true, 0
 				}
 			}
@@ -430,8 +509,10 @@ func (s *Store) Records() ([]Record, error) {
 	return out, err
 }
 
-// update reads the state under an exclusive lock, applies fn and writes the
-// state back durably: temporary file, fsync, rename, fsync of the folder.
+// update reads the state under an exclusive lock, applies fn and writes
+// back what changed: the records durably (temporary file, fsync, rename,
+// fsync of the folder), then the run's record by rename without syncs, or
+// its removal.
 func (s *Store) update(fn func(*state) error) error {
 	if s.ReadOnly {
 		return s.updateInMemory(fn)
@@ -447,57 +528,115 @@ func (s *Store) update(fn func(*state) error) error {
 	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX); err != nil {
 		return fmt.Errorf("quarantine: locking %s: %w", lock.Name(), err)
 	}
+	st, on, err := s.read()
+	if err != nil {
+		return err
+	}
+	before, err := on.encode(st)
+	if err != nil {
+		return err
+	}
+	if err := fn(st); err != nil {
+		return err
+	}
+	after, err := on.encode(st)
+	if err != nil {
+		return err
+	}
+	if after.records != before.records || on.legacyRun {
+		if err := atomicfile.Write(filepath.Join(s.Dir, stateFile), []byte(after.records), 0o600); err != nil {
+			return fmt.Errorf("quarantine: %w", err)
+		}
+	}
+	runPath := filepath.Join(s.Dir, runFile)
+	switch {
+	case st.Run == nil && on.runFile:
+		if err := os.Remove(runPath); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("quarantine: %w", err)
+		}
+	case st.Run != nil && (after.run != before.run || (on.legacyRun && !on.runFile)):
+		if err := atomicfile.Replace(runPath, []byte(after.run), 0o600); err != nil {
+			return fmt.Errorf("quarantine: %w", err)
+		}
+	}
+	return nil
+}
+
+// onDisk is what read found besides the state.
+type onDisk struct {
+	runFile   bool // runFile exists (whether or not it was read)
+	legacyRun bool // stateFile holds a run record, which belongs in runFile now
+}
+
+// encoded is a state as its two files hold it.
+type encoded struct{ records, run string }
+
+func (on onDisk) encode(st *state) (encoded, error) {
+	recs := *st
+	recs.Run = nil
+	r, err := json.MarshalIndent(recs, "", "  ")
+	if err != nil {
+		return encoded{}, err
+	}
+	var run []byte
+	if st.Run != nil {
+		if run, err = json.MarshalIndent(st.Run, "", "  "); err != nil {
+			return encoded{}, err
+		}
+	}
+	return encoded{string(r), string(run)}, nil
+}
+
+// read reads the state directory's files: the records (absent is none;
+// one that does not parse is an error, as they are written durably) and
+// the run's record (absent is none; one that does not parse is ignored,
+// and s.unreadable says why).
+func (s *Store) read() (*state, onDisk, error) {
+	var on onDisk
+	s.unreadable = ""
+	st := &state{Versions: map[string]*Record{}}
 	path := filepath.Join(s.Dir, stateFile)
-	st := state{Versions: map[string]*Record{}}
 	data, err := os.ReadFile(path)
 	switch {
 	case errors.Is(err, os.ErrNotExist):
 	case err != nil:
-		return fmt.Errorf("quarantine: %w", err)
+		return nil, on, fmt.Errorf("quarantine: %w", err)
 	default:
-		if err := json.Unmarshal(data, &st); err != nil {
-			return fmt.Errorf("quarantine: %s is not valid JSON (move it away to start afresh): %w", path, err)
+		if err := json.Unmarshal(data, st); err != nil {
+			return nil, on, fmt.Errorf("quarantine: %s is not valid JSON (move it away to start afresh): %w", path, err)
 		}
 		if st.Versions == nil {
 			st.Versions = map[string]*Record{}
 		}
 	}
-	before := string(data)
-	if err := fn(&st); err != nil {
-		return err
+	on.legacyRun = st.Run != nil
+	path = filepath.Join(s.Dir, runFile)
+	data, err = os.ReadFile(path)
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+	case err != nil:
+		return nil, on, fmt.Errorf("quarantine: %w", err)
+	default:
+		on.runFile = true
+		var r run
+		if err := json.Unmarshal(data, &r); err != nil {
+			s.unreadable = fmt.Sprintf("%s is not valid JSON (%v): ignored, as only a power loss or a kernel crash cuts it short", path, err)
+			st.Run = nil
+		} else {
+			st.Run = &r
+		}
 	}
-	out, err := json.MarshalIndent(st, "", "  ")
-	if err != nil {
-		return err
-	}
-	if string(out) == before {
-		return nil
-	}
-	if err := atomicfile.Write(path, out, 0o600); err != nil {
-		return fmt.Errorf("quarantine: %w", err)
-	}
-	return nil
+	return st, on, nil
 }
 
 // updateInMemory is update for a ReadOnly store: the state is read once
-// (absent is empty; a writer replaces it by rename, so a read sees a whole
-// one) and kept in memory.
+// (its writers replace each file by rename, so a read sees whole ones) and
+// kept in memory.
 func (s *Store) updateInMemory(fn func(*state) error) error {
 	if s.mem == nil {
-		st := &state{Versions: map[string]*Record{}}
-		path := filepath.Join(s.Dir, stateFile)
-		data, err := os.ReadFile(path)
-		switch {
-		case errors.Is(err, os.ErrNotExist):
-		case err != nil:
-			return fmt.Errorf("quarantine: %w", err)
-		default:
-			if err := json.Unmarshal(data, st); err != nil {
-				return fmt.Errorf("quarantine: %s is not valid JSON (move it away to start afresh): %w", path, err)
-			}
-			if st.Versions == nil {
-				st.Versions = map[string]*Record{}
-			}
+		st, _, err := s.read()
+		if err != nil {
+			return err
 		}
 		s.mem = st
 	}

@@ -475,3 +475,145 @@ func BenchmarkMark(b *testing.B) {
 		})
 	})
 }
+
+// stateFileOf returns the identity and content of the records' file.
+func stateFileOf(t *testing.T, state string) (os.FileInfo, string) {
+	t.Helper()
+	path := filepath.Join(state, "quarantine.json")
+	fi, err := os.Stat(path)
+	require.NoError(t, err)
+	data, err := os.ReadFile(path)
+	require.NoError(t, err)
+	return fi, string(data)
+}
+
+// TestRestartWritesNoRecords: a restart onto versions the store has
+// proven changes no record: neither the old run's Clean nor the new
+// run's Begin and Loadings replace the records' file (no durable write,
+// so no sync, on a restart's path); the run's own record is run.json,
+// written and removed. A version loaded for the first time is recorded
+// when its run ends: proven at a clean end, blamed after a crash.
+func TestRestartWritesNoRecords(t *testing.T) {
+	state, plugins := t.TempDir(), t.TempDir()
+	p := version{"p", "1.0.0", plugin(t, plugins, "p_v1.0.0.so"), "example.com/p/1.0.0"}
+	q := version{"q", "1.0.0", plugin(t, plugins, "q_v1.0.0.so"), "example.com/q/1.0.0"}
+	s := &quarantine.Store{Dir: state}
+	begin(t, s, p, q)
+	require.NoError(t, s.Clean()) // both proven: the records' file is written
+	before, data := stateFileOf(t, state)
+
+	for range 3 { // restarts
+		begin(t, s, p, q)
+		assert.FileExists(t, filepath.Join(state, "run.json"), "the run's record")
+		require.NoError(t, s.Settle())
+		require.NoError(t, s.Clean())
+		assert.NoFileExists(t, filepath.Join(state, "run.json"), "removed at a clean end")
+	}
+	after, got := stateFileOf(t, state)
+	assert.True(t, os.SameFile(before, after), "the records' file was replaced on a restart")
+	assert.Equal(t, data, got)
+
+	// A newcomer: nothing of it is written while it loads, and its clean
+	// end proves it.
+	r := version{"r", "1.0.0", plugin(t, plugins, "r_v1.0.0.so"), "example.com/r/1.0.0"}
+	begin(t, s, p, q, r)
+	after, _ = stateFileOf(t, state)
+	assert.True(t, os.SameFile(before, after), "Loading a newcomer wrote its record")
+	require.NoError(t, s.Clean())
+	recs, err := s.Records()
+	require.NoError(t, err)
+	require.Len(t, recs, 3)
+	assert.True(t, recs[2].Proven, "r proven at its run's clean end")
+
+	// A newcomer whose run is killed is blamed, with a record made then.
+	file := plugin(t, plugins, "p_v2.0.0.so")
+	crashRun(t, state, file)
+	end := begin(t, s)
+	require.Len(t, end.Blamed, 1)
+	assert.Equal(t, "2.0.0", end.Blamed[0].Version)
+	assert.Equal(t, 1, end.Blamed[0].Crashes)
+}
+
+// TestRunRecordCutShort: a run.json a power loss cut short (not JSON) is
+// ignored, saying so, and blames nothing; a start after it goes on, with
+// the records as they were.
+func TestRunRecordCutShort(t *testing.T) {
+	state, plugins := t.TempDir(), t.TempDir()
+	p := version{"p", "1.0.0", plugin(t, plugins, "p_v1.0.0.so"), ""}
+	s := &quarantine.Store{Dir: state}
+	begin(t, s, p)
+	require.NoError(t, s.Clean())
+	for _, torn := range []string{"", "{\"pid\": 12", "\x00\x00\x00\x00"} {
+		require.NoError(t, os.WriteFile(filepath.Join(state, "run.json"), []byte(torn), 0o600))
+		end := begin(t, s, p)
+		assert.False(t, end.Unclean, "%q", torn)
+		assert.Empty(t, end.Blamed)
+		assert.Contains(t, end.Unreadable, "run.json is not valid JSON", "%q", torn)
+		require.NoError(t, s.Clean())
+		end = begin(t, s)
+		assert.Empty(t, end.Unreadable, "the next start reads a whole record")
+	}
+	recs, err := s.Records()
+	require.NoError(t, err)
+	require.Len(t, recs, 1)
+	assert.True(t, recs[0].Proven)
+	assert.Zero(t, recs[0].Crashes)
+}
+
+// TestUncleanEndCountedOnce: when a power loss undoes Begin's removal of
+// the run's record after it blamed that run, the next Begin finds the
+// same run again and does not count it twice.
+func TestUncleanEndCountedOnce(t *testing.T) {
+	state, plugins := t.TempDir(), t.TempDir()
+	file := plugin(t, plugins, "p_v2.0.0.so")
+	s := &quarantine.Store{Dir: state}
+	crashRun(t, state, file)
+	kept, err := os.ReadFile(filepath.Join(state, "run.json"))
+	require.NoError(t, err, "the killed run's record")
+	end := begin(t, s)
+	require.Len(t, end.Blamed, 1)
+	require.NoError(t, os.WriteFile(filepath.Join(state, "run.json"), kept, 0o600)) // the removal undone
+	end = begin(t, s)
+	assert.False(t, end.Unclean, "already counted")
+	assert.Empty(t, end.Blamed)
+	require.NoError(t, s.Admit("p", "2.0.0", file), "one crash, not two")
+}
+
+// TestRunRecordInTheStateFile: a state file written before the run's
+// record had a file of its own holds it under "run" (its versions
+// recorded at Loading): Begin blames that run by the same evidence, and
+// the record leaves the state file.
+func TestRunRecordInTheStateFile(t *testing.T) {
+	state, plugins := t.TempDir(), t.TempDir()
+	file := plugin(t, plugins, "p_v2.0.0.so")
+	id, err := quarantine.FileID(file)
+	require.NoError(t, err)
+	old := `{
+  "run": {"pid": 4242, "started": "2026-12-01T10:00:00Z", "loaded": ["p@2.0.0"]},
+  "versions": {"p@2.0.0": {"name": "p", "version": "2.0.0", "file": "` + id + `", "crashes": 1}}
+}`
+	require.NoError(t, os.WriteFile(filepath.Join(state, "quarantine.json"), []byte(old), 0o600))
+	s := &quarantine.Store{Dir: state}
+	end := begin(t, s)
+	assert.True(t, end.Unclean)
+	require.Len(t, end.Blamed, 1)
+	assert.Equal(t, 2, end.Blamed[0].Crashes)
+	assert.ErrorIs(t, s.Admit("p", "2.0.0", file), quarantine.ErrQuarantined)
+	_, data := stateFileOf(t, state)
+	assert.NotContains(t, data, `"run"`)
+	end = begin(t, s)
+	assert.False(t, end.Unclean, "counted once")
+
+	// A run of a proven version, which nothing blames, leaves the state
+	// file too: it is not found again at every start.
+	old = `{
+  "run": {"pid": 4243, "started": "2026-12-01T11:00:00Z", "loaded": ["p@2.0.0"]},
+  "versions": {"p@2.0.0": {"name": "p", "version": "2.0.0", "file": "` + id + `", "crashes": 0, "proven": true}}
+}`
+	require.NoError(t, os.WriteFile(filepath.Join(state, "quarantine.json"), []byte(old), 0o600))
+	end = begin(t, s)
+	assert.True(t, end.Unclean)
+	assert.Empty(t, end.Blamed, "a proven version, no stack")
+	end = begin(t, s)
+	assert.False(t, end.Unclean, "the old run's record was moved out")
+}
