@@ -317,8 +317,7 @@ func blame(prev *run, st *state, ev evidence) map[string]string {
 }
 
 // Admit returns an error wrapping ErrQuarantined when the version in the
-// file at path is quarantined. A record about another file (the version was
-// replaced) is dropped.
+// file at path is quarantined. It writes nothing.
 func (s *Store) Admit(name, version, path string) error {
 	if !s.enabled() {
 		return nil
@@ -330,11 +329,10 @@ func (s *Store) Admit(name, version, path string) error {
 	var quarantined *Record
 	err = s.update(func(st *state) error {
 		r := st.Versions[key(name, version)]
-		switch {
-		case r == nil:
-		case r.File != id:
-			delete(st.Versions, key(name, version))
-		case r.Quarantined(s.threshold()):
+		// A record about another file (the version was replaced) is void;
+		// it stays until the version's next record replaces it, so that
+		// admitting a replaced version writes nothing on a start's path.
+		if r != nil && r.File == id && r.Quarantined(s.threshold()) {
 			quarantined = r
 		}
 		return nil

@@ -513,6 +513,13 @@ func TestRestartWritesNoRecords(t *testing.T) {
 	assert.True(t, os.SameFile(before, after), "the records' file was replaced on a restart")
 	assert.Equal(t, data, got)
 
+	// A version whose file was replaced is admitted, and its stale record
+	// left as it is, with nothing written.
+	require.NoError(t, os.WriteFile(q.file, []byte("q, rebuilt"), 0o644))
+	require.NoError(t, s.Admit(q.name, q.ver, q.file))
+	after, _ = stateFileOf(t, state)
+	assert.True(t, os.SameFile(before, after), "Admit wrote the records' file")
+
 	// A newcomer: nothing of it is written while it loads, and its clean
 	// end proves it.
 	r := version{"r", "1.0.0", plugin(t, plugins, "r_v1.0.0.so"), "example.com/r/1.0.0"}
