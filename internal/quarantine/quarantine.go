@@ -358,15 +358,7 @@ func (s *Store) Admit(name, version, path string) error {
 // leaves it in the page cache for the next start, and a power loss is no
 // version's doing. No record of the version changes until the run ends.
 func (s *Store) Loading(name, version, path, pluginPath string) error {
-	if !s.enabled() {
-		return nil
-	}
-	id, err := FileID(path)
-	if err != nil {
-		return err
-	}
-	return s.update(func(st *state) error {
-		k := key(name, version)
+	return s.updateVersion(name, version, path, func(st *state, k, id string) {
 		if st.Run == nil {
 			st.Run = &run{PID: os.Getpid(), Started: time.Now().UTC()}
 		}
@@ -395,7 +387,6 @@ func (s *Store) Loading(name, version, path, pluginPath string) error {
 			}
 			s.slots[k] = slot
 		}
-		return nil
 	})
 }
 
@@ -418,7 +409,12 @@ func (s *Store) Settle() error {
 // the daemon calls it for an out-of-process plugin whose process kept dying
 // while this run went on. The run's clean end does not lift it.
 func (s *Store) Quarantine(name, version, path string) error {
-	return s.updateRecord(name, version, path, func(st *state, k string, r *Record) {
+	return s.updateVersion(name, version, path, func(st *state, k, id string) {
+		r := st.Versions[k]
+		if r == nil || r.File != id {
+			r = &Record{Name: name, Version: version, File: id}
+			st.Versions[k] = r
+		}
 		r.Crashes = max(r.Crashes+1, s.threshold())
 		r.LastCrash = time.Now().UTC()
 		if st.Run != nil {
@@ -427,10 +423,9 @@ func (s *Store) Quarantine(name, version, path string) error {
 	})
 }
 
-// updateRecord calls fn with the state and the key and record of the
-// version in the file at path (a new record when there is none or it is
-// about another file), and saves the state durably.
-func (s *Store) updateRecord(name, version, path string, fn func(st *state, k string, r *Record)) error {
+// updateVersion calls fn with the state, the version's key and the
+// identity of its file at path, and saves what fn changed.
+func (s *Store) updateVersion(name, version, path string, fn func(st *state, k, id string)) error {
 	if !s.enabled() {
 		return nil
 	}
@@ -439,13 +434,7 @@ func (s *Store) updateRecord(name, version, path string, fn func(st *state, k st
 		return err
 	}
 	return s.update(func(st *state) error {
-		k := key(name, version)
-		r := st.Versions[k]
-		if r == nil || r.File != id {
-			r = &Record{Name: name, Version: version, File: id}
-			st.Versions[k] = r
-		}
-		fn(st, k, r)
+		fn(st, key(name, version), id)
 		return nil
 	})
 }
