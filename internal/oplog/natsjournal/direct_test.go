@@ -5,6 +5,7 @@ import (
 	"context"
 	"log/slog"
 	"testing"
+	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/assert"
@@ -132,4 +133,53 @@ func payloads(es []contract.Entry) [][]byte {
 		out[i] = e.Payload
 	}
 	return out
+}
+
+// TestReadsPastAFrozenReplica: on a three-node cluster whose one follower
+// is frozen (SIGSTOP: its routes stay up, and it answers nothing), every
+// read through the other follower returns the whole journal, none of them
+// waiting out the frozen node.
+func TestReadsPastAFrozenReplica(t *testing.T) {
+	if testing.Short() {
+		t.Skip("a three-node cluster")
+	}
+	cl := natstest.StartCluster(t, 3)
+	ctx := context.Background()
+	w, err := natsjournal.New(ctx, cl.Connect(t), natsjournal.Config{Replicas: 3})
+	require.NoError(t, err)
+	for i := range 20 {
+		_, err := w.Append(ctx, "w", 0, []contract.Entry{{Index: uint64(i + 1), Kind: "k", Payload: []byte("p")}})
+		require.NoError(t, err)
+	}
+	js, err := jetstream.New(cl.Connect(t))
+	require.NoError(t, err)
+	s, err := js.Stream(ctx, "SOPLUG_OPLOG")
+	require.NoError(t, err)
+	info, err := s.Info(ctx)
+	require.NoError(t, err)
+	var frozen, via *natstest.Node
+	for _, n := range cl.Nodes {
+		switch {
+		case n.Name == info.Cluster.Leader:
+		case frozen == nil:
+			frozen = n
+		default:
+			via = n
+		}
+	}
+	require.NotNil(t, via)
+	require.NotNil(t, frozen)
+	// Reads that waited for the frozen node would end in ErrUnavailable.
+	r, err := natsjournal.New(ctx, cl.ConnectTo(t, via), natsjournal.Config{Replicas: 3, Timeout: 2 * time.Second})
+	require.NoError(t, err)
+	head, err := r.Head(ctx, "w")
+	require.NoError(t, err)
+
+	cl.Pause(frozen)
+	defer cl.Resume(frozen)
+	for i := range 12 {
+		got, _, err := r.Read(ctx, "w", head, 1000, 1<<20)
+		require.NoError(t, err, "read %d with %s frozen", i, frozen.Name)
+		assert.Len(t, got, 20, "read %d", i)
+	}
 }
