@@ -519,14 +519,14 @@ func (s *Store) update(fn func(*state) error) error {
 	if err != nil {
 		return err
 	}
-	before, err := on.encode(st)
+	before, err := encode(st)
 	if err != nil {
 		return err
 	}
 	if err := fn(st); err != nil {
 		return err
 	}
-	after, err := on.encode(st)
+	after, err := encode(st)
 	if err != nil {
 		return err
 	}
@@ -558,7 +558,9 @@ type onDisk struct {
 // encoded is a state as its two files hold it.
 type encoded struct{ records, run string }
 
-func (on onDisk) encode(st *state) (encoded, error) {
+// encode renders st as its two files hold it: the records, and the run's
+// record ("" for none).
+func encode(st *state) (encoded, error) {
 	recs := *st
 	recs.Run = nil
 	r, err := json.MarshalIndent(recs, "", "  ")
