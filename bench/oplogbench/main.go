@@ -135,7 +135,7 @@ func main() {
 	_ = fs.Parse(os.Args[2:])
 	if os.Args[1] == "nats" {
 		if fs.Arg(0) == "" {
-			fmt.Fprintln(os.Stderr, "usage: oplogbench nats [-replicas 1|3] [-clients N] [-requests N] DIR")
+			fmt.Fprintln(os.Stderr, "usage: oplogbench nats [-replicas 1|3] [-clients N] [-requests N] [-pending N] DIR")
 			os.Exit(64)
 		}
 		if err := natsBench(fs.Arg(0), *replicasFlag, *clients, *requests, *pending); err != nil {
