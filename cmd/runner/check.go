@@ -78,6 +78,9 @@ func checkCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		}
 		return code
 	}
+	if end.Unreadable != "" {
+		fmt.Fprintf(stdout, "the next start ignores the previous run's record: %s\n", end.Unreadable)
+	}
 	for _, r := range end.Blamed {
 		fmt.Fprintf(stdout, "the next start blames %s %s for the previous run's unclean end (crash %d in a row; quarantined: %v): %s\n",
 			r.Name, r.Version, r.Crashes, store.Quarantines(r), r.Evidence)

@@ -248,4 +248,14 @@ func TestCheckReadsTheCache(t *testing.T) {
 	assert.Contains(t, out, "verdicts reused from "+filepath.Join(state, "verdicts.json")+": 4 of 4 looked up")
 	assert.Contains(t, out, "selected: wasmtag 1.1.0")
 	assert.Equal(t, before, snapshot(), "check writes nothing in the state directory")
+
+	// A run record cut short (a power loss): check says the next start
+	// ignores it, and leaves it for that start.
+	require.NoError(t, os.WriteFile(filepath.Join(state, "run.json"), []byte(`{"pid": 4`), 0o600))
+	before = snapshot()
+	outb, err = exec.Command(binary(t), "plugins", "check", "--plugins", dir, "--state-dir", state).CombinedOutput()
+	out = string(outb)
+	require.NoError(t, err, out)
+	assert.Contains(t, out, "the next start ignores the previous run's record: "+filepath.Join(state, "run.json")+" is not valid JSON")
+	assert.Equal(t, before, snapshot(), "check writes nothing in the state directory")
 }
