@@ -481,35 +481,17 @@ func (j *Journal) Read(ctx context.Context, worker string, at oplog.Position, li
 	leader := j.direct == nil
 read:
 	for len(out) < limit && (size < maxBytes || len(out) == 0) {
-		var msgs []*jetstream.RawStreamMsg
-		if !leader {
-			cctx, cancel := j.ctx(ctx)
-			got, more, err := j.direct.batch(cctx, j.subject(worker), seq, min(limit-len(out), maxDirectBatch), max(maxBytes-size, 1))
-			cancel()
-			if err != nil && !errors.Is(err, nats.ErrNoResponders) {
-				return out, at, j.unavailable("reading "+worker, err)
-			}
-			msgs = got
-			// At the end of what the replica holds, the leader says
-			// whether it is the stream's end.
-			leader = more == 0
+		msgs, err := j.fetch(ctx, worker, seq, limit-len(out), maxBytes-size, &leader)
+		if err != nil {
+			return out, at, err
 		}
 		if len(msgs) == 0 {
-			cctx, cancel := j.ctx(ctx)
-			m, err := j.get(cctx, j.cfg.Stream, msgGet{Seq: seq, NextFor: j.subject(worker)})
-			cancel()
-			if errors.Is(err, jetstream.ErrMsgNotFound) {
-				if len(out) == 0 && !j.known(worker) {
-					if _, herr := j.Head(ctx, worker); herr != nil {
-						return nil, at, herr // ErrNoJournal: not an empty read
-					}
+			if len(out) == 0 && !j.known(worker) {
+				if _, herr := j.Head(ctx, worker); herr != nil {
+					return nil, at, herr // ErrNoJournal: not an empty read
 				}
-				break
 			}
-			if err != nil {
-				return out, at, j.unavailable("reading "+worker, err)
-			}
-			msgs = []*jetstream.RawStreamMsg{m}
+			break
 		}
 		for _, m := range msgs {
 			es, err := j.decode(m, worker)
@@ -542,6 +524,38 @@ read:
 		}
 	}
 	return out, at, nil
+}
+
+// fetch returns the next messages of worker from stream sequence seq, for
+// a read that wants n more entries and about maxBytes more: a batch from
+// any replica until *leader is set, which it is once a replica's answer
+// ends; then, or when the batch is empty, the leader's next message. None
+// at the journal's end.
+func (j *Journal) fetch(ctx context.Context, worker string, seq uint64, n, maxBytes int, leader *bool) ([]*jetstream.RawStreamMsg, error) {
+	if !*leader {
+		cctx, cancel := j.ctx(ctx)
+		got, more, err := j.direct.batch(cctx, j.subject(worker), seq, min(n, maxDirectBatch), max(maxBytes, 1))
+		cancel()
+		if err != nil && !errors.Is(err, nats.ErrNoResponders) {
+			return nil, j.unavailable("reading "+worker, err)
+		}
+		// At the end of what the replica holds, the leader says whether
+		// it is the stream's end.
+		*leader = more == 0
+		if len(got) > 0 {
+			return got, nil
+		}
+	}
+	cctx, cancel := j.ctx(ctx)
+	defer cancel()
+	m, err := j.get(cctx, j.cfg.Stream, msgGet{Seq: seq, NextFor: j.subject(worker)})
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, j.unavailable("reading "+worker, err)
+	}
+	return []*jetstream.RawStreamMsg{m}, nil
 }
 
 // decode returns the entries of a journal message of worker, which must
