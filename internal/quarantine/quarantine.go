@@ -127,9 +127,19 @@ func (st *state) ensure(r *run, k string) *Record {
 	if !ok {
 		return nil
 	}
-	rec := &Record{Name: ref.Name, Version: ref.Version, File: ref.File}
-	st.Versions[k] = rec
-	return rec
+	return st.record(ref.Name, ref.Version, ref.File)
+}
+
+// record returns the version's record about the file whose identity is
+// id, made anew (replacing one about another file) when there is none.
+func (st *state) record(name, version, id string) *Record {
+	k := key(name, version)
+	if r := st.Versions[k]; r != nil && r.File == id {
+		return r
+	}
+	r := &Record{Name: name, Version: version, File: id}
+	st.Versions[k] = r
+	return r
 }
 
 // Store is the quarantine state of one state directory. A nil *Store, or one
@@ -390,9 +400,9 @@ func (s *Store) Loading(name, version, path, pluginPath string) error {
 	})
 }
 
-// Settle records, in the run's record, that this run has served a while: an unclean
-// end after it is no longer blamed on a newcomer for being the only one
-// (only a stack that names a version blames it then).
+// Settle records, in the run's record, that this run has served a while:
+// an unclean end after it is no longer blamed on a newcomer for being the
+// only one (only a stack that names a version blames it then).
 func (s *Store) Settle() error {
 	if !s.enabled() {
 		return nil
@@ -410,11 +420,7 @@ func (s *Store) Settle() error {
 // while this run went on. The run's clean end does not lift it.
 func (s *Store) Quarantine(name, version, path string) error {
 	return s.updateVersion(name, version, path, func(st *state, k, id string) {
-		r := st.Versions[k]
-		if r == nil || r.File != id {
-			r = &Record{Name: name, Version: version, File: id}
-			st.Versions[k] = r
-		}
+		r := st.record(name, version, id)
 		r.Crashes = max(r.Crashes+1, s.threshold())
 		r.LastCrash = time.Now().UTC()
 		if st.Run != nil {
