@@ -20,6 +20,7 @@ import (
 	"github.com/soplug/soplug/internal/inflight"
 	"github.com/soplug/soplug/internal/oplog"
 	"github.com/soplug/soplug/internal/pluginconf"
+	"github.com/soplug/soplug/internal/stagger"
 	"github.com/soplug/soplug/internal/transform"
 	"github.com/soplug/soplug/loader"
 )
@@ -58,6 +59,10 @@ func runCmd(ctx context.Context, args []string, stderr io.Writer) int {
 	fs.StringVar(&ac.TokensFile, "tokens", "", "a file of bearer tokens with scopes (transform, append, control) that every request but /healthz and /readyz must present (empty: none asked for)")
 	fs.StringVar(&ac.CertFile, "tls-cert", "", "serve TLS with this certificate chain (PEM), reloaded when it changes; with --tls-key")
 	fs.StringVar(&ac.KeyFile, "tls-key", "", "the TLS certificate's private key (PEM)")
+	var staggerDir string
+	var staggerTimeout time.Duration
+	fs.StringVar(&staggerDir, "stagger-dir", "", "a folder shared by the runners that serve the same socket (systemd's Sockets=): they restart one at a time, each once another serves (empty: a runner alone)")
+	fs.DurationVar(&staggerTimeout, "stagger-timeout", stagger.DefaultTimeout, "with --stagger-dir, how long a restart waits for another runner to serve before it goes ahead")
 	var level slog.Level
 	fs.TextVar(&level, "log-level", slog.LevelInfo, "the lowest level logged: DEBUG, INFO, WARN or ERROR")
 	if !parse(fs, args, stderr) {
@@ -118,6 +123,16 @@ func runCmd(ctx context.Context, args []string, stderr io.Writer) int {
 			return exitcode.Failure
 		}
 		defer lock.Release()
+	}
+	if staggerDir != "" {
+		g, err := stagger.Join(staggerDir, staggerTimeout)
+		if err != nil {
+			cfg.Logger.Error("the folder of the runners on this socket cannot be used", "dir", staggerDir, "err", err)
+			fmt.Fprintf(stderr, "runner run: %v\n", err)
+			return exitcode.Failure
+		}
+		defer g.Close() // the restart lock, held to the end
+		cfg.Stagger = g
 	}
 	if removed, err := deploy.CleanStale(lf.dir); err != nil {
 		cfg.Logger.Warn("cleaning up after killed installs", "dir", lf.dir, "err", err)

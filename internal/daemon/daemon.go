@@ -28,6 +28,7 @@ import (
 
 	"github.com/soplug/soplug/internal/access"
 	"github.com/soplug/soplug/internal/quarantine"
+	"github.com/soplug/soplug/internal/stagger"
 	"github.com/soplug/soplug/internal/trust"
 	"github.com/soplug/soplug/loader"
 )
@@ -169,6 +170,12 @@ type Config struct {
 	// that does not validate), so the daemon logs it, keeps serving, and
 	// waits for the next change.
 	BeforeRestart func() error
+	// Stagger is the group of runners that serve the same socket, so that
+	// they restart one at a time: this one serves in it from ready to the
+	// drain, and before it exits for a change it waits until no other is
+	// restarting and another serves (package stagger). Nil means a runner
+	// alone, whose socket waits in systemd's queue while it restarts.
+	Stagger *stagger.Group
 	// Logger receives the daemon's log. Nil means none.
 	Logger *slog.Logger
 }

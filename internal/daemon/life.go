@@ -231,6 +231,25 @@ func (l *life) ready() {
 	l.health.set(len(active) > 0, status)
 	notify(l.log, "READY=1\nSTATUS="+status)
 	l.log.Info("ready", "status", status, "startup", time.Since(l.start).Round(time.Millisecond))
+	if err := l.cfg.Stagger.Serve(); err != nil {
+		l.log.Warn("the runners of this socket will not see this one serve: they restart without waiting for it", "err", err)
+	}
+}
+
+// leave waits, with a group of runners on one socket, until this one may
+// exit for a restart: none other restarting, another serving.
+func (l *life) leave(ctx context.Context) {
+	if l.cfg.Stagger == nil {
+		return
+	}
+	waited, err := l.cfg.Stagger.Leave(ctx)
+	switch {
+	case ctx.Err() != nil:
+	case err != nil:
+		l.log.Warn("restarting with no other runner serving this socket: its connections wait for this one", "waited", waited.Round(time.Millisecond), "err", err)
+	default:
+		l.log.Info("another runner serves this socket; restarting", "waited", waited.Round(time.Millisecond))
+	}
 }
 
 // wait serves until ctx ends (nil), the folder or configuration changes or
@@ -261,17 +280,28 @@ func (l *life) wait(ctx context.Context) error {
 			case <-ctx.Done():
 			}
 		}
-		l.alignExit(ctx)
-		return fmt.Errorf("%w: %s", ErrRestart, why)
+		return l.restart(ctx, why)
 	case why := <-l.giveUp:
 		l.log.Error("restarting onto the next acceptable version", "cause", why)
 		l.restarting.Store(true)
 		l.unwatch()
-		l.alignExit(ctx)
-		return fmt.Errorf("%w: %s", ErrRestart, why)
+		return l.restart(ctx, why)
 	case err := <-l.http.errs:
 		return fmt.Errorf("daemon: serving: %w", err)
 	}
+}
+
+// restart waits until this runner may exit for a restart (its group's
+// turn, systemd's restart slot) and returns ErrRestart with why; nil when
+// ctx ends meanwhile, a stop like any other.
+func (l *life) restart(ctx context.Context, why string) error {
+	l.leave(ctx)
+	l.alignExit(ctx)
+	if ctx.Err() != nil {
+		l.log.Info("stopping before the restart", "cause", context.Cause(ctx))
+		return nil
+	}
+	return fmt.Errorf("%w: %s", ErrRestart, why)
 }
 
 // SpareAfter is how long after ready the daemon starts the probe child
@@ -434,6 +464,7 @@ func (l *life) drain(ctx context.Context, result error) {
 		status = "restarting: plugins changed"
 	}
 	l.health.set(false, status)
+	l.cfg.Stagger.Unserve()
 	for _, s := range l.cfg.Services {
 		s.Drain()
 	}

@@ -349,7 +349,11 @@ func processesOf(exe string) []int {
 
 // deploy installs the runner, the example plugins and the shipped units
 // (with the paths and port of this test) and starts the service.
-func deploy(t *testing.T) *deployment {
+func deploy(t *testing.T) *deployment { return deployUnits(t, false) }
+
+// deployUnits is deploy; with pair, of the pair of runners on one socket
+// (soplug-pair.socket, soplug@a and soplug@b) instead of soplug.service.
+func deployUnits(t *testing.T, pair bool) *deployment {
 	// DynamicUser= implies PrivateTmp=, so nothing the service reads may be
 	// under /tmp; the namespace shares the host's other folders.
 	work, err := os.MkdirTemp("/opt", "soplug-it-")
@@ -359,9 +363,17 @@ func deploy(t *testing.T) *deployment {
 		for _, p := range []string{work, "/var/lib/private/" + tag, "/var/lib/" + tag} {
 			os.RemoveAll(p)
 		}
+		for _, i := range []string{"a", "b", "pair"} {
+			os.RemoveAll("/var/lib/private/" + tag + "-" + i)
+			os.RemoveAll("/var/lib/" + tag + "-" + i)
+		}
 	})
+	service, socket := unit, "soplug.socket"
+	if pair {
+		service, socket = pairUnit, "soplug-pair.socket"
+	}
 	d := &deployment{t: t, work: work, plugins: filepath.Join(work, "plugins"), client: &http.Client{Timeout: 30 * time.Second}}
-	for _, dir := range []string{work, d.plugins, filepath.Join(work, "bin"), filepath.Join(work, "units", unit+".d")} {
+	for _, dir := range []string{work, d.plugins, filepath.Join(work, "bin"), filepath.Join(work, "units", service+".d")} {
 		require.NoError(t, os.MkdirAll(dir, 0o755))
 		require.NoError(t, os.Chmod(dir, 0o755)) // the service's dynamic user reads them
 	}
@@ -385,15 +397,25 @@ func deploy(t *testing.T) *deployment {
 		}
 		require.NoError(t, os.WriteFile(filepath.Join(units, name), []byte(text), 0o644))
 	}
-	install("soplug.socket", "127.0.0.1:7420", fmt.Sprintf("127.0.0.1:%d", port))
+	install(socket, "127.0.0.1:7420", fmt.Sprintf("127.0.0.1:%d", port))
 	conf := filepath.Join(work, "plugins.toml")
 	require.NoError(t, os.WriteFile(conf, []byte("[plugins.wasmtag.config]\nteam = \"integration\"\n"), 0o644))
-	install(unit, "/opt/soplug/bin/runner", bin, "/opt/soplug/plugins", d.plugins, "StateDirectory=soplug", "StateDirectory="+tag,
-		"/etc/soplug/plugins.toml", conf)
+	paths := []string{"/opt/soplug/bin/runner", bin, "/opt/soplug/plugins", d.plugins, "/etc/soplug/plugins.toml", conf}
 	logFile := filepath.Join(work, "service.log")
+	if pair {
+		install(service, append(paths, "StateDirectory=soplug-%i soplug-pair", "StateDirectory="+tag+"-%i "+tag+"-pair",
+			"/var/lib/soplug-", "/var/lib/"+tag+"-")...)
+		logFile = filepath.Join(work, "service-%i.log")
+	} else {
+		install(service, append(paths, "StateDirectory=soplug", "StateDirectory="+tag)...)
+	}
 	dropIn := fmt.Sprintf("[Service]\nStandardOutput=append:%s\nStandardError=append:%s\nUnsetEnvironment=SOPLUG_WASMTAG_V2\n", logFile, logFile)
-	require.NoError(t, os.WriteFile(filepath.Join(units, unit+".d", "test.conf"), []byte(dropIn), 0o644))
-	verifyUnits(t, filepath.Join(units, unit), filepath.Join(units, "soplug.socket"))
+	require.NoError(t, os.WriteFile(filepath.Join(units, service+".d", "test.conf"), []byte(dropIn), 0o644))
+	if pair {
+		verifyUnits(t, filepath.Join(units, socket), filepath.Join(units, service))
+	} else {
+		verifyUnits(t, filepath.Join(units, service), filepath.Join(units, socket))
+	}
 
 	d.sd = bootSystemd(t, units, filepath.Join(work, "sdns"))
 	t.Cleanup(func() {
@@ -402,7 +424,11 @@ func deploy(t *testing.T) *deployment {
 			t.Logf("systemd console (tail):\n%s", tail(d.sd.console(), 60))
 		}
 	})
-	d.sd.ctl("start", "soplug.socket", unit) // returns after READY=1
+	if pair {
+		d.sd.ctl("start", socket, "soplug@a.service", "soplug@b.service") // returns after both READY=1
+	} else {
+		d.sd.ctl("start", socket, unit) // returns after READY=1
+	}
 	return d
 }
 
@@ -551,9 +577,16 @@ func (d *deployment) load(n int, failures, served *atomic.Int64, lat ...*latenci
 	return func() { close(done); wg.Wait() }
 }
 
+// serviceLog returns the service's log; of a pair, both runners' logs,
+// one after the other.
 func (d *deployment) serviceLog() string {
-	data, _ := os.ReadFile(filepath.Join(d.work, "service.log"))
-	return string(data)
+	logs, _ := filepath.Glob(filepath.Join(d.work, "service*.log"))
+	var all strings.Builder
+	for _, l := range logs {
+		data, _ := os.ReadFile(l)
+		all.Write(data)
+	}
+	return all.String()
 }
 
 func fixture(t *testing.T, name string) string {
