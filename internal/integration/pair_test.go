@@ -117,10 +117,11 @@ func TestPairUnderSystemd(t *testing.T) {
 		}
 		s50, s99, smax, sn := lat.stats(func(s sample) bool { return s.at.Before(steadyEnd) })
 		d50, d99, dmax, dn := lat.stats(during)
-		t.Logf("request latency: steady p50 %s p99 %s max %s (%d requests); during changes p50 %s p99 %s max %s (%d requests)",
-			s50, s99, smax, sn, d50, d99, dmax, dn)
+		_, _, _, waited := lat.stats(func(s sample) bool { return during(s) && s.took >= 20*time.Millisecond })
+		t.Logf("request latency: steady p50 %s p99 %s max %s (%d requests); during changes p50 %s p99 %s max %s (%d requests, %d of 20 ms or more)",
+			s50, s99, smax, sn, d50, d99, dmax, dn, waited)
 		p50, p95 := percentile(dropToServing, 50), percentile(dropToServing, 95)
-		f50 := percentile(dropToFirst, 50)
+		f50, f95 := percentile(dropToFirst, 50), percentile(dropToFirst, 95)
 		t.Logf("drop to both serving over %d drops: p50 %s, p95 %s (to the first: p50 %s); %d requests served, %d failed",
 			len(dropToServing), p50, p95, f50, served.Load(), failures.Load())
 		assert.Zero(t, failures.Load(), "failed requests out of %d", served.Load()+failures.Load())
@@ -136,9 +137,9 @@ func TestPairUnderSystemd(t *testing.T) {
 		if out := os.Getenv("SOPLUG_PAIR_BENCH_OUT"); out != "" {
 			ms := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 			data, _ := json.Marshal(map[string]any{"drops": len(dropToServing), "p50_ms": ms(p50), "p95_ms": ms(p95),
-				"first_p50_ms": ms(f50), "restarts": restarts, "requests": served.Load(), "failed": failures.Load(),
+				"first_p50_ms": ms(f50), "first_p95_ms": ms(f95), "restarts": restarts, "requests": served.Load(), "failed": failures.Load(),
 				"steady_p50_ms": ms(s50), "steady_p99_ms": ms(s99), "steady_max_ms": ms(smax), "steady_n": sn,
-				"drop_p50_ms": ms(d50), "drop_p99_ms": ms(d99), "drop_max_ms": ms(dmax), "drop_n": dn})
+				"drop_p50_ms": ms(d50), "drop_p99_ms": ms(d99), "drop_max_ms": ms(dmax), "drop_n": dn, "waited_n": waited})
 			require.NoError(t, os.WriteFile(out, data, 0o644))
 			require.NoError(t, os.WriteFile(out+".log", []byte(log), 0o644))
 		}

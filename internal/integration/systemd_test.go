@@ -493,8 +493,6 @@ func (d *deployment) waitVersion(name, want string) {
 	})
 }
 
-// load runs n clients that request /v1/health until stop is called,
-// counting failures (a transport error or a status other than 200).
 // latencies records when each request started and how long it took.
 type latencies struct {
 	mu      sync.Mutex
@@ -538,10 +536,22 @@ func (l *latencies) stats(keep func(sample) bool) (p50, p99, most time.Duration,
 	return percentile(ds, 50), percentile(ds, 99), slices.Max(ds), len(ds)
 }
 
+// load runs n clients that request /v1/health until stop is called,
+// counting failures (a transport error or a status other than 200) and
+// recording each request's latency in lat[0] when given. With
+// SOPLUG_DROP_CLIENT_PAUSE set (a duration), each client pauses that
+// long after each answer: a load that leaves the machine's cores some
+// room, where without it the clients and the runner take them all.
 func (d *deployment) load(n int, failures, served *atomic.Int64, lat ...*latencies) (stop func()) {
 	var rec *latencies
 	if len(lat) > 0 {
 		rec = lat[0]
+	}
+	var pause time.Duration
+	if p := os.Getenv("SOPLUG_DROP_CLIENT_PAUSE"); p != "" {
+		var err error
+		pause, err = time.ParseDuration(p)
+		require.NoError(d.t, err, "SOPLUG_DROP_CLIENT_PAUSE")
 	}
 	done := make(chan struct{})
 	var wg sync.WaitGroup
@@ -571,6 +581,9 @@ func (d *deployment) load(n int, failures, served *atomic.Int64, lat ...*latenci
 					served.Add(1)
 				}
 				rec.add(start, time.Since(start))
+				if pause > 0 {
+					time.Sleep(pause)
+				}
 			}
 		}()
 	}

@@ -90,17 +90,27 @@ func open(dir, name string) (*os.File, error) {
 	return f, nil
 }
 
-// Serve records that this runner serves: its peers may restart.
+// Serve records that this runner serves: its peers may restart. A peer
+// holds the lock exclusively only for the instant of a look; one stopped
+// in that instant (SIGSTOP) makes Serve fail after the group's timeout
+// instead of hanging.
 func (g *Group) Serve() error {
 	if g == nil {
 		return nil
 	}
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	if err := syscall.Flock(int(g.serving.Fd()), syscall.LOCK_SH); err != nil {
-		return fmt.Errorf("%w: locking %s: %w", ErrUnusable, g.serving.Name(), err)
+	deadline := time.Now().Add(g.timeout)
+	for {
+		ok, err := try(g.serving, syscall.LOCK_SH)
+		if ok || err != nil {
+			return err
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%w: %s stayed locked by another process for %s", ErrUnusable, g.serving.Name(), g.timeout)
+		}
+		time.Sleep(pollEvery)
 	}
-	return nil
 }
 
 // Unserve records that this runner no longer serves (a stop).

@@ -247,6 +247,22 @@ func TestJoinNamesTheFile(t *testing.T) {
 	}
 }
 
+// A process that holds the serving lock exclusively (a peer stopped in
+// the instant of its look) makes Serve fail after the timeout, not hang.
+func TestServeDoesNotHang(t *testing.T) {
+	dir := t.TempDir()
+	f, err := os.OpenFile(filepath.Join(dir, stagger.ServingFile), os.O_RDWR|os.O_CREATE, 0o600)
+	require.NoError(t, err)
+	defer f.Close()
+	require.NoError(t, syscall.Flock(int(f.Fd()), syscall.LOCK_EX))
+	g := join(t, dir, 100*time.Millisecond)
+	err = g.Serve()
+	require.ErrorIs(t, err, stagger.ErrUnusable)
+	assert.Contains(t, err.Error(), "stayed locked by another process for 100ms")
+	require.NoError(t, syscall.Flock(int(f.Fd()), syscall.LOCK_UN))
+	assert.NoError(t, g.Serve())
+}
+
 func TestNilGroupIsAlone(t *testing.T) {
 	var g *stagger.Group
 	assert.NoError(t, g.Serve())
