@@ -58,6 +58,21 @@ func TestRunStaggersRestarts(t *testing.T) {
 	assert.Regexp(t, `msg="restarting with no other runner serving this socket: its connections wait for this one" waited=1(\.\d+)?s err="stagger: no other runner of the group serves within 1s`, next.text())
 }
 
+// A runner that serves no plugin (nothing acceptable, /readyz 503) does
+// not count as serving for the others of its group.
+func TestRunNotReadyIsNoPeer(t *testing.T) {
+	t.Parallel()
+	group := t.TempDir()
+	idle := start(t, copyPlugins(t), "--stagger-dir", group)
+	idle.waitLog(t, `msg=ready status="no acceptable plugin in `)
+	dir := copyPlugins(t, "wasmtag_v1.1.0.so")
+	d := start(t, dir, "--stagger-dir", group, "--stagger-timeout", "1s")
+	d.waitLog(t, `msg=ready status="serving wasmtag 1.1.0"`)
+	renameIn(t, dir, "good-1.2.0", "wasmtag_v1.2.0.so")
+	assert.Equal(t, exitcode.Restart, d.exitCode(t), d.text())
+	assert.Contains(t, d.text(), `msg="restarting with no other runner serving this socket: its connections wait for this one"`)
+}
+
 // A SIGTERM while a runner waits for its peer stops it at once.
 func TestRunStopsWhileWaitingForAPeer(t *testing.T) {
 	t.Parallel()

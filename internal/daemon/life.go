@@ -224,13 +224,17 @@ func (l *life) startServices(ctx context.Context) error {
 	return nil
 }
 
-// ready tells systemd and the health endpoints what is served.
+// ready tells systemd and the health endpoints what is served, and, when
+// that is some plugin, the runners of its group that this one serves.
 func (l *life) ready() {
 	active := l.sel.Selected()
 	status := statusLine(active, l.cfg.Loader.Dir)
 	l.health.set(len(active) > 0, status)
 	notify(l.log, "READY=1\nSTATUS="+status)
 	l.log.Info("ready", "status", status, "startup", time.Since(l.start).Round(time.Millisecond))
+	if len(active) == 0 {
+		return // not ready: the others of its group do not count on it
+	}
 	if err := l.cfg.Stagger.Serve(); err != nil {
 		l.log.Warn("the runners of this socket will not see this one serve: they restart without waiting for it", "err", err)
 	}
