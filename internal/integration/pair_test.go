@@ -145,6 +145,27 @@ func TestPairUnderSystemd(t *testing.T) {
 		}
 	})
 
+	t.Run("a kill -9 of one runner under load fails no request", func(t *testing.T) {
+		// As the OOM killer would: the other runner serves meanwhile, and
+		// the connections the killed one held are made again to it.
+		u := "soplug@b.service"
+		pid := d.sd.show(u, "MainPID")["MainPID"]
+		since := time.Now()
+		var failures, served atomic.Int64
+		stop := d.load(4, &failures, &served)
+		time.Sleep(time.Second)
+		d.sd.ctl("kill", "--signal=SIGKILL", u)
+		eventually(t, "b started again", time.Minute, func() (bool, string) {
+			p := d.sd.show(u, "MainPID", "ActiveState")
+			return p["MainPID"] != pid && p["MainPID"] != "0" && p["ActiveState"] == "active", fmt.Sprint(p)
+		})
+		_, ready := waitPair(t, map[string]*logTail{"b": logs["b"]}, since, "serving kindcount 1.0.0, wasmtag 1.1.0")
+		time.Sleep(time.Until(ready.Add(time.Second)))
+		stop()
+		assert.Zero(t, failures.Load(), "failed requests out of %d", served.Load()+failures.Load())
+		assert.Contains(t, d.serviceLog(), `systemd="SERVICE_RESULT=signal EXIT_CODE=killed EXIT_STATUS=KILL"`)
+	})
+
 	t.Run("stop is clean", func(t *testing.T) {
 		for _, i := range pairInstances {
 			u := "soplug@" + i + ".service"
