@@ -107,14 +107,7 @@ func TestPairUnderSystemd(t *testing.T) {
 			}, "serving kindcount 1.0.0, wasmtag 1.1.0")
 		}
 		stop()
-		during := func(s sample) bool {
-			for _, c := range changing {
-				if !s.at.Before(c[0]) && s.at.Before(c[1]) {
-					return true
-				}
-			}
-			return false
-		}
+		during := within(changing)
 		s50, s99, smax, sn := lat.stats(func(s sample) bool { return s.at.Before(steadyEnd) })
 		d50, d99, dmax, dn := lat.stats(during)
 		_, _, _, waited := lat.stats(func(s sample) bool { return during(s) && s.took >= 20*time.Millisecond })

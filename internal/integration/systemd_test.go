@@ -120,14 +120,7 @@ func TestUnderSystemd(t *testing.T) {
 			changing = append(changing, [2]time.Time{start, time.Now()})
 		}
 		stop()
-		during := func(s sample) bool {
-			for _, c := range changing {
-				if !s.at.Before(c[0]) && s.at.Before(c[1]) {
-					return true
-				}
-			}
-			return false
-		}
+		during := within(changing)
 		s50, s99, smax, sn := lat.stats(func(s sample) bool { return s.at.Before(steadyEnd) })
 		d50, d99, dmax, dn := lat.stats(during)
 		t.Logf("request latency: steady p50 %s p99 %s max %s (%d requests); during drops p50 %s p99 %s max %s (%d requests)",
@@ -668,6 +661,18 @@ func unavailability(t *testing.T, log string, since time.Time) []time.Duration {
 	}
 	require.NotEmpty(t, out, "no restart in the service log")
 	return out
+}
+
+// within says whether a sample started in one of the spans [from, to).
+func within(spans [][2]time.Time) func(sample) bool {
+	return func(s sample) bool {
+		for _, c := range spans {
+			if !s.at.Before(c[0]) && s.at.Before(c[1]) {
+				return true
+			}
+		}
+		return false
+	}
 }
 
 // served lists the versions a report says are served.
