@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"os"
 	"path/filepath"
+	"regexp"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -71,6 +73,39 @@ func TestRunNotReadyIsNoPeer(t *testing.T) {
 	renameIn(t, dir, "good-1.2.0", "wasmtag_v1.2.0.so")
 	assert.Equal(t, exitcode.Restart, d.exitCode(t), d.text())
 	assert.Contains(t, d.text(), `msg="restarting with no other runner serving this socket: its connections wait for this one"`)
+}
+
+// A runner counts as serving for its group only once it has served
+// --min-uptime: a peer's restart waits for that.
+func TestRunCountsAPeerAfterItsMinUptime(t *testing.T) {
+	t.Parallel()
+	group := t.TempDir()
+	dir := copyPlugins(t, "wasmtag_v1.1.0.so")
+	young := start(t, copyPlugins(t, "wasmtag_v1.1.0.so"), "--stagger-dir", group, "--min-uptime", "3s")
+	young.waitLog(t, `msg=ready`)
+	d := start(t, dir, "--stagger-dir", group)
+	d.waitLog(t, `msg=ready`)
+	renameIn(t, dir, "good-1.2.0", "wasmtag_v1.2.0.so")
+	assert.Equal(t, exitcode.Restart, d.exitCode(t), d.text())
+	counted := logTime(t, young.text(), `msg="serving for the other runners of this socket" uptime=3(\.\d+)?s`)
+	left := logTime(t, d.text(), `msg="another runner serves this socket; restarting"`)
+	assert.False(t, left.Before(counted), "restarted at %s, before its peer counted at %s", left, counted)
+}
+
+// logTime returns the time of the first record of log that matches re.
+func logTime(t *testing.T, log, re string) time.Time {
+	t.Helper()
+	rx := regexp.MustCompile(re)
+	for _, line := range strings.Split(log, "\n") {
+		if ts, ok := strings.CutPrefix(line, "time="); ok && rx.MatchString(line) {
+			ts, _, _ = strings.Cut(ts, " ")
+			at, err := time.Parse(time.RFC3339Nano, ts)
+			require.NoError(t, err)
+			return at
+		}
+	}
+	t.Fatalf("no %q in the log:\n%s", re, log)
+	return time.Time{}
 }
 
 // A SIGTERM while a runner waits for its peer stops it at once.

@@ -171,9 +171,10 @@ type Config struct {
 	// waits for the next change.
 	BeforeRestart func() error
 	// Stagger is the group of runners that serve the same socket, so that
-	// they restart one at a time: this one serves in it from ready to the
-	// drain, and before it exits for a change it waits until no other is
-	// restarting and another serves (package stagger). Nil means a runner
+	// they restart one at a time: this one serves in it from MinUptime
+	// after its start (once ready with some plugin) to the drain, and
+	// before it exits for a change it waits until no other is restarting
+	// and another serves (package stagger). Nil means a runner
 	// alone, whose socket waits in systemd's queue while it restarts.
 	Stagger *stagger.Group
 	// Logger receives the daemon's log. Nil means none.

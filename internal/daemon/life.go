@@ -225,7 +225,10 @@ func (l *life) startServices(ctx context.Context) error {
 }
 
 // ready tells systemd and the health endpoints what is served, and, when
-// that is some plugin, the runners of its group that this one serves.
+// that is some plugin, the runners of its group that this one serves, once
+// it has served MinUptime: a new set that crashes its process soon after
+// the load takes one runner down, while the others keep serving the set
+// before it.
 func (l *life) ready() {
 	active := l.sel.Selected()
 	status := statusLine(active, l.cfg.Loader.Dir)
@@ -235,9 +238,13 @@ func (l *life) ready() {
 	if len(active) == 0 {
 		return // not ready: the others of its group do not count on it
 	}
-	if err := l.cfg.Stagger.Serve(); err != nil {
-		l.log.Warn("the runners of this socket will not see this one serve: they restart without waiting for it", "err", err)
-	}
+	l.cfg.Stagger.ServeAfter(max(l.cfg.MinUptime-time.Since(l.start), 0), func(err error) {
+		if err != nil {
+			l.log.Warn("the runners of this socket will not see this one serve: they restart without waiting for it", "err", err)
+			return
+		}
+		l.log.Info("serving for the other runners of this socket", "uptime", time.Since(l.start).Round(time.Millisecond))
+	})
 }
 
 // leave waits, with a group of runners on one socket, until this one may

@@ -82,13 +82,19 @@ func TestPairUnderSystemd(t *testing.T) {
 		time.Sleep(5 * time.Second) // steady state, before the first drop
 		steadyEnd := time.Now()
 		var dropToServing, dropToFirst []time.Duration
-		var changing [][2]time.Time // from each change to both serving the new set
+		// While a runner restarts: from each change to the first runner's
+		// ready, and from the second's decision to restart (the first one's
+		// successor has served --min-uptime) to its ready. Between the two,
+		// no process starts or stops.
+		var changing [][2]time.Time
 		last := time.Now()
 		change := func(do func() time.Time, status string) (first, all time.Time) {
 			time.Sleep(time.Until(last.Add(daemon.DefaultMinUptime + 100*time.Millisecond)))
 			start := do()
-			first, all = waitPair(t, logs, start, status)
-			changing = append(changing, [2]time.Time{start, all})
+			first, all, second := waitPair(t, logs, start, status)
+			left, ok := logAfter(logs[second].path, first, `msg="another runner serves this socket; restarting"`)
+			require.True(t, ok, "runner %s waited for the other one to serve", second)
+			changing = append(changing, [2]time.Time{start, first}, [2]time.Time{left, all})
 			last = all
 			return first, all
 		}
@@ -138,6 +144,43 @@ func TestPairUnderSystemd(t *testing.T) {
 		}
 	})
 
+	t.Run("a version that crashes its runner never reaches the other one first", func(t *testing.T) {
+		// The first runner to restart loads it, and crashes a second after
+		// the load, twice, until it quarantines it; the other serves the
+		// set before it until then, for it counts on a runner only once
+		// that has served --min-uptime.
+		since := time.Now()
+		var failures, served atomic.Int64
+		stop := d.load(4, &failures, &served)
+		d.drop(fixture(t, "crashafterload"), "wasmtag_v3.0.0.so")
+		eventually(t, "both quarantined it and serve 1.1.0", 2*time.Minute, func() (bool, string) {
+			ok := true
+			for _, i := range pairInstances {
+				_, quarantined := logAfter(logs[i].path, since, "quarantined=true")
+				p := d.sd.show("soplug@"+i+".service", "StatusText")
+				ok = ok && quarantined && p["StatusText"] == "serving kindcount 1.0.0, wasmtag 1.1.0"
+			}
+			return ok, tail(d.serviceLog(), 20)
+		})
+		stop()
+		assert.Zero(t, failures.Load(), "failed requests out of %d", served.Load()+failures.Load())
+		left := map[string]time.Time{}
+		for _, i := range pairInstances {
+			at, ok := logAfter(logs[i].path, since, `msg="another runner serves this socket; restarting"`)
+			require.True(t, ok, "runner %s restarted for the drop", i)
+			left[i] = at
+		}
+		first, second := "a", "b"
+		if left["b"].Before(left["a"]) {
+			first, second = "b", "a"
+		}
+		quarantined, _ := logAfter(logs[first].path, since, "quarantined=true")
+		assert.True(t, left[second].After(quarantined), "%s restarted for the drop at %s, after %s quarantined it at %s",
+			second, left[second].Format(time.StampMilli), first, quarantined.Format(time.StampMilli))
+		require.NoError(t, os.Remove(filepath.Join(d.plugins, "wasmtag_v3.0.0.so")))
+		waitPair(t, logs, time.Now(), "serving kindcount 1.0.0, wasmtag 1.1.0")
+	})
+
 	t.Run("a kill -9 of one runner under load fails no request", func(t *testing.T) {
 		// As the OOM killer would: the other runner serves meanwhile, and
 		// the connections the killed one held are made again to it.
@@ -152,7 +195,7 @@ func TestPairUnderSystemd(t *testing.T) {
 			p := d.sd.show(u, "MainPID", "ActiveState")
 			return p["MainPID"] != pid && p["MainPID"] != "0" && p["ActiveState"] == "active", fmt.Sprint(p)
 		})
-		_, ready := waitPair(t, map[string]*logTail{"b": logs["b"]}, since, "serving kindcount 1.0.0, wasmtag 1.1.0")
+		_, ready, _ := waitPair(t, map[string]*logTail{"b": logs["b"]}, since, "serving kindcount 1.0.0, wasmtag 1.1.0")
 		time.Sleep(time.Until(ready.Add(time.Second)))
 		stop()
 		assert.Zero(t, failures.Load(), "failed requests out of %d", served.Load()+failures.Load())
@@ -170,8 +213,9 @@ func TestPairUnderSystemd(t *testing.T) {
 }
 
 // waitPair waits until both runners of the pair logged ready with status
-// after since, and returns when the first and the second did.
-func waitPair(t *testing.T, logs map[string]*logTail, since time.Time, status string) (first, all time.Time) {
+// after since, and returns when the first and the second did, and which
+// one the second was.
+func waitPair(t *testing.T, logs map[string]*logTail, since time.Time, status string) (first, all time.Time, second string) {
 	t.Helper()
 	ready := map[string]time.Time{}
 	deadline := time.Now().Add(time.Minute)
@@ -187,15 +231,32 @@ func waitPair(t *testing.T, logs map[string]*logTail, since time.Time, status st
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
-	for _, at := range ready {
+	for i, at := range ready {
 		if first.IsZero() || at.Before(first) {
 			first = at
 		}
 		if at.After(all) {
-			all = at
+			all, second = at, i
 		}
 	}
-	return first, all
+	return first, all, second
+}
+
+// logAfter returns the time of the first line of the log at path logged
+// at or after since that contains substr.
+func logAfter(path string, since time.Time, substr string) (time.Time, bool) {
+	data, _ := os.ReadFile(path)
+	for _, line := range strings.Split(string(data), "\n") {
+		ts, ok := strings.CutPrefix(line, "time=")
+		if !ok || !strings.Contains(line, substr) {
+			continue
+		}
+		ts, _, _ = strings.Cut(ts, " ")
+		if at, err := time.Parse(time.RFC3339Nano, ts); err == nil && !at.Before(since) {
+			return at, true
+		}
+	}
+	return time.Time{}, false
 }
 
 // logTail reads a runner's log as it grows.

@@ -29,8 +29,9 @@ const (
 )
 
 // DefaultTimeout is how long Leave waits for another runner to serve
-// when Join is given no timeout.
-const DefaultTimeout = 10 * time.Second
+// when Join is given no timeout: longer than a peer's drain (the daemon's
+// DefaultDrainTimeout, 10 s) and start together take.
+const DefaultTimeout = 30 * time.Second
 
 // pollEvery is how often Leave looks for a serving peer: a peer's start
 // is tens of milliseconds, and a look is two system calls.
@@ -54,6 +55,8 @@ type Group struct {
 	serving *os.File // the shared lock, while this runner serves
 	probe   *os.File // another description of ServingFile, to look for peers
 	restart *os.File // held from Leave to the process's end
+	later   *time.Timer
+	done    bool // left or unserved: it serves no more
 }
 
 // Join opens the group's lock files in dir, creating both when missing.
@@ -93,13 +96,16 @@ func open(dir, name string) (*os.File, error) {
 // Serve records that this runner serves: its peers may restart. A peer
 // holds the lock exclusively only for the instant of a look; one stopped
 // in that instant (SIGSTOP) makes Serve fail after the group's timeout
-// instead of hanging.
+// instead of hanging. After Leave or Unserve it does nothing.
 func (g *Group) Serve() error {
 	if g == nil {
 		return nil
 	}
 	g.mu.Lock()
 	defer g.mu.Unlock()
+	if g.done {
+		return nil
+	}
 	deadline := time.Now().Add(g.timeout)
 	for {
 		ok, err := try(g.serving, syscall.LOCK_SH)
@@ -113,19 +119,51 @@ func (g *Group) Serve() error {
 	}
 }
 
-// Unserve records that this runner no longer serves (a stop).
+// ServeAfter calls Serve d from now, unless Leave or Unserve comes first,
+// and then done with its result: a runner counts as serving for the others
+// of its group only once it has served for a while, so that a new set that
+// crashes the process soon after its load takes down one runner, while
+// the others go on serving the set before it.
+func (g *Group) ServeAfter(d time.Duration, done func(error)) {
+	if g == nil {
+		return
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.done {
+		return
+	}
+	g.later = time.AfterFunc(d, func() {
+		err := g.Serve()
+		g.mu.Lock()
+		left := g.done
+		g.mu.Unlock()
+		if !left {
+			done(err)
+		}
+	})
+}
+
+// Unserve records that this runner no longer serves (a stop), for good.
 func (g *Group) Unserve() {
 	if g == nil {
 		return
 	}
 	g.mu.Lock()
 	defer g.mu.Unlock()
+	g.done = true
+	if g.later != nil {
+		g.later.Stop()
+	}
 	syscall.Flock(int(g.serving.Fd()), syscall.LOCK_UN)
 }
 
 // Leave waits until this runner may exit for a restart: until no other
-// runner of the group is restarting, then until another one serves. It
-// returns how long it waited. The restart lock stays held until the
+// runner of the group is restarting, then until another one serves. While
+// it waits for the first it still serves (or comes to, by ServeAfter), so
+// that two runners leaving at once cannot wait for each other; it gives
+// serving up for good once the restart is its own. It returns how long it
+// waited. The restart lock stays held until the
 // process ends, so the next runner restarts only once this one is gone,
 // and then only when this one's successor serves. With no other runner
 // serving within the timeout given to Join, it returns ErrNoPeer, still holding the restart
@@ -138,9 +176,9 @@ func (g *Group) Leave(ctx context.Context) (time.Duration, error) {
 	deadline := start.Add(g.timeout)
 	tick := time.NewTicker(pollEvery)
 	defer tick.Stop()
-	wait := func() error {
+	wait := func(why string) error {
 		if time.Now().After(deadline) {
-			return fmt.Errorf("%w within %s (%s)", ErrNoPeer, g.timeout, g.dir)
+			return fmt.Errorf("%w within %s (%s): %s", ErrNoPeer, g.timeout, g.dir, why)
 		}
 		select {
 		case <-ctx.Done():
@@ -157,7 +195,7 @@ func (g *Group) Leave(ctx context.Context) (time.Duration, error) {
 		if ok {
 			break
 		}
-		if err := wait(); err != nil {
+		if err := wait("another one has been restarting all that time"); err != nil {
 			return time.Since(start), err
 		}
 	}
@@ -171,7 +209,7 @@ func (g *Group) Leave(ctx context.Context) (time.Duration, error) {
 			return time.Since(start), nil // another runner holds it shared: it serves
 		}
 		syscall.Flock(int(g.probe.Fd()), syscall.LOCK_UN)
-		if err := wait(); err != nil {
+		if err := wait("none has served long enough to count"); err != nil {
 			return time.Since(start), err
 		}
 	}

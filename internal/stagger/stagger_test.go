@@ -193,6 +193,62 @@ func TestTwoLeaveAtOnce(t *testing.T) {
 	}
 }
 
+// Two runners that have not served long enough to count (ServeAfter) and
+// leave at once: the one that waits for the restart lock still comes to
+// serve, so the one that holds it goes.
+func TestTwoNewRunnersLeaveAtOnce(t *testing.T) {
+	dir := t.TempDir()
+	a, b := join(t, dir, time.Minute), join(t, dir, time.Minute)
+	counted := make(chan string, 2)
+	a.ServeAfter(200*time.Millisecond, func(err error) { assert.NoError(t, err); counted <- "a" })
+	b.ServeAfter(200*time.Millisecond, func(err error) { assert.NoError(t, err); counted <- "b" })
+	da, db := leave(context.Background(), a), leave(context.Background(), b)
+	var first *stagger.Group
+	var rest <-chan error
+	select {
+	case err := <-da:
+		require.NoError(t, err)
+		first, rest = a, db
+	case err := <-db:
+		require.NoError(t, err)
+		first, rest = b, da
+	case <-time.After(30 * time.Second):
+		t.Fatal("neither left: each waited for the other")
+	}
+	assert.Len(t, counted, 1, "only the one that waited for the restart lock came to count")
+	notYet(t, rest, "before the first one's successor serves")
+	require.NoError(t, first.Close())
+	require.NoError(t, join(t, dir, 0).Serve())
+	assert.NoError(t, <-rest)
+}
+
+// A Serve due after Leave took the restart lock, or after Unserve, does
+// not happen: a leaving runner never counts itself as the one that serves.
+func TestNoServeAfterLeaving(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		stop func(g *stagger.Group)
+	}{
+		{"leave", func(g *stagger.Group) { leave(context.Background(), g) }},
+		{"unserve", func(g *stagger.Group) { g.Unserve() }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			g := join(t, dir, time.Minute)
+			g.ServeAfter(100*time.Millisecond, func(error) { t.Error("served after it stopped serving") })
+			tc.stop(g)
+			time.Sleep(300 * time.Millisecond)
+			_, err := join(t, dir, 200*time.Millisecond).Leave(context.Background())
+			require.ErrorIs(t, err, stagger.ErrNoPeer)
+			if tc.name == "leave" {
+				assert.Contains(t, err.Error(), "another one has been restarting all that time", "g holds the restart lock")
+			} else {
+				assert.Contains(t, err.Error(), "none has served long enough to count")
+			}
+		})
+	}
+}
+
 func TestARunnerKilledWhileLeavingFreesTheRestart(t *testing.T) {
 	dir := t.TempDir()
 	g := join(t, dir, time.Minute)
