@@ -247,12 +247,7 @@ func waitPair(t *testing.T, logs map[string]*logTail, since time.Time, status st
 func logAfter(path string, since time.Time, substr string) (time.Time, bool) {
 	data, _ := os.ReadFile(path)
 	for _, line := range strings.Split(string(data), "\n") {
-		ts, ok := strings.CutPrefix(line, "time=")
-		if !ok || !strings.Contains(line, substr) {
-			continue
-		}
-		ts, _, _ = strings.Cut(ts, " ")
-		if at, err := time.Parse(time.RFC3339Nano, ts); err == nil && !at.Before(since) {
+		if at, ok := recordTime(line); ok && !at.Before(since) && strings.Contains(line, substr) {
 			return at, true
 		}
 	}
@@ -285,12 +280,10 @@ func (l *logTail) ready(since time.Time, status string) (time.Time, bool) {
 		end := bytes.LastIndexByte(data, '\n')
 		l.partial = append([]byte(nil), data[end+1:]...)
 		for _, line := range strings.Split(string(data[:end+1]), "\n") {
-			ts, ok := strings.CutPrefix(line, "time=")
-			if !ok || !strings.Contains(line, "msg=ready") || !strings.Contains(line, fmt.Sprintf("status=%q", status)) {
+			if !strings.Contains(line, "msg=ready") || !strings.Contains(line, fmt.Sprintf("status=%q", status)) {
 				continue
 			}
-			ts, _, _ = strings.Cut(ts, " ")
-			if at, err := time.Parse(time.RFC3339Nano, ts); err == nil && !at.Before(since) {
+			if at, ok := recordTime(line); ok && !at.Before(since) {
 				return at, true
 			}
 		}

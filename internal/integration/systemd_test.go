@@ -635,6 +635,17 @@ func tail(s string, n int) string {
 	return strings.Join(lines[max(0, len(lines)-n):], "\n")
 }
 
+// recordTime returns the time of a service log's record (its time=).
+func recordTime(line string) (time.Time, bool) {
+	ts, ok := strings.CutPrefix(line, "time=")
+	if !ok {
+		return time.Time{}, false
+	}
+	ts, _, _ = strings.Cut(ts, " ")
+	at, err := time.Parse(time.RFC3339Nano, ts)
+	return at, err == nil
+}
+
 // unavailability returns, for each restart logged after since, the time
 // from the old process's "closing the listeners" to the new one's ready.
 func unavailability(t *testing.T, log string, since time.Time) []time.Duration {
@@ -642,13 +653,8 @@ func unavailability(t *testing.T, log string, since time.Time) []time.Duration {
 	var out []time.Duration
 	var closed time.Time
 	for _, line := range strings.Split(log, "\n") {
-		ts, ok := strings.CutPrefix(line, "time=")
-		if !ok {
-			continue
-		}
-		ts, _, _ = strings.Cut(ts, " ")
-		at, err := time.Parse(time.RFC3339Nano, ts)
-		if err != nil || at.Before(since) {
+		at, ok := recordTime(line)
+		if !ok || at.Before(since) {
 			continue
 		}
 		switch {

@@ -6,9 +6,12 @@
 // restart first takes an exclusive flock on RestartFile, which it keeps
 // until it exits, so that restarts go one at a time; then it gives up its
 // own shared lock and waits until another process holds one, that is,
-// until another runner serves. The kernel releases every lock when its
-// process dies, however it dies, so a killed runner never blocks the rest
-// for longer than the wait's bound.
+// until another runner serves. A runner comes to count as serving only
+// once it has served a while (ServeAfter), and it still counts while it
+// waits for the restart lock, so that two runners that leave at once never
+// wait for each other. The kernel releases every lock when its process
+// dies, however it dies, so a killed runner never blocks the rest for
+// longer than the wait's bound.
 package stagger
 
 import (
@@ -41,8 +44,9 @@ const pollEvery = 2 * time.Millisecond
 // locked.
 var ErrUnusable = errors.New("stagger: the group folder cannot be used")
 
-// ErrNoPeer is a Leave that found no other runner serving within the
-// timeout given to Join: the caller goes on, and its socket waits for it.
+// ErrNoPeer is a Leave that, within the timeout given to Join, could not
+// take the restart lock or found no other runner serving: the caller goes
+// on, and its socket waits for it.
 var ErrNoPeer = errors.New("stagger: no other runner of the group serves")
 
 // Group is one runner's membership of a group, made by Join. A nil
