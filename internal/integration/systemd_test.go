@@ -404,11 +404,7 @@ func deployUnits(t *testing.T, pair bool) *deployment {
 	}
 	dropIn := fmt.Sprintf("[Service]\nStandardOutput=append:%s\nStandardError=append:%s\nUnsetEnvironment=SOPLUG_WASMTAG_V2\n", logFile, logFile)
 	require.NoError(t, os.WriteFile(filepath.Join(units, service+".d", "test.conf"), []byte(dropIn), 0o644))
-	if pair {
-		verifyUnits(t, filepath.Join(units, socket), filepath.Join(units, service))
-	} else {
-		verifyUnits(t, filepath.Join(units, service), filepath.Join(units, socket))
-	}
+	verifyUnits(t, filepath.Join(units, service), filepath.Join(units, socket))
 
 	d.sd = bootSystemd(t, units, filepath.Join(work, "sdns"))
 	t.Cleanup(func() {
